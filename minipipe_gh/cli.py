@@ -1,0 +1,293 @@
+"""The ``minipipe-gh`` command line: a thin edge over the registry, ledger and worker."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from functools import wraps
+from typing import Any
+
+import click
+
+from . import config, ledger, migrate, registry
+from .db import Database
+from .errors import MinipipeError
+from .serialize import audit_dict, patch_dict, session_dict
+
+EXIT_REFUSED = 2
+
+
+class Ctx:
+    """Settings and the database, opened on first use."""
+
+    def __init__(self) -> None:
+        self.settings = config.load()
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        if self._db is None:
+            self.settings.instance_path.mkdir(parents=True, exist_ok=True)
+            self._db = Database(self.settings.database_url)
+        return self._db
+
+
+pass_ctx = click.make_pass_decorator(Ctx, ensure=True)
+
+
+def core_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the core's errors into one line on stderr and exit status 2."""
+
+    @wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        try:
+            return fn(*a, **kw)
+        except MinipipeError as err:
+            click.echo(f"error: {err}", err=True)
+            sys.exit(EXIT_REFUSED)
+
+    return wrapper
+
+
+def emit_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[_cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict) and "level" in value:
+        return value["level"]
+    return str(value)
+
+
+def emit_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+def emit_page(
+    items: Iterable[dict[str, Any]], next_cursor: str | None, as_json: bool, columns: Sequence[str]
+) -> None:
+    rows = list(items)
+    if as_json:
+        emit_json({"items": rows, "next_cursor": next_cursor})
+        return
+    emit_table(rows, columns)
+    if next_cursor:
+        click.echo(f"more: --cursor {next_cursor}")
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+page_options = [
+    click.option("--cursor", default=None, help="Cursor from the previous page."),
+    click.option("--limit", default=50, show_default=True, type=int),
+]
+
+
+def paged(fn: Callable[..., Any]) -> Callable[..., Any]:
+    for opt in reversed(page_options):
+        fn = opt(fn)
+    return fn
+
+
+@click.group()
+@click.version_option(package_name="minipipe-gh")
+def main() -> None:
+    """minipipe-gh: agent sessions as PRs, every patch gated by review."""
+
+
+# --- database -----------------------------------------------------------------
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_ctx
+def db_upgrade(ctx: Ctx, revision: str) -> None:
+    """Create or migrate the schema to the newest revision."""
+    ctx.settings.instance_path.mkdir(parents=True, exist_ok=True)
+    migrate.upgrade(ctx.settings.database_url, revision)
+    click.echo(f"database at {revision}: {_safe_url(ctx.settings.database_url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# --- sessions -----------------------------------------------------------------
+
+SESSION_COLUMNS = (
+    "session_id",
+    "project_id",
+    "agent_type",
+    "state",
+    "branch",
+    "pr_number",
+    "title",
+)
+PATCH_COLUMNS = ("ledger_id", "project_id", "pr_number", "patch_id", "state", "risk", "created_at")
+
+
+@main.group()
+def sessions() -> None:
+    """Agent sessions."""
+
+
+@sessions.command("list")
+@click.option("--project", "project_id", default=None, help="owner/name")
+@click.option("--state", default=None)
+@click.option("--agent", "agent_type", default=None)
+@paged
+@json_option
+@pass_ctx
+@core_errors
+def sessions_list(
+    ctx: Ctx,
+    project_id: str | None,
+    state: str | None,
+    agent_type: str | None,
+    cursor: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """List sessions, newest first."""
+    with ctx.db.unit(write=False) as s:
+        page = registry.list_sessions(s, project_id, state, agent_type, cursor=cursor, limit=limit)
+        emit_page(map(session_dict, page.items), page.next_cursor, as_json, SESSION_COLUMNS)
+
+
+@sessions.command("show")
+@click.argument("session_id")
+@json_option
+@pass_ctx
+@core_errors
+def sessions_show(ctx: Ctx, session_id: str, as_json: bool) -> None:
+    """One session with its patches."""
+    with ctx.db.unit(write=False) as s:
+        data = session_dict(registry.get_session(s, session_id))
+        data["patches"] = [
+            patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
+        ]
+    if as_json:
+        emit_json(data)
+        return
+    for key in SESSION_COLUMNS[1:] + ("base_branch", "head_sha", "created_at", "last_activity_at"):
+        click.echo(f"{key:>17}: {_cell(data[key])}")
+    click.echo()
+    emit_table(data["patches"], PATCH_COLUMNS)
+
+
+# --- reviews ------------------------------------------------------------------
+
+
+@main.group()
+def reviews() -> None:
+    """The review queue: patches awaiting review."""
+
+
+@reviews.command("list")
+@click.option("--run-id", default=None)
+@click.option("--workstream-id", default=None)
+@click.option("--project", "project_id", default=None)
+@paged
+@json_option
+@pass_ctx
+@core_errors
+def reviews_list(
+    ctx: Ctx,
+    run_id: str | None,
+    workstream_id: str | None,
+    project_id: str | None,
+    cursor: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Patches awaiting review, oldest first."""
+    with ctx.db.unit(write=False) as s:
+        page = ledger.list_patches_awaiting_review(
+            s, run_id, workstream_id, project_id=project_id, cursor=cursor, limit=limit
+        )
+        emit_page(map(patch_dict, page.items), page.next_cursor, as_json, PATCH_COLUMNS)
+
+
+reviewer_option = click.option(
+    "--as",
+    "reviewer",
+    default=getpass.getuser,
+    show_default="current user",
+    help="Who decides (recorded in the audit trail).",
+)
+
+
+@reviews.command("approve")
+@click.argument("ledger_id")
+@click.option("--comment", default=None)
+@reviewer_option
+@pass_ctx
+@core_errors
+def reviews_approve(ctx: Ctx, ledger_id: str, comment: str | None, reviewer: str) -> None:
+    """Approve a patch."""
+    with ctx.db.unit() as s:
+        patch = ledger.approve_patch(s, ledger_id, reviewer, comment, source="cli")
+        state = patch.state
+    click.echo(f"{ledger_id}: approved by {reviewer}, now {state}")
+
+
+@reviews.command("reject")
+@click.argument("ledger_id")
+@click.option("--reason", required=True, help="Why (required).")
+@reviewer_option
+@pass_ctx
+@core_errors
+def reviews_reject(ctx: Ctx, ledger_id: str, reason: str, reviewer: str) -> None:
+    """Reject a patch; a reason is required."""
+    with ctx.db.unit() as s:
+        ledger.reject_patch(s, ledger_id, reviewer, reason, source="cli")
+    click.echo(f"{ledger_id}: rejected by {reviewer}, now dropped")
+
+
+# --- audit --------------------------------------------------------------------
+
+
+@main.group()
+def audit() -> None:
+    """The audit trail."""
+
+
+@audit.command("export")
+@click.option("--since", default=None, help="ISO-8601 time, e.g. 2026-01-01T00:00:00+00:00")
+@click.option("--repo", "project_id", default=None, help="owner/name")
+@pass_ctx
+@core_errors
+def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
+    """Print the audit trail as JSON lines."""
+    from datetime import UTC, datetime
+
+    from . import audit as audit_log
+    from .errors import Invalid
+
+    when = None
+    if since:
+        try:
+            when = datetime.fromisoformat(since)
+        except ValueError:
+            raise Invalid(f"--since {since!r} is not an ISO-8601 time") from None
+        when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    with ctx.db.unit(write=False) as s:
+        for row in audit_log.export(s, since=when, project_id=project_id):
+            click.echo(json.dumps(audit_dict(row), sort_keys=True))

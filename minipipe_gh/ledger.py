@@ -1,0 +1,363 @@
+"""The patch ledger: record pushed patches and move them through review.
+
+Review metadata lives in ``Patch.meta`` under the spec's keys
+(``manual_review_required``, ``review_status``, ``review_reason``,
+``reviewed_by``, ``reviewed_at``, ``review_comment``) plus ``approvals``, the
+distinct approvers of this SHA. Functions take the caller's ``Session``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from . import audit, pagination
+from .errors import Invalid, NotFound, Refused
+from .models import AgentSession, AuditEntry, Patch, utcnow
+from .pagination import Page
+from .patch_states import MACHINE, OPEN, PatchState
+from .registry import new_id
+from .transitions import advance, check_version, refusal
+
+P = PatchState
+DECIDABLE = frozenset({P.VALIDATED, P.AWAITING_REVIEW})
+PENDING_CHECKS = frozenset({P.CREATED, P.QUARANTINED})
+
+
+def record_patch(
+    db: Session,
+    session: AgentSession,
+    patch_id: str,
+    *,
+    actor: str,
+    source: str,
+    files: int = 0,
+    additions: int = 0,
+    deletions: int = 0,
+    paths: Sequence[str] = (),
+    tree_sha: str | None = None,
+    run_id: str | None = None,
+    risk: str = "low",
+    risk_reasons: Sequence[str] = (),
+    metadata: dict[str, Any] | None = None,
+) -> Patch:
+    if not patch_id:
+        raise Invalid("patch_id (the head SHA) is required", field="patch_id")
+    patch = Patch(
+        ledger_id=new_id(),
+        patch_id=patch_id,
+        session_id=session.session_id,
+        project_id=session.project_id,
+        pr_number=session.pr_number,
+        run_id=run_id,
+        workstream_id=session.workstream_id,
+        state=P.CREATED,
+        risk=risk,
+        risk_reasons=list(risk_reasons),
+        files=files,
+        additions=additions,
+        deletions=deletions,
+        paths=list(paths),
+        tree_sha=tree_sha,
+        meta={"review_status": "pending", "approvals": [], **(metadata or {})},
+    )
+    db.add(patch)
+    session.head_sha = patch_id
+    session.last_activity_at = utcnow()
+    audit.record(
+        db,
+        entity="patch",
+        entity_id=patch.ledger_id,
+        project_id=patch.project_id,
+        to_state=P.CREATED,
+        outcome="moved",
+        actor=actor,
+        source=source,
+        reason=f"patch {patch_id[:12]} recorded",
+    )
+    return patch
+
+
+def get_patch(db: Session, ledger_id: str) -> Patch:
+    patch = db.get(Patch, ledger_id)
+    if patch is None:
+        raise NotFound(f"patch {ledger_id} not found")
+    return patch
+
+
+def find_patch(db: Session, project_id: str, pr_number: int, sha: str) -> Patch | None:
+    return db.scalars(
+        select(Patch)
+        .where(Patch.project_id == project_id, Patch.pr_number == pr_number, Patch.patch_id == sha)
+        .order_by(Patch.ledger_id.desc())
+    ).first()
+
+
+def open_patch(db: Session, session_id: str) -> Patch | None:
+    """The session's newest patch that is still open to review or merge."""
+    return db.scalars(
+        select(Patch)
+        .where(Patch.session_id == session_id, Patch.state.in_(list(OPEN)))
+        .order_by(Patch.ledger_id.desc())
+    ).first()
+
+
+def latest_patch(db: Session, session_id: str) -> Patch | None:
+    return db.scalars(
+        select(Patch).where(Patch.session_id == session_id).order_by(Patch.ledger_id.desc())
+    ).first()
+
+
+def transition(
+    db: Session,
+    ledger_id: str | Patch,
+    to: str,
+    *,
+    actor: str,
+    source: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> Patch:
+    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    advance(
+        db,
+        patch,
+        MACHINE,
+        to,
+        actor=actor,
+        source=source,
+        reason=reason,
+        expected_version=expected_version,
+        details=details,
+    )
+    return patch
+
+
+def _review(patch: Patch, **fields: Any) -> None:
+    patch.meta = {**patch.meta, **fields}  # reassign: JSON columns track assignment
+
+
+def _note(db: Session, patch: Patch, actor: str, source: str, reason: str) -> None:
+    audit.record(
+        db,
+        entity="patch",
+        entity_id=patch.ledger_id,
+        project_id=patch.project_id,
+        from_state=patch.state,
+        to_state=patch.state,
+        outcome="noted",
+        actor=actor,
+        source=source,
+        reason=reason,
+    )
+
+
+def mark_for_review(
+    db: Session,
+    ledger_id: str | Patch,
+    reviewer: str,
+    reason: str | None = None,
+    *,
+    source: str = "api",
+    expected_version: int | None = None,
+) -> Patch:
+    """Ask for manual review; before the checks finish it takes effect on validation."""
+    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    _review(patch, manual_review_required=True, review_status="pending", review_reason=reason)
+    if patch.state in PENDING_CHECKS:
+        _note(db, patch, reviewer, source, f"manual review requested: {reason or 'no reason'}")
+        return patch
+    return transition(
+        db,
+        patch,
+        P.AWAITING_REVIEW,
+        actor=reviewer,
+        source=source,
+        reason=reason or "manual review requested",
+        expected_version=expected_version,
+    )
+
+
+def approvals(patch: Patch) -> list[str]:
+    return list(patch.meta.get("approvals", []))
+
+
+def approve_patch(
+    db: Session,
+    ledger_id: str | Patch,
+    reviewer: str,
+    comment: str | None = None,
+    *,
+    source: str = "api",
+    required_approvals: int = 1,
+    expected_version: int | None = None,
+) -> Patch:
+    """Add ``reviewer``'s approval; enough distinct approvers queue the patch.
+
+    An approval given while the checks still run is kept and takes effect when
+    the patch validates (``apply_pending_review``).
+    """
+    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    check_version(patch, MACHINE, expected_version)
+    if patch.state not in DECIDABLE | PENDING_CHECKS | {P.QUEUED}:
+        # Decided or merged already: no state here may move to queued, so this
+        # raises IllegalTransition carrying its audit row.
+        transition(db, patch, P.QUEUED, actor=reviewer, source=source)
+    given = approvals(patch)
+    if reviewer not in given:
+        given.append(reviewer)
+    _review(patch, approvals=given, review_comment=comment)
+    if patch.state in DECIDABLE and len(given) >= required_approvals:
+        _review(
+            patch,
+            review_status="approved",
+            reviewed_by=reviewer,
+            reviewed_at=utcnow().isoformat(),
+        )
+        return transition(
+            db, patch, P.QUEUED, actor=reviewer, source=source, reason=comment or "approved"
+        )
+    _note(
+        db,
+        patch,
+        reviewer,
+        source,
+        f"approval {len(given)} of {required_approvals}" + (f": {comment}" if comment else ""),
+    )
+    return patch
+
+
+def cancel_approval(
+    db: Session,
+    ledger_id: str | Patch,
+    reviewer: str,
+    *,
+    source: str = "api",
+    required_approvals: int = 1,
+    reason: str = "approval withdrawn",
+) -> Patch:
+    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    given = approvals(patch)
+    if reviewer not in given:
+        raise Refused(
+            f"{reviewer} has no approval on patch {patch.ledger_id} to withdraw",
+            audit=refusal(
+                patch,
+                MACHINE,
+                None,
+                actor=reviewer,
+                source=source,
+                reason="no approval to withdraw",
+            ),
+        )
+    given.remove(reviewer)
+    _review(patch, approvals=given)
+    if patch.state == P.QUEUED and len(given) < required_approvals:
+        _review(patch, review_status="pending", reviewed_by=None, reviewed_at=None)
+        return transition(
+            db, patch, P.AWAITING_REVIEW, actor=reviewer, source=source, reason=reason
+        )
+    _note(db, patch, reviewer, source, reason)
+    return patch
+
+
+def reject_patch(
+    db: Session,
+    ledger_id: str | Patch,
+    reviewer: str,
+    reason: str | None,
+    *,
+    source: str = "api",
+    expected_version: int | None = None,
+) -> Patch:
+    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    if not reason or not reason.strip():
+        raise Refused(
+            "a rejection needs a reason: /reject <reason>",
+            audit=refusal(
+                patch,
+                MACHINE,
+                P.DROPPED,
+                actor=reviewer,
+                source=source,
+                reason="rejection without a reason",
+            ),
+        )
+    transition(
+        db,
+        patch,
+        P.DROPPED,
+        actor=reviewer,
+        source=source,
+        reason=f"rejected: {reason.strip()}",
+        expected_version=expected_version,
+    )
+    _review(
+        patch,
+        review_status="rejected",
+        review_reason=reason.strip(),
+        reviewed_by=reviewer,
+        reviewed_at=utcnow().isoformat(),
+    )
+    return patch
+
+
+def list_patches(
+    db: Session,
+    *,
+    state: str | None = None,
+    session_id: str | None = None,
+    run_id: str | None = None,
+    workstream_id: str | None = None,
+    project_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Patch]:
+    """Oldest first (the review queue's order), one page at a time."""
+    pagination.check_limit(limit)
+    q = select(Patch)
+    if state is not None:
+        if state not in P.__members__.values():
+            raise Invalid(f"unknown patch state {state!r}", field="state")
+        q = q.where(Patch.state == state)
+    for column, value in (
+        (Patch.session_id, session_id),
+        (Patch.run_id, run_id),
+        (Patch.workstream_id, workstream_id),
+        (Patch.project_id, project_id),
+    ):
+        if value is not None:
+            q = q.where(column == value)
+    after = pagination.decode(cursor)
+    if after is not None:
+        q = q.where(Patch.ledger_id > after)
+    rows = db.scalars(q.order_by(Patch.ledger_id).limit(limit + 1)).all()
+    return pagination.page_of(rows, limit, "ledger_id")
+
+
+def list_patches_awaiting_review(
+    db: Session,
+    run_id: str | None = None,
+    workstream_id: str | None = None,
+    *,
+    project_id: str | None = None,
+    cursor: str | None = None,
+    limit: int = 50,
+) -> Page[Patch]:
+    return list_patches(
+        db,
+        state=P.AWAITING_REVIEW,
+        run_id=run_id,
+        workstream_id=workstream_id,
+        project_id=project_id,
+        cursor=cursor,
+        limit=limit,
+    )
+
+
+def history(db: Session, ledger_id: str) -> Sequence[AuditEntry]:
+    return audit.history(db, "patch", ledger_id)

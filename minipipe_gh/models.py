@@ -1,0 +1,157 @@
+"""The database schema as typed SQLAlchemy 2 models.
+
+Functions that read or write these take a ``Session`` from the caller (the
+worker, an API request or a CLI command owns its lifecycle).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+JSONType = JSON().with_variant(JSONB(), "postgresql")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC in Python on every backend (SQLite keeps no zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use utcnow()")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime, dict[str, Any]: JSONType}
+
+
+class AgentSession(Base):
+    """One AI agent session: a branch and its pull request."""
+
+    __tablename__ = "sessions"
+
+    session_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(200))
+    workstream_id: Mapped[str | None] = mapped_column(String(200))
+    agent_type: Mapped[str] = mapped_column(String(100))
+    title: Mapped[str] = mapped_column(String(500))
+    workspace_path: Mapped[str | None] = mapped_column(String(1000))
+    branch: Mapped[str | None] = mapped_column(String(255))
+    base_branch: Mapped[str | None] = mapped_column(String(255))
+    pr_number: Mapped[int | None] = mapped_column(Integer)
+    head_sha: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(20))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_sessions_project_state", "project_id", "state", "session_id"),
+        Index("ix_sessions_state", "state", "session_id"),
+        Index("ix_sessions_agent", "agent_type", "session_id"),
+        Index("ix_sessions_pr", "project_id", "pr_number"),
+        Index("ix_sessions_branch", "project_id", "branch"),
+    )
+
+
+class Patch(Base):
+    """One pushed state (head SHA) of a session's PR, moving through the ledger."""
+
+    __tablename__ = "patches"
+
+    ledger_id: Mapped[str] = mapped_column(String(26), primary_key=True)
+    patch_id: Mapped[str] = mapped_column(String(64))
+    session_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("sessions.session_id", ondelete="CASCADE")
+    )
+    project_id: Mapped[str] = mapped_column(String(200))
+    pr_number: Mapped[int | None] = mapped_column(Integer)
+    run_id: Mapped[str | None] = mapped_column(String(200))
+    workstream_id: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(20))
+    risk: Mapped[str] = mapped_column(String(10), default="low")
+    risk_reasons: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    files: Mapped[int] = mapped_column(Integer, default=0)
+    additions: Mapped[int] = mapped_column(Integer, default=0)
+    deletions: Mapped[int] = mapped_column(Integer, default=0)
+    paths: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    tree_sha: Mapped[str | None] = mapped_column(String(64))
+    meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+
+    __mapper_args__ = {"version_id_col": version}
+    __table_args__ = (
+        Index("ix_patches_state", "state", "ledger_id"),
+        Index("ix_patches_run_state", "run_id", "state", "ledger_id"),
+        Index("ix_patches_workstream_state", "workstream_id", "state", "ledger_id"),
+        Index("ix_patches_session", "session_id", "ledger_id"),
+        Index("ix_patches_pr", "project_id", "pr_number", "patch_id"),
+    )
+
+    @property
+    def changes(self) -> int:
+        return self.additions + self.deletions
+
+
+class AuditEntry(Base):
+    """One row of the append-only audit trail: a move, or a refused attempt.
+
+    Database triggers refuse UPDATE and DELETE on this table.
+    """
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    entity: Mapped[str] = mapped_column(String(20))
+    entity_id: Mapped[str] = mapped_column(String(64))
+    project_id: Mapped[str | None] = mapped_column(String(200))
+    from_state: Mapped[str | None] = mapped_column(String(20))
+    to_state: Mapped[str | None] = mapped_column(String(20))
+    outcome: Mapped[str] = mapped_column(String(10))  # "moved" | "refused" | "noted"
+    actor: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(500))
+    reason: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (
+        Index("ix_audit_entity", "entity", "entity_id", "id"),
+        Index("ix_audit_at", "at"),
+    )

@@ -1,0 +1,98 @@
+"""``advance()``: the one way an entity changes state.
+
+It checks the move against the entity's table, checks the expected version
+(optimistic locking), sets the state, and appends the audit row. A refusal
+raises with the audit row the caller's unit of work will keep.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from sqlalchemy.orm import Session
+
+from . import audit
+from .errors import Conflict, IllegalTransition
+from .machine import Machine
+from .models import AuditEntry, utcnow
+
+
+class Stateful(Protocol):
+    state: str
+    version: int
+    project_id: str
+
+
+def ident(obj: Any) -> str:
+    return obj.ledger_id if hasattr(obj, "ledger_id") else obj.session_id
+
+
+def advance(
+    db: Session,
+    obj: Stateful,
+    machine: Machine[Any],
+    to: str,
+    *,
+    actor: str,
+    source: str,
+    reason: str | None = None,
+    expected_version: int | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEntry:
+    entity_id = ident(obj)
+    check_version(obj, machine, expected_version)
+    try:
+        machine.check(entity_id, obj.state, to)
+    except IllegalTransition as err:
+        err.audit = refusal(obj, machine, to, actor=actor, source=source, reason=str(err))
+        raise
+    row = audit.record(
+        db,
+        entity=machine.entity,
+        entity_id=entity_id,
+        project_id=obj.project_id,
+        from_state=obj.state,
+        to_state=to,
+        outcome="moved",
+        actor=actor,
+        source=source,
+        reason=reason,
+        details=details,
+    )
+    obj.state = to
+    obj.updated_at = utcnow()  # type: ignore[attr-defined]
+    return row
+
+
+def check_version(obj: Stateful, machine: Machine[Any], expected: int | None) -> None:
+    """Optimistic locking: the caller decided on ``expected``; refuse if it moved since."""
+    if expected is not None and obj.version != expected:
+        raise Conflict(
+            f"{machine.entity} {ident(obj)} is at version {obj.version}, "
+            f"not {expected}: someone else changed it first"
+        )
+
+
+def refusal(
+    obj: Stateful,
+    machine: Machine[Any],
+    to: str | None,
+    *,
+    actor: str,
+    source: str,
+    reason: str,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The audit row of a refused attempt, for a ``Refused`` error to carry."""
+    return {
+        "entity": machine.entity,
+        "entity_id": ident(obj),
+        "project_id": obj.project_id,
+        "from_state": obj.state,
+        "to_state": to,
+        "outcome": "refused",
+        "actor": actor,
+        "source": source,
+        "reason": reason,
+        "details": details,
+    }
