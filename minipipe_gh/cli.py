@@ -291,3 +291,147 @@ def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
     with ctx.db.unit(write=False) as s:
         for row in audit_log.export(s, since=when, project_id=project_id):
             click.echo(json.dumps(audit_dict(row), sort_keys=True))
+
+
+# --- serving and the worker -------------------------------------------------------
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=3000, show_default=True, type=int)
+@click.option("--public-url", default=None, help="Where GitHub reaches this server (setup flow).")
+@click.option("--no-worker", is_flag=True, help="Do not start the in-process worker.")
+def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
+    """Development server with an in-process worker (migrates the database first)."""
+    import dataclasses
+
+    from .runtime import Runtime
+    from .web import create_app
+
+    settings = config.load()
+    if public_url:
+        settings = dataclasses.replace(settings, public_url=public_url)
+    rt = Runtime.build(settings)
+    rt.upgrade_db()
+    app = create_app(runtime_obj=rt)
+    if not settings.has_app_credentials:
+        click.echo(f"setup mode: open http://{host}:{port}/ to register the GitHub App")
+    if not no_worker:
+        rt.start_worker_thread()
+    app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="Handle every due delivery, then exit.")
+@pass_ctx
+@core_errors
+def worker(ctx: Ctx, once: bool) -> None:
+    """Handle deliveries from the inbox."""
+    import signal
+    import threading
+
+    from . import logs
+    from .runtime import Runtime
+
+    logs.setup()
+    rt = Runtime.build(ctx.settings)
+    if not once:
+        ctx.settings.require_app()
+    w = rt.worker()
+    if once:
+        outcomes = w.run_once()
+        counts: dict[str, int] = {}
+        for o in outcomes:
+            counts[o.status] = counts.get(o.status, 0) + 1
+        click.echo(f"handled {len(outcomes)} deliveries: {counts or 'none due'}")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    w.run_forever(stop)
+
+
+# --- deliveries ----------------------------------------------------------------
+
+DELIVERY_COLUMNS = (
+    "seq",
+    "delivery_id",
+    "event",
+    "action",
+    "repository",
+    "status",
+    "attempts",
+    "received_at",
+)
+
+
+def delivery_dict(d: Any, *, full: bool = False) -> dict[str, Any]:
+    data = {
+        "seq": d.seq,
+        "delivery_id": d.delivery_id,
+        "event": d.event,
+        "action": d.action,
+        "installation_id": d.installation_id,
+        "repository": d.repository,
+        "order_key": d.order_key,
+        "status": d.status,
+        "attempts": d.attempts,
+        "next_attempt_at": d.next_attempt_at.isoformat() if d.next_attempt_at else None,
+        "last_error": d.last_error,
+        "received_at": d.received_at.isoformat(),
+        "finished_at": d.finished_at.isoformat() if d.finished_at else None,
+    }
+    if full:
+        data["headers"] = d.headers
+        data["effects"] = d.effects
+        data["payload"] = json.loads(d.payload)
+    return data
+
+
+@main.group()
+def deliveries() -> None:
+    """Webhook deliveries in the inbox."""
+
+
+@deliveries.command("list")
+@click.option("--status", default=None, type=click.Choice(["queued", "effects", "done", "dead"]))
+@click.option("--limit", default=50, show_default=True, type=int)
+@json_option
+@pass_ctx
+@core_errors
+def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> None:
+    """Newest first."""
+    from sqlalchemy import select
+
+    from .models import Delivery
+
+    with ctx.db.unit(write=False) as s:
+        q = select(Delivery).order_by(Delivery.seq.desc()).limit(limit)
+        if status:
+            q = q.where(Delivery.status == status)
+        rows = [delivery_dict(d) for d in s.scalars(q)]
+    emit_page(rows, None, as_json, DELIVERY_COLUMNS)
+
+
+@deliveries.command("show")
+@click.argument("ident")
+@pass_ctx
+@core_errors
+def deliveries_show(ctx: Ctx, ident: str) -> None:
+    """One delivery, with its payload, as JSON."""
+    from .worker import find_delivery
+
+    with ctx.db.unit(write=False) as s:
+        emit_json(delivery_dict(find_delivery(s, ident), full=True))
+
+
+@deliveries.command("replay")
+@click.argument("ident")
+@pass_ctx
+@core_errors
+def deliveries_replay(ctx: Ctx, ident: str) -> None:
+    """Queue a delivery again (a dead one, typically)."""
+    from .worker import replay
+
+    d = replay(ctx.db, ident)
+    click.echo(f"delivery {d.delivery_id} queued again ({d.status})")

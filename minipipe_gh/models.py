@@ -155,3 +155,67 @@ class AuditEntry(Base):
         Index("ix_audit_entity", "entity", "entity_id", "id"),
         Index("ix_audit_at", "at"),
     )
+
+
+class Delivery(Base):
+    """A verified webhook delivery in the durable inbox, and its processing state.
+
+    ``seq`` orders deliveries as received; deliveries sharing an ``order_key``
+    (one pull request) are handled one at a time in that order.
+    """
+
+    __tablename__ = "deliveries"
+
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(100), unique=True)
+    event: Mapped[str] = mapped_column(String(60))
+    action: Mapped[str | None] = mapped_column(String(60))
+    installation_id: Mapped[int | None] = mapped_column(BigInteger)
+    repository: Mapped[str | None] = mapped_column(String(200))
+    order_key: Mapped[str | None] = mapped_column(String(300))
+    natural_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    headers: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    payload: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(12), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    lease_owner: Mapped[str | None] = mapped_column(String(100))
+    lease_expires_at: Mapped[datetime | None] = mapped_column()
+    effects: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONType)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+
+    __table_args__ = (
+        Index("ix_deliveries_due", "status", "next_attempt_at", "seq"),
+        Index("ix_deliveries_order", "order_key", "seq"),
+    )
+
+
+class Installation(Base):
+    """An installation of the app on an account, kept from ``installation`` events."""
+
+    __tablename__ = "installations"
+
+    installation_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    account: Mapped[str] = mapped_column(String(200))
+    account_type: Mapped[str | None] = mapped_column(String(40))
+    repository_selection: Mapped[str | None] = mapped_column(String(20))
+    suspended_at: Mapped[datetime | None] = mapped_column()
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class InstalledRepository(Base):
+    """A repository an installation grants access to."""
+
+    __tablename__ = "installed_repositories"
+
+    repository_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    installation_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("installations.installation_id", ondelete="CASCADE")
+    )
+    full_name: Mapped[str] = mapped_column(String(200), index=True)
+    private: Mapped[bool] = mapped_column(default=False)

@@ -1,0 +1,8 @@
+"""The production web tier: ``gunicorn app:app`` (or ``granian --interface wsgi app:app``).
+
+Start-up stops with a message naming any missing or malformed setting.
+"""
+
+from minipipe_gh.web import create_app
+
+app = create_app(production=True)

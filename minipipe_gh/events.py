@@ -1,0 +1,163 @@
+"""Webhook deliveries as pure values: verify, parse and key them, with no I/O.
+
+Like gidgethub's ``sansio``: ``parse(headers, body, secrets)`` checks the
+signature in constant time and returns an ``Event`` or raises one typed error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
+KEPT_HEADERS = (
+    "X-GitHub-Event",
+    "X-GitHub-Delivery",
+    "X-GitHub-Hook-ID",
+    "X-GitHub-Hook-Installation-Target-ID",
+    "X-GitHub-Hook-Installation-Target-Type",
+    "User-Agent",
+)
+
+
+class IngressError(Exception):
+    status = 400
+
+
+class BadSignature(IngressError):
+    status = 401
+
+
+class TooLarge(IngressError):
+    status = 413
+
+
+class BadRequest(IngressError):
+    status = 400
+
+
+@dataclass(frozen=True)
+class Event:
+    delivery_id: str
+    name: str
+    payload: dict[str, Any]
+    headers: dict[str, str]
+
+    @property
+    def action(self) -> str | None:
+        action = self.payload.get("action")
+        return action if isinstance(action, str) else None
+
+    @property
+    def installation_id(self) -> int | None:
+        inst = self.payload.get("installation")
+        return inst.get("id") if isinstance(inst, dict) else None
+
+    @property
+    def repository(self) -> str | None:
+        repo = self.payload.get("repository")
+        return repo.get("full_name") if isinstance(repo, dict) else None
+
+    @property
+    def sender(self) -> dict[str, Any]:
+        sender = self.payload.get("sender")
+        return sender if isinstance(sender, dict) else {}
+
+
+def signature(body: bytes, secret: str) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, header: str | None, secrets: Sequence[str]) -> None:
+    """Check ``X-Hub-Signature-256`` against every configured secret (rotation).
+
+    https://docs.github.com/en/webhooks/using-webhooks/validating-webhook-deliveries
+    """
+    if not header:
+        raise BadSignature("missing X-Hub-Signature-256 header (the SHA-1 header is not accepted)")
+    if not header.startswith("sha256="):
+        raise BadSignature("X-Hub-Signature-256 must start with sha256=")
+    ok = False
+    for secret in secrets:
+        ok |= hmac.compare_digest(signature(body, secret), header)
+    if not ok:
+        raise BadSignature("signature does not match any configured webhook secret")
+
+
+def parse(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> Event:
+    """Verify and parse one delivery. ``headers`` must be case-insensitive or canonical."""
+    if len(body) > MAX_BODY:
+        raise TooLarge(f"body of {len(body)} bytes is over the 25 MB limit")
+    verify(body, headers.get("X-Hub-Signature-256"), secrets)
+    name = headers.get("X-GitHub-Event")
+    if not name:
+        raise BadRequest("missing X-GitHub-Event header")
+    delivery_id = headers.get("X-GitHub-Delivery")
+    if not delivery_id or len(delivery_id) > 100:
+        raise BadRequest("missing or malformed X-GitHub-Delivery header")
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("body is not JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("body is not a JSON object")
+    kept = {h: headers[h] for h in KEPT_HEADERS if headers.get(h)}
+    return Event(delivery_id, name, payload, kept)
+
+
+def pr_number(event: Event) -> int | None:
+    """The pull request a delivery concerns, if it names exactly one."""
+    p = event.payload
+    if event.name in ("pull_request", "pull_request_review", "pull_request_review_comment"):
+        return _int(p.get("pull_request", {}).get("number")) or _int(p.get("number"))
+    if event.name == "issue_comment":
+        issue = p.get("issue", {})
+        return _int(issue.get("number")) if issue.get("pull_request") else None
+    for key in ("check_run", "check_suite"):
+        if event.name == key:
+            prs = p.get(key, {}).get("pull_requests") or []
+            return _int(prs[0].get("number")) if len(prs) == 1 else None
+    if event.name == "minipipe.publish":
+        return _int(p.get("pr_number"))
+    return None
+
+
+def order_key(event: Event) -> str | None:
+    """Deliveries with one key are handled in order, one at a time (per pull request)."""
+    repo = event.repository
+    number = pr_number(event)
+    if repo and number is not None:
+        return f"{repo}#{number}"
+    if event.name in ("installation", "installation_repositories") and event.installation_id:
+        return f"installation:{event.installation_id}"
+    if repo and event.name in ("check_run", "check_suite"):
+        unit = event.payload.get(event.name, {})
+        return f"{repo}@{unit.get('head_sha')}"
+    return repo
+
+
+def natural_key(event: Event) -> str | None:
+    """The same event delivered under two ids (repo hook and app) acts once."""
+    p = event.payload
+    ident: Any = None
+    if event.name == "issue_comment":
+        ident = p.get("comment", {}).get("id")
+    elif event.name == "pull_request_review":
+        ident = p.get("review", {}).get("id")
+    elif event.name == "check_run":
+        ident = p.get("check_run", {}).get("id")
+        requested = p.get("requested_action") or {}
+        if ident is not None and requested.get("identifier"):
+            # a button press is one person's act: two reviewers may press it
+            ident = f"{ident}:{requested['identifier']}:{event.sender.get('id')}"
+    if ident is None:
+        return None
+    return f"{event.name}:{event.action}:{ident}"
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None

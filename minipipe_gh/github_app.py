@@ -1,0 +1,82 @@
+"""GitHub App authentication: the app's JWT and cached installation tokens.
+
+One token exchange per installation per hour (tokens live an hour; we renew
+five minutes early), not per event. ``GITHUB_API_URL`` is honoured everywhere.
+PyGithub's own in-process retries are off: the worker reschedules a failed
+delivery instead, so a rate limit never blocks a worker thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+
+from github import Auth, Github, GithubIntegration
+
+from .errors import ConfigError
+
+RENEW_BEFORE_S = 300
+TIMEOUT_S = 15
+
+
+@dataclass
+class _Token:
+    token: str
+    expires_at: float
+
+
+class GitHubApp:
+    """One per process: signs app JWTs and hands out installation clients."""
+
+    def __init__(self, app_id: int | None, private_key: str | None, api_url: str) -> None:
+        self.app_id = app_id
+        self.private_key = private_key
+        self.api_url = api_url
+        self._tokens: dict[int, _Token] = {}
+        self._lock = threading.Lock()
+
+    def _app_auth(self) -> Auth.AppAuth:
+        if self.app_id is None or not self.private_key:
+            raise ConfigError(
+                "GitHub App credentials are not configured: set GITHUB_APP_ID and "
+                "GITHUB_PRIVATE_KEY_PATH (or register the app from the setup page)"
+            )
+        return Auth.AppAuth(self.app_id, self.private_key)
+
+    def integration(self) -> GithubIntegration:
+        return GithubIntegration(
+            auth=self._app_auth(), base_url=self.api_url, timeout=TIMEOUT_S, retry=0
+        )
+
+    def installation_token(self, installation_id: int) -> str:
+        now = time.time()
+        with self._lock:
+            cached = self._tokens.get(installation_id)
+            if cached and cached.expires_at - RENEW_BEFORE_S > now:
+                return cached.token
+        grant = self.integration().get_access_token(installation_id)
+        expires = grant.expires_at.timestamp() if grant.expires_at else now + 3600
+        with self._lock:
+            self._tokens[installation_id] = _Token(grant.token, expires)
+        return grant.token
+
+    def forget_token(self, installation_id: int) -> None:
+        """After a 401: the next client exchanges a fresh token."""
+        with self._lock:
+            self._tokens.pop(installation_id, None)
+
+    def client(self, installation_id: int) -> Github:
+        return Github(
+            auth=Auth.Token(self.installation_token(installation_id)),
+            base_url=self.api_url,
+            timeout=TIMEOUT_S,
+            retry=0,
+            lazy=True,
+        )
+
+    def user_client(self, token: str) -> Github:
+        """Acting for a signed-in user (dashboard), with their OAuth token."""
+        return Github(
+            auth=Auth.Token(token), base_url=self.api_url, timeout=TIMEOUT_S, retry=0, lazy=True
+        )

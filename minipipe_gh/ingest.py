@@ -1,0 +1,105 @@
+"""``POST /webhook`` as a plain WSGI callable: the acknowledging hot path.
+
+It skips Flask's request machinery: read the body, verify, parse, store
+durably, answer. Everything else is left to the worker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from werkzeug.datastructures import EnvironHeaders
+
+from . import events
+from .inbox import Inbox
+from .metrics import DELIVERIES_RECEIVED
+
+log = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+class WebhookIngest:
+    """The webhook endpoint. ``secrets`` empty means setup mode: 503 until configured."""
+
+    def __init__(self, inbox: Inbox, secrets: Callable[[], tuple[str, ...]]) -> None:
+        self.inbox = inbox
+        self.secrets = secrets
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        status, body = self.handle(environ)
+        payload = json.dumps(body).encode()
+        start_response(
+            status,
+            [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
+        )
+        return [payload]
+
+    def handle(self, environ: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        if environ.get("REQUEST_METHOD") != "POST":
+            return "405 Method Not Allowed", {"error": "use POST"}
+        secrets = self.secrets()
+        if not secrets:
+            return "503 Service Unavailable", {
+                "error": "minipipe-gh is in setup mode: no webhook secret is configured. "
+                "Open the home page to register the GitHub App, or set GITHUB_WEBHOOK_SECRET."
+            }
+        headers = EnvironHeaders(environ)
+        raw = _read_body(environ)
+        if raw is None:
+            DELIVERIES_RECEIVED.labels(headers.get("X-GitHub-Event", "-"), "refused_413").inc()
+            return "413 Content Too Large", {"error": "body is over the 25 MB limit"}
+        try:
+            event = events.parse(headers, raw, secrets)
+        except events.IngressError as err:
+            name = headers.get("X-GitHub-Event", "-")
+            DELIVERIES_RECEIVED.labels(name, f"refused_{err.status}").inc()
+            log.info("refused delivery %s: %s", headers.get("X-GitHub-Delivery", "-"), err)
+            return _status(err.status), {"error": str(err)}
+        if event.name == "ping":
+            DELIVERIES_RECEIVED.labels("ping", "pong").inc()
+            return "200 OK", {"ok": True, "zen": event.payload.get("zen")}
+        new = self.inbox.store(event, raw)
+        DELIVERIES_RECEIVED.labels(event.name, "accepted" if new else "duplicate").inc()
+        if new:
+            return "202 Accepted", {"ok": True, "delivery": event.delivery_id}
+        return "200 OK", {"ok": True, "delivery": event.delivery_id, "duplicate": True}
+
+
+def _read_body(environ: dict[str, Any]) -> bytes | None:
+    """The body, or None when it is over the limit (checked before reading it all)."""
+    stream = environ["wsgi.input"]
+    try:
+        length = int(environ.get("CONTENT_LENGTH") or -1)
+    except ValueError:
+        length = -1
+    if length > events.MAX_BODY:
+        return None
+    if length >= 0:
+        return stream.read(length)
+    if not environ.get("wsgi.input_terminated"):
+        return b""
+    raw = stream.read(events.MAX_BODY + 1)  # chunked: read at most one byte past the cap
+    return None if len(raw) > events.MAX_BODY else raw
+
+
+def _status(code: int) -> str:
+    return {400: "400 Bad Request", 401: "401 Unauthorized", 413: "413 Content Too Large"}[code]
+
+
+class PathDispatcher:
+    """Send ``/webhook`` to the fast callable and everything else to Flask."""
+
+    def __init__(self, app: WSGIApp, webhook: WSGIApp, path: str = "/webhook") -> None:
+        self.app = app
+        self.webhook = webhook
+        self.path = path
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO") == self.path:
+            return self.webhook(environ, start_response)
+        return self.app(environ, start_response)

@@ -1,0 +1,74 @@
+"""Prometheus metrics, and counting GitHub API calls per handled event.
+
+PyGithub logs every request it makes at DEBUG on ``github.Requester`` with the
+verb, URL, status and response headers; a handler there counts calls and reads
+the rate limit, without reaching into PyGithub's internals.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+
+from prometheus_client import Counter, Gauge, Histogram
+
+DELIVERIES_RECEIVED = Counter(
+    "minipipe_deliveries_received_total", "Webhook deliveries answered", ["event", "outcome"]
+)
+DELIVERIES_PROCESSED = Counter(
+    "minipipe_deliveries_processed_total", "Deliveries handled by a worker", ["event", "outcome"]
+)
+PROCESSING_SECONDS = Histogram(
+    "minipipe_processing_seconds", "Time to handle one delivery", ["event"]
+)
+QUEUE_DEPTH = Gauge("minipipe_queue_depth", "Deliveries by status", ["status"])
+GITHUB_CALLS = Counter(
+    "minipipe_github_requests_total", "GitHub API requests", ["method", "status"]
+)
+RATE_LIMIT_REMAINING = Gauge(
+    "minipipe_github_rate_limit_remaining", "x-ratelimit-remaining of the last response"
+)
+
+_calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("gh_calls", default=None)
+
+
+class _GitHubCallCounter(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        args = record.args
+        if not isinstance(args, tuple) or len(args) < 8:
+            return
+        verb, _scheme, _host, url, _rh, _input, status, headers = args[:8]
+        GITHUB_CALLS.labels(str(verb), str(status)).inc()
+        if isinstance(headers, dict) and "x-ratelimit-remaining" in headers:
+            with suppress(ValueError):
+                RATE_LIMIT_REMAINING.set(float(headers["x-ratelimit-remaining"]))
+        calls = _calls.get()
+        if calls is not None:
+            calls.append(f"{verb} {url}")
+
+
+_installed = False
+
+
+def install_github_counter() -> None:
+    global _installed
+    if _installed:
+        return
+    log = logging.getLogger("github.Requester")
+    log.setLevel(logging.DEBUG)
+    log.propagate = False  # keep tokens-masked request dumps out of the app's log
+    log.addHandler(_GitHubCallCounter())
+    _installed = True
+
+
+@contextmanager
+def counting_github_calls() -> Iterator[list[str]]:
+    """Collect ``"VERB /path"`` for each GitHub request made inside the block."""
+    calls: list[str] = []
+    token = _calls.set(calls)
+    try:
+        yield calls
+    finally:
+        _calls.reset(token)

@@ -1,0 +1,68 @@
+"""The process-wide pieces an edge needs (settings, database, inbox, GitHub app, router)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from . import config, migrate
+from .config import Settings
+from .db import Database
+from .github_app import GitHubApp
+from .handlers import router as default_router
+from .inbox import Inbox
+from .metrics import install_github_counter
+from .routing import Router
+from .worker import Worker
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    database: Database
+    inbox: Inbox
+    github: GitHubApp
+    router: Router
+    worker_thread: threading.Thread | None = field(default=None)
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    @classmethod
+    def build(cls, settings: Settings | None = None, *, router: Router | None = None) -> Runtime:
+        settings = settings or config.load()
+        settings.instance_path.mkdir(parents=True, exist_ok=True)
+        database = Database(settings.database_url)
+        install_github_counter()
+        return cls(
+            settings=settings,
+            database=database,
+            inbox=Inbox(database),
+            github=GitHubApp(settings.app_id, settings.private_key, settings.api_url),
+            router=router or default_router,
+        )
+
+    def reconfigure(self, settings: Settings) -> None:
+        """After the setup flow wrote credentials: carry on as a configured app."""
+        self.settings = settings
+        self.github = GitHubApp(settings.app_id, settings.private_key, settings.api_url)
+
+    def worker(self, **kw: object) -> Worker:
+        return Worker(
+            self.database,
+            self.router,
+            self.github,
+            max_attempts=self.settings.max_attempts,
+            lease_seconds=self.settings.lease_seconds,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    def upgrade_db(self) -> None:
+        migrate.upgrade(self.settings.database_url)
+
+    def start_worker_thread(self) -> threading.Thread:
+        """The development server's in-process worker."""
+        worker = self.worker()
+        self.worker_thread = threading.Thread(
+            target=worker.run_forever, args=(self.stop,), name="minipipe-worker", daemon=True
+        )
+        self.worker_thread.start()
+        return self.worker_thread

@@ -1,0 +1,287 @@
+"""The worker: claim deliveries with a lease, handle them, retry or bury them.
+
+Ordering: deliveries that share an ``order_key`` (one pull request) are
+handled one at a time in the order received. Only the oldest unfinished
+delivery of a key can be claimed, so a delivery waiting out its backoff holds
+back the ones behind it.
+
+A claim is a lease: a worker that dies loses it when it expires and another
+worker takes the delivery over. Each claim counts as an attempt, so a
+delivery that kills its worker still ends dead, not in an endless loop.
+
+Phases: ``queued`` → handlers run and their database changes commit together
+with the delivery's move to ``effects`` (or straight to ``done``) → the
+recorded GitHub writes are performed → ``done``. A failure in either phase is
+retried with exponential backoff, honouring ``Retry-After`` and the rate-limit
+reset; after the last attempt the delivery is ``dead`` until replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from github import BadCredentialsException, GithubException, RateLimitExceededException
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from . import effects as effects_mod
+from . import logs
+from .context import Context
+from .db import Database
+from .errors import NotFound
+from .events import Event
+from .github_app import GitHubApp
+from .metrics import DELIVERIES_PROCESSED, PROCESSING_SECONDS, counting_github_calls
+from .models import Delivery, utcnow
+from .routing import Router
+
+log = logging.getLogger(__name__)
+
+PENDING = ("queued", "effects")
+BASE_DELAY_S = 2.0
+MAX_DELAY_S = 15 * 60
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: str
+    status: str  # done | retry | dead | lost
+    github_calls: int = 0
+
+
+def retry_delay(err: BaseException, attempt: int, *, now: float | None = None) -> float:
+    """Seconds to wait before the next attempt.
+
+    Exponential from ``BASE_DELAY_S`` with jitter, but never sooner than GitHub
+    asked: ``Retry-After`` (secondary rate limits) or ``x-ratelimit-reset``.
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+    """
+    now = time.time() if now is None else now
+    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
+    if isinstance(err, BadCredentialsException):
+        return 0.0  # the token expired: a fresh one is exchanged on the next attempt
+    if isinstance(err, GithubException):
+        headers = {k.lower(): v for k, v in (err.headers or {}).items()}
+        if "retry-after" in headers:
+            try:
+                return max(float(headers["retry-after"]), 0.0)
+            except ValueError:
+                pass
+        remaining = headers.get("x-ratelimit-remaining")
+        if (isinstance(err, RateLimitExceededException) or remaining == "0") and (
+            "x-ratelimit-reset" in headers
+        ):
+            try:
+                return max(float(headers["x-ratelimit-reset"]) - now, 1.0)
+            except ValueError:
+                pass
+    return delay
+
+
+class Worker:
+    def __init__(
+        self,
+        database: Database,
+        router: Router,
+        app: GitHubApp | None,
+        *,
+        max_attempts: int = 8,
+        lease_seconds: int = 120,
+        worker_id: str | None = None,
+    ) -> None:
+        self.database = database
+        self.router = router
+        self.app = app
+        self.max_attempts = max_attempts
+        self.lease = timedelta(seconds=lease_seconds)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{id(self):x}"
+        self.wakeup = threading.Event()
+
+    # -- claiming ---------------------------------------------------------------
+
+    def claim(self, limit: int = 10) -> list[int]:
+        """Lease up to ``limit`` due deliveries, each the head of its order key."""
+        now = utcnow()
+        d, e = Delivery, aliased(Delivery)
+        earlier_pending = exists().where(
+            e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
+        )
+        q = (
+            select(d.seq)
+            .where(
+                d.status.in_(PENDING),
+                d.next_attempt_at <= now,
+                or_(d.lease_expires_at.is_(None), d.lease_expires_at < now),
+                ~earlier_pending,
+            )
+            .order_by(d.seq)
+            .limit(limit)
+        )
+        if not self.database.is_sqlite:
+            q = q.with_for_update(skip_locked=True, of=d)
+        claimed: list[int] = []
+        with self.database.unit() as s:
+            for seq in s.scalars(q).all():
+                res = s.execute(
+                    update(Delivery)
+                    .where(
+                        Delivery.seq == seq,
+                        Delivery.status.in_(PENDING),
+                        or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
+                    )
+                    .values(
+                        lease_owner=self.worker_id,
+                        lease_expires_at=now + self.lease,
+                        attempts=Delivery.attempts + 1,
+                    )
+                )
+                if res.rowcount == 1:
+                    claimed.append(seq)
+        return claimed
+
+    # -- running ----------------------------------------------------------------
+
+    def run_once(self, limit: int = 10) -> list[Outcome]:
+        """Handle every delivery that is due now, then return (``worker --once``)."""
+        outcomes: list[Outcome] = []
+        while batch := self.claim(limit):
+            outcomes.extend(self.process(seq) for seq in batch)
+        return outcomes
+
+    def run_forever(self, stop: threading.Event, *, poll_s: float = 0.5) -> None:
+        log.info("worker %s started", self.worker_id)
+        while not stop.is_set():
+            try:
+                done = self.run_once()
+            except Exception:
+                log.exception("worker loop failed; carrying on")
+                done = []
+            if not done:
+                self.wakeup.wait(poll_s)
+                self.wakeup.clear()
+
+    def process(self, seq: int) -> Outcome:
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            assert d is not None
+            ident, name, phase, attempt = d.delivery_id, d.event, d.status, d.attempts
+            installation_id = d.installation_id
+        started = time.perf_counter()
+        with logs.for_delivery(ident), counting_github_calls() as calls:
+            try:
+                if phase == "queued":
+                    pending = self._handle(seq, attempt)
+                    if pending is None:
+                        return Outcome(ident, "lost")
+                else:
+                    pending = self._effects_of(seq)
+                if pending:
+                    ectx = effects_mod.EffectContext(
+                        self.database, self.app, installation_id, ident, retrying=attempt > 1
+                    )
+                    effects_mod.perform(ectx, pending)
+                    self._finish(seq)
+                outcome = Outcome(ident, "done", len(calls))
+            except Exception as err:
+                outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
+        PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
+        DELIVERIES_PROCESSED.labels(name, outcome.status).inc()
+        log.info(
+            "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
+        )
+        return outcome
+
+    def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
+        """Run the handlers; their changes and the delivery's next phase commit together."""
+        with self.database.unit() as s:
+            d = s.get(Delivery, seq)
+            if d is None or d.lease_owner != self.worker_id or d.status != "queued":
+                log.warning("lease on delivery %s was lost before handling", seq)
+                return None
+            event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
+            ctx = Context(event, s, self.app, log, attempt=attempt)
+            self.router.dispatch(ctx)
+            if ctx.effects:
+                d.status, d.effects = "effects", ctx.effects
+            else:
+                self._mark_done(d)
+            return ctx.effects
+
+    def _effects_of(self, seq: int) -> list[dict[str, Any]]:
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            return list(d.effects or []) if d else []
+
+    def _finish(self, seq: int) -> None:
+        with self.database.unit() as s:
+            d = s.get(Delivery, seq)
+            if d is not None:
+                self._mark_done(d)
+
+    @staticmethod
+    def _mark_done(d: Delivery) -> None:
+        d.status = "done"
+        d.finished_at = utcnow()
+        d.lease_owner = None
+        d.lease_expires_at = None
+        d.last_error = None
+
+    def _fail(self, seq: int, attempt: int, installation_id: int | None, err: Exception) -> str:
+        if isinstance(err, BadCredentialsException) and self.app and installation_id:
+            self.app.forget_token(installation_id)
+        text = "".join(traceback.format_exception_only(type(err), err)).strip()
+        with self.database.unit() as s:
+            d = s.get(Delivery, seq)
+            assert d is not None
+            d.lease_owner = None
+            d.lease_expires_at = None
+            d.last_error = text[:4000]
+            if attempt >= self.max_attempts:
+                d.status = "dead"
+                d.finished_at = utcnow()
+                log.error("delivery dead after %d attempts: %s", attempt, text)
+                return "dead"
+            delay = retry_delay(err, attempt)
+            d.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
+        return "retry"
+
+
+# -- operator actions ------------------------------------------------------------
+
+
+def find_delivery(s: Any, ident: str) -> Delivery:
+    d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).first()
+    if d is None and ident.isdigit():
+        d = s.get(Delivery, int(ident))
+    if d is None:
+        raise NotFound(f"delivery {ident} not found")
+    return d
+
+
+def replay(database: Database, ident: str) -> Delivery:
+    """Queue a delivery again from the phase it stopped in (handled ones redo only effects)."""
+    with database.unit() as s:
+        d = find_delivery(s, ident)
+        d.status = "effects" if d.effects else "queued"
+        d.attempts = 0
+        d.next_attempt_at = utcnow()
+        d.lease_owner = None
+        d.lease_expires_at = None
+        d.finished_at = None
+        return d
+
+
+def queue_depth(database: Database) -> dict[str, int]:
+    with database.unit(write=False) as s:
+        rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+    return {status: count for status, count in rows}
