@@ -25,8 +25,9 @@ import socket
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from github import BadCredentialsException, GithubException, RateLimitExceededException
@@ -97,6 +98,7 @@ class Worker:
         max_attempts: int = 8,
         lease_seconds: int = 120,
         worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.database = database
         self.router = router
@@ -105,12 +107,13 @@ class Worker:
         self.lease = timedelta(seconds=lease_seconds)
         self.worker_id = worker_id or f"{socket.gethostname()}:{id(self):x}"
         self.wakeup = threading.Event()
+        self.clock = clock  # tests move time forward instead of sleeping
 
     # -- claiming ---------------------------------------------------------------
 
     def claim(self, limit: int = 10) -> list[int]:
         """Lease up to ``limit`` due deliveries, each the head of its order key."""
-        now = utcnow()
+        now = self.clock()
         d, e = Delivery, aliased(Delivery)
         earlier_pending = exists().where(
             e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
@@ -250,8 +253,8 @@ class Worker:
                 d.finished_at = utcnow()
                 log.error("delivery dead after %d attempts: %s", attempt, text)
                 return "dead"
-            delay = retry_delay(err, attempt)
-            d.next_attempt_at = utcnow() + timedelta(seconds=delay)
+            delay = retry_delay(err, attempt, now=self.clock().timestamp())
+            d.next_attempt_at = self.clock() + timedelta(seconds=delay)
         log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return "retry"
 
