@@ -196,11 +196,11 @@ class Worker:
                 outcome = Outcome(ident, "done", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
-        PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
-        DELIVERIES_PROCESSED.labels(name, outcome.status).inc()
-        log.info(
-            "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
-        )
+            PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
+            DELIVERIES_PROCESSED.labels(name, outcome.status).inc()
+            log.info(
+                "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
+            )
         return outcome
 
     def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
