@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from github import Auth, Github, GithubIntegration
 
 from .errors import ConfigError
+from .github_api import PERMISSION_TTL_S, RepoAPI, TTLCache
 
 RENEW_BEFORE_S = 300
+POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
 TIMEOUT_S = 15
 
 
@@ -35,6 +37,8 @@ class GitHubApp:
         self.api_url = api_url
         self._tokens: dict[int, _Token] = {}
         self._lock = threading.Lock()
+        self.permissions = TTLCache(PERMISSION_TTL_S)
+        self.policies = TTLCache(POLICY_TTL_S)
 
     def _app_auth(self) -> Auth.AppAuth:
         if self.app_id is None or not self.private_key:
@@ -80,3 +84,6 @@ class GitHubApp:
         return Github(
             auth=Auth.Token(token), base_url=self.api_url, timeout=TIMEOUT_S, retry=0, lazy=True
         )
+
+    def repo(self, installation_id: int, full_name: str) -> RepoAPI:
+        return RepoAPI(self.client(installation_id), full_name, permissions=self.permissions)

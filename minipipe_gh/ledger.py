@@ -361,3 +361,68 @@ def list_patches_awaiting_review(
 
 def history(db: Session, ledger_id: str) -> Sequence[AuditEntry]:
     return audit.history(db, "patch", ledger_id)
+
+
+def apply_pending_review(
+    db: Session,
+    patch: Patch,
+    *,
+    required_approvals: int,
+    auto_queue_low_risk: bool,
+    source: str,
+    actor: str = "minipipe",
+) -> Patch:
+    """Decide a freshly validated patch: enough approvals, manual review, or auto-queue.
+
+    Approvals and ``/review`` requests given while the checks ran take effect here.
+    """
+    given = approvals(patch)
+    if len(given) >= required_approvals:
+        _review(
+            patch, review_status="approved", reviewed_by=given[-1], reviewed_at=utcnow().isoformat()
+        )
+        return transition(
+            db,
+            patch,
+            P.QUEUED,
+            actor=given[-1],
+            source=source,
+            reason=f"approved before validation by {', '.join(given)}",
+        )
+    if patch.risk == "high" or patch.meta.get("manual_review_required") or not auto_queue_low_risk:
+        why = "; ".join(patch.risk_reasons) or (
+            "manual review requested"
+            if patch.meta.get("manual_review_required")
+            else "auto-queue is off"
+        )
+        return transition(db, patch, P.AWAITING_REVIEW, actor=actor, source=source, reason=why)
+    return transition(
+        db, patch, P.QUEUED, actor=actor, source=source, reason="low risk: queued automatically"
+    )
+
+
+def supersede(db: Session, old: Patch, new_sha: str, *, actor: str, source: str) -> Patch:
+    """A new push drops the open patch: approvals belong to a SHA."""
+    _review(old, drop_reason=f"superseded by {new_sha[:12]}")
+    return transition(
+        db, old, P.DROPPED, actor=actor, source=source, reason=f"superseded by {new_sha}"
+    )
+
+
+def carry_over_approvals(db: Session, old: Patch, new: Patch, *, why: str, source: str) -> None:
+    """Keep the old SHA's approvals on the new one (same tree, or stale approvals kept)."""
+    given = approvals(old)
+    if not given:
+        return
+    _review(new, approvals=given, carried_from=old.patch_id)
+    _note(
+        db,
+        new,
+        "minipipe",
+        source,
+        f"approvals of {', '.join(given)} carried over from {old.patch_id[:12]}: {why}",
+    )
+
+
+def find_patch_by_id(db: Session, ledger_id: str) -> Patch | None:
+    return db.get(Patch, ledger_id) if ledger_id else None

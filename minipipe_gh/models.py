@@ -219,3 +219,13 @@ class InstalledRepository(Base):
     )
     full_name: Mapped[str] = mapped_column(String(200), index=True)
     private: Mapped[bool] = mapped_column(default=False)
+
+
+class CheckRunRef(Base):
+    """The ``minipipe/review`` check run we own on a SHA: updated in place, never duplicated."""
+
+    __tablename__ = "check_runs"
+
+    project_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    head_sha: Mapped[str] = mapped_column(String(64), primary_key=True)
+    check_run_id: Mapped[int] = mapped_column(BigInteger)

@@ -15,6 +15,7 @@ from minipipe_gh import events
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API = "https://ghe.test/api/v3"  # an Enterprise-style base URL: GITHUB_API_URL must be honoured
+WIRE = "https://ghe.test:443/api/v3"  # what PyGithub puts on the wire (explicit port)
 SECRET = "it's a secret to everybody"
 OLD_SECRET = "the secret before rotation"
 APP_ID = 29310
@@ -79,7 +80,7 @@ class FakeGitHub:
         self.token_exchanges = 0
 
     def url(self, path: str) -> str:
-        return f"{API}{path}"
+        return f"{WIRE}{path}"
 
     def add(
         self,
@@ -121,7 +122,7 @@ class FakeGitHub:
         out = []
         for call in self.rsps.calls:
             req = call.request
-            path = req.url.removeprefix(API)
+            path = req.url.removeprefix(WIRE).removeprefix(API)
             body = req.body
             if isinstance(body, bytes):
                 body = body.decode()

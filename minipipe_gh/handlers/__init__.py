@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .. import publish  # noqa: F401  (registers the effect executors)
 from ..routing import Router
-from . import installations
+from . import checks, comments, installations, pulls
 
-router = Router(installations.router)
+router = Router(installations.router, pulls.router, comments.router, checks.router)

@@ -1,0 +1,110 @@
+"""What the ``minipipe/review`` check run says, computed from the ledger. No I/O.
+
+https://docs.github.com/en/rest/checks/runs
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .models import AuditEntry, Patch
+from .patch_states import PatchState
+
+NAME = "minipipe/review"
+P = PatchState
+ACTIONS = [
+    {"label": "Approve", "description": "Approve this patch", "identifier": "approve"},
+    {"label": "Reject", "description": "Reject this patch", "identifier": "reject"},
+]
+
+
+@dataclass(frozen=True)
+class View:
+    """Everything the check run shows besides the patch itself."""
+
+    required_approvals: int = 1
+    hold: dict[str, Any] | None = None
+    policy_error: str | None = None
+    stale_approvals: Sequence[str] = ()  # "alice approved abc123" lines from a superseded SHA
+    recent: Sequence[AuditEntry] = ()
+
+
+def body(patch: Patch, view: View) -> dict[str, Any]:
+    """The request body for creating or updating the check run."""
+    status, conclusion, title = _state(patch, view)
+    out: dict[str, Any] = {
+        "name": NAME,
+        "head_sha": patch.patch_id,
+        "status": status,
+        "external_id": patch.ledger_id,
+        "output": {"title": title, "summary": summary(patch, view, title)},
+    }
+    if conclusion:
+        out["conclusion"] = conclusion
+    if status == "completed" and conclusion == "action_required" and not view.hold:
+        out["actions"] = ACTIONS
+    elif status == "completed":
+        out["actions"] = []
+    return out
+
+
+def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
+    approvals = len(patch.meta.get("approvals", []))
+    progress = f"{approvals} of {view.required_approvals} approvals"
+    if view.policy_error:
+        return "completed", "action_required", ".github/minipipe.yml is invalid"
+    if view.hold and patch.state not in (P.DROPPED, P.ROLLED_BACK):
+        return "completed", "action_required", f"On hold by @{view.hold.get('by')}"
+    match patch.state:
+        case P.CREATED:
+            return "in_progress", None, "Waiting for checks"
+        case P.QUARANTINED:
+            return "completed", "failure", "Checks failed: patch quarantined"
+        case P.VALIDATED:
+            return "in_progress", None, "Checks passed, deciding"
+        case P.AWAITING_REVIEW:
+            return "completed", "action_required", f"Awaiting review ({progress})"
+        case P.QUEUED:
+            return (
+                "completed",
+                "success",
+                f"Approved ({progress})" if approvals else ("Low risk: queued automatically"),
+            )
+        case P.APPLIED | P.VERIFIED | P.COMMITTED:
+            return "completed", "success", f"Merged ({patch.state})"
+        case P.DROPPED:
+            reason = patch.meta.get("review_reason") or patch.meta.get("drop_reason") or ""
+            return "completed", "failure", f"Dropped: {reason}"[:200] if reason else "Dropped"
+        case P.ROLLED_BACK:
+            return "completed", "failure", "Rolled back"
+    raise AssertionError(patch.state)
+
+
+def summary(patch: Patch, view: View, title: str) -> str:
+    lines = [f"**{title}**", "", f"- State: `{patch.state}`", f"- Risk: `{patch.risk}`"]
+    for reason in patch.risk_reasons:
+        lines.append(f"  - {reason}")
+    approvals = patch.meta.get("approvals", [])
+    lines.append(
+        f"- Approvals: {len(approvals)} of {view.required_approvals}"
+        + (f" ({', '.join('@' + a for a in approvals)})" if approvals else "")
+    )
+    if patch.meta.get("reviewed_by"):
+        lines.append(f"- Reviewer: @{patch.meta['reviewed_by']}")
+    if patch.meta.get("review_reason"):
+        lines.append(f"- Reason: {patch.meta['review_reason']}")
+    if view.hold:
+        lines.append(f"- Hold: @{view.hold.get('by')}: {view.hold.get('reason') or 'no reason'}")
+    if view.policy_error:
+        lines += ["", f"Policy error: {view.policy_error}", "Nothing moves until it is fixed."]
+    for stale in view.stale_approvals:
+        lines.append(f"- Earlier approval, not carried over: {stale}")
+    if view.recent:
+        lines += ["", "Recent transitions:", ""]
+        for row in view.recent:
+            move = f"{row.from_state or '∅'} → {row.to_state or '∅'}"
+            verb = "refused" if row.outcome == "refused" else move
+            lines.append(f"- {row.at:%Y-%m-%d %H:%M} {verb} by {row.actor}: {row.reason or ''}")
+    return "\n".join(lines)

@@ -1,0 +1,214 @@
+"""Every GitHub REST call the app makes, in one place, through PyGithub's requester.
+
+Paths follow https://docs.github.com/en/rest; PyGithub's ``Requester`` adds the
+base URL (``GITHUB_API_URL``), auth and error types. Calls are counted per
+handled event (``metrics.counting_github_calls``): that is the rate limit our
+users pay, so each method here is one request unless it says otherwise.
+"""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+from github import Github, GithubException, UnknownObjectException
+
+PERMISSION_TTL_S = 60.0
+
+
+class TTLCache:
+    """A small thread-safe cache whose entries expire; one per process (``GitHubApp``)."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._data: dict[Any, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any | None:
+        with self._lock:
+            hit = self._data.get(key)
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        return None
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = (time.monotonic(), value)
+
+    def drop(self, key: Any) -> None:
+        with self._lock:
+            self._data.pop(key, None)
+
+
+@dataclass(frozen=True)
+class FileChange:
+    path: str
+    additions: int
+    deletions: int
+
+
+class RepoAPI:
+    """The calls for one repository, acting as the installation (or a user)."""
+
+    def __init__(self, gh: Github, full_name: str, *, permissions: TTLCache | None = None) -> None:
+        self.gh = gh
+        self.permissions = permissions if permissions is not None else TTLCache(PERMISSION_TTL_S)
+        self.full_name = full_name
+        self.base = f"/repos/{full_name}"
+
+    def _call(
+        self, verb: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
+    ) -> Any:
+        _headers, data = self.gh.requester.requestJsonAndCheck(
+            verb, path, parameters=params, input=body
+        )
+        return data
+
+    def _pages(
+        self,
+        path: str,
+        params: dict[str, Any] | None = None,
+        *,
+        key: str | None = None,
+        max_pages: int = 30,
+    ) -> list[dict[str, Any]]:
+        """A paginated list (one request per page of 100)."""
+        out: list[dict[str, Any]] = []
+        for page in range(1, max_pages + 1):
+            data = self._call("GET", path, params={**(params or {}), "per_page": 100, "page": page})
+            items = data[key] if key else data
+            out.extend(items)
+            if len(items) < 100:
+                break
+        return out
+
+    # -- people ---------------------------------------------------------------------
+
+    def permission(self, login: str) -> str:
+        """The user's role on the repository, cached briefly (role_name knows triage/maintain)."""
+        key = (self.full_name.lower(), login.lower())
+        cached = self.permissions.get(key)
+        if cached is not None:
+            return str(cached)
+        try:
+            data = self._call("GET", f"{self.base}/collaborators/{quote(login)}/permission")
+        except UnknownObjectException:
+            role = "none"
+        else:
+            role = data.get("role_name") or data.get("permission") or "none"
+            role = {"pull": "read", "push": "write"}.get(role, role)
+        self.permissions.put(key, role)
+        return str(role)
+
+    def team_members(self, team: str) -> set[str]:
+        org, slug = team.split("/", 1)
+        members = self._pages(f"/orgs/{org}/teams/{slug}/members")
+        return {m["login"].lower() for m in members}
+
+    # -- pull requests ------------------------------------------------------------------
+
+    def pr_files(self, number: int) -> list[FileChange]:
+        files = self._pages(f"{self.base}/pulls/{number}/files")
+        return [
+            FileChange(f["filename"], f.get("additions", 0), f.get("deletions", 0)) for f in files
+        ]
+
+    def commit_tree(self, sha: str) -> str:
+        return self._call("GET", f"{self.base}/git/commits/{sha}")["tree"]["sha"]
+
+    def request_reviewers(self, number: int, logins: list[str]) -> None:
+        self._call(
+            "POST", f"{self.base}/pulls/{number}/requested_reviewers", body={"reviewers": logins}
+        )
+
+    def create_pull(
+        self, *, title: str, head: str, base: str, body: str, draft: bool = True
+    ) -> dict[str, Any]:
+        return self._call(
+            "POST",
+            f"{self.base}/pulls",
+            body={"title": title, "head": head, "base": base, "body": body, "draft": draft},
+        )
+
+    def find_pull(self, head_owner: str, branch: str) -> dict[str, Any] | None:
+        pulls = self._call(
+            "GET", f"{self.base}/pulls", params={"head": f"{head_owner}:{branch}", "state": "all"}
+        )
+        return pulls[0] if pulls else None
+
+    # -- branches -------------------------------------------------------------------------
+
+    def branch_head(self, branch: str) -> str:
+        return self._call("GET", f"{self.base}/git/ref/heads/{quote(branch)}")["object"]["sha"]
+
+    def create_branch(self, branch: str, sha: str) -> None:
+        self._call(
+            "POST", f"{self.base}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha}
+        )
+
+    def default_branch(self) -> str:
+        return self._call("GET", self.base)["default_branch"]
+
+    # -- files ---------------------------------------------------------------------------
+
+    def file(self, path: str, ref: str | None = None) -> tuple[str, str] | None:
+        """(blob SHA, text) of a file, or None when it does not exist."""
+        try:
+            data = self._call(
+                "GET", f"{self.base}/contents/{path}", params={"ref": ref} if ref else None
+            )
+        except UnknownObjectException:
+            return None
+        if not isinstance(data, dict) or data.get("type") != "file":
+            return None
+        return data["sha"], base64.b64decode(data.get("content", "")).decode()
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def check_suites(self, sha: str) -> list[dict[str, Any]]:
+        return self._pages(f"{self.base}/commits/{sha}/check-suites", key="check_suites")
+
+    def check_runs(
+        self, sha: str, *, name: str | None = None, app_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {}
+        if name:
+            params["check_name"] = name
+        if app_id:
+            params["app_id"] = app_id
+        return self._pages(f"{self.base}/commits/{sha}/check-runs", params, key="check_runs")
+
+    def create_check_run(self, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("POST", f"{self.base}/check-runs", body=body)
+
+    def update_check_run(self, check_run_id: int, body: dict[str, Any]) -> dict[str, Any]:
+        return self._call("PATCH", f"{self.base}/check-runs/{check_run_id}", body=body)
+
+    def is_ancestor(self, sha: str, of: str) -> bool:
+        """Whether ``sha`` is contained in ``of``'s history (compare API)."""
+        try:
+            data = self._call("GET", f"{self.base}/compare/{sha}...{of}")
+        except GithubException as err:
+            if err.status in (404, 422):
+                return False
+            raise
+        return data.get("status") in ("ahead", "identical")
+
+    # -- comments -----------------------------------------------------------------------------
+
+    def react(self, comment_id: int, content: str) -> None:
+        """GitHub answers 200 for a reaction that already exists: safe to repeat."""
+        self._call(
+            "POST", f"{self.base}/issues/comments/{comment_id}/reactions", body={"content": content}
+        )
+
+    def comment(self, number: int, body: str) -> dict[str, Any]:
+        return self._call("POST", f"{self.base}/issues/{number}/comments", body={"body": body})
+
+    def has_comment_with(self, number: int, marker: str) -> bool:
+        comments = self._pages(f"{self.base}/issues/{number}/comments")
+        return any(marker in (c.get("body") or "") for c in comments)

@@ -1,0 +1,97 @@
+"""Pull request events move the session and record each pushed head as a patch.
+
+opened / reopened / ready_for_review → active; converted_to_draft → paused;
+closed and merged → completed (queued patch → applied); closed unmerged →
+failed (open patch → dropped). A push (synchronize) supersedes the open patch.
+"""
+
+from __future__ import annotations
+
+from .. import ledger, registry
+from ..context import Context
+from ..db import attempt
+from ..errors import Refused
+from ..patch_states import PatchState
+from ..policy import PATH
+from ..routing import Router
+from ..session_states import SessionState
+from ..workflow import Repo, find_or_adopt, move_session, publish, record_head, source
+
+router = Router()
+P, S = PatchState, SessionState
+HEAD_ACTIONS = ("opened", "reopened", "ready_for_review", "synchronize")
+
+
+@router.register("pull_request")
+def on_pull_request(ctx: Context) -> None:
+    action = ctx.event.action
+    if action not in (*HEAD_ACTIONS, "converted_to_draft", "closed"):
+        return
+    repo = Repo.of(ctx)
+    pr = ctx.payload["pull_request"]
+    bound = registry.find_by_pr(ctx.db, repo.project, pr["number"])
+    if bound is None and action in ("converted_to_draft", "closed"):
+        return
+    policy, error = repo.policy()
+    session = bound or find_or_adopt(ctx, repo, pr, policy)
+    if session is None:
+        if action in HEAD_ACTIONS and action != "ready_for_review":
+            ctx.effect("neutral_check", project=repo.project, sha=pr["head"]["sha"])
+        return
+    if action in HEAD_ACTIONS:
+        if action != "synchronize":
+            move_session(ctx, session, S.ACTIVE, f"pull request {action}")
+        record_head(ctx, repo, session, pr, policy, error)
+    elif action == "converted_to_draft":
+        move_session(ctx, session, S.PAUSED, "pull request converted to draft")
+    else:
+        _closed(ctx, repo, session, pr, policy, error)
+
+
+def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # type: ignore[no-untyped-def]
+    patch = ledger.open_patch(ctx.db, session.session_id)
+    merged = bool(pr.get("merged"))
+    if patch is not None:
+        if merged:
+            patch.meta = {**patch.meta, "merge_commit_sha": pr.get("merge_commit_sha")}
+            target, why = P.APPLIED, f"merged as {pr.get('merge_commit_sha')}"
+        else:
+            patch.meta = {**patch.meta, "drop_reason": "PR closed unmerged"}
+            target, why = P.DROPPED, "PR closed unmerged"
+        try:
+            with attempt(ctx.db):
+                ledger.transition(
+                    ctx.db,
+                    patch,
+                    target,
+                    actor=pr["user"]["login"]
+                    if not merged
+                    else (pr.get("merged_by") or {}).get("login", "github"),
+                    source=source(ctx),
+                    reason=why,
+                )
+        except Refused as err:
+            ctx.log.warning("patch %s: %s", patch.ledger_id, err)
+        publish(ctx, repo, patch, policy, error)
+    move_session(
+        ctx,
+        session,
+        S.COMPLETED if merged else S.FAILED,
+        "pull request merged" if merged else "pull request closed unmerged",
+    )
+
+
+@router.register("push")
+def on_push(ctx: Context) -> None:
+    """A change to the policy file on the default branch drops the cached policy."""
+    repo = ctx.payload.get("repository") or {}
+    if ctx.payload.get("ref") != f"refs/heads/{repo.get('default_branch')}":
+        return
+    touched = {
+        path
+        for commit in ctx.payload.get("commits") or []
+        for key in ("added", "modified", "removed")
+        for path in commit.get(key) or []
+    }
+    if PATH in touched and ctx.app is not None:
+        ctx.app.policies.drop(repo["full_name"])

@@ -1,0 +1,51 @@
+"""Whether the checks on a SHA say a patch is valid. Pure: it reads GitHub's JSON shapes.
+
+Check runs and suites of the app itself never count as validation input.
+https://docs.github.com/en/rest/checks/suites
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Literal
+
+Verdict = Literal["pending", "success", "failure"]
+PASSING = frozenset({"success", "neutral", "skipped"})
+
+
+def suites_verdict(suites: Iterable[dict[str, Any]], own_app_id: int | None) -> Verdict:
+    """Every check suite on the SHA (ours excepted) must complete and pass."""
+    verdict: Verdict = "success"
+    for suite in suites:
+        if own_app_id is not None and (suite.get("app") or {}).get("id") == own_app_id:
+            continue
+        if suite.get("status") != "completed":
+            # A suite GitHub made for an app that never ran anything stays "queued"
+            # with no runs: it is not a check, so it does not hold the patch back.
+            if suite.get("status") == "queued" and suite.get("latest_check_runs_count") == 0:
+                continue
+            verdict = "pending"
+        elif suite.get("conclusion") not in PASSING:
+            return "failure"
+    return verdict
+
+
+def runs_verdict(
+    runs: Iterable[dict[str, Any]], required: Iterable[str], own_app_id: int | None
+) -> Verdict:
+    """Each named check must have completed and passed (the newest run of a name counts)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for run in runs:
+        if own_app_id is not None and (run.get("app") or {}).get("id") == own_app_id:
+            continue
+        name = run.get("name", "")
+        if name not in newest or run.get("id", 0) > newest[name].get("id", 0):
+            newest[name] = run
+    verdict: Verdict = "success"
+    for name in required:
+        run = newest.get(name)
+        if run is None or run.get("status") != "completed":
+            verdict = "pending"
+        elif run.get("conclusion") not in PASSING:
+            return "failure"
+    return verdict

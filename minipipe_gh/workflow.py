@@ -1,0 +1,285 @@
+"""What happens to a session's PR on GitHub, step by step, shared by the handlers.
+
+Handlers translate events into these steps; GitHub reads happen here through
+``RepoAPI``, GitHub writes are recorded as effects (``publish``) for the
+worker to perform after the database changes commit.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+
+from . import ledger, registry
+from .context import Context
+from .db import attempt
+from .errors import Refused
+from .github_api import RepoAPI
+from .models import AgentSession, Patch
+from .patch_states import PatchState
+from .policy import PATH, Policy, PolicyError, parse
+from .session_states import SessionState
+from .validation import runs_verdict, suites_verdict
+
+P = PatchState
+MARKER = re.compile(r"<!--\s*minipipe:session=([0-9a-z]{26})\s*-->")
+
+
+def session_marker(session_id: str) -> str:
+    return f"<!-- minipipe:session={session_id} -->"
+
+
+@dataclass
+class Repo:
+    """The repository a delivery concerns: its API client and its policy (cached)."""
+
+    ctx: Context
+    project: str
+    default_branch: str | None
+
+    @classmethod
+    def of(cls, ctx: Context) -> Repo:
+        repo = ctx.payload["repository"]
+        return cls(ctx, repo["full_name"], repo.get("default_branch"))
+
+    @property
+    def api(self) -> RepoAPI:
+        if not hasattr(self, "_api"):
+            assert self.ctx.app is not None and self.ctx.event.installation_id is not None
+            self._api = self.ctx.app.repo(self.ctx.event.installation_id, self.project)
+        return self._api
+
+    def policy(self) -> tuple[Policy, str | None]:
+        """The policy and, if the file is invalid, what is wrong with it (key, line)."""
+        assert self.ctx.app is not None
+        cache = self.ctx.app.policies
+        hit = cache.get(self.project)
+        if hit is not None:
+            return hit  # type: ignore[no-any-return]
+        found = self.api.file(PATH, ref=self.default_branch)
+        result: tuple[Policy, str | None]
+        if found is None:
+            result = (Policy(), None)
+        else:
+            sha, text = found
+            try:
+                result = (parse(text, source_sha=sha), None)
+            except PolicyError as err:
+                result = (Policy(source_sha=sha), str(err))
+        cache.put(self.project, result)
+        return result
+
+    def forget_policy(self) -> None:
+        assert self.ctx.app is not None
+        self.ctx.app.policies.drop(self.project)
+
+    @property
+    def own_app_id(self) -> int | None:
+        return self.ctx.app.app_id if self.ctx.app else None
+
+
+def source(ctx: Context) -> str:
+    return f"delivery:{ctx.event.delivery_id}"
+
+
+def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
+    """Ask for the patch's check run to be brought up to date once this delivery commits."""
+    ctx.effect(
+        "publish",
+        project=repo.project,
+        ledger_id=patch.ledger_id,
+        required_approvals=policy.required_approvals,
+        policy_error=error,
+    )
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+def find_or_adopt(
+    ctx: Context, repo: Repo, pr: dict[str, Any], policy: Policy
+) -> AgentSession | None:
+    """The PR's session: bound already, named by the body's marker, or adopted by prefix."""
+    number = pr["number"]
+    session = registry.find_by_pr(ctx.db, repo.project, number)
+    if session is not None:
+        return session  # bound: the marker is never read again
+    marked = MARKER.search(pr.get("body") or "")
+    if marked:
+        candidate = ctx.db.get(AgentSession, marked[1])
+        if candidate and candidate.project_id == repo.project and candidate.pr_number is None:
+            session = candidate
+    head = pr.get("head") or {}
+    same_repo = (head.get("repo") or {}).get("full_name") == repo.project
+    if session is None and same_repo and head.get("ref", "").startswith(policy.branch_prefix):
+        session = registry.create_session(
+            ctx.db,
+            project_id=repo.project,
+            agent_type="unknown",
+            title=pr.get("title") or "",
+            branch=head["ref"],
+            base_branch=(pr.get("base") or {}).get("ref"),
+            actor=pr["user"]["login"],
+            source=source(ctx),
+        )
+    if session is None:
+        return None
+    session.pr_number = number
+    session.branch = session.branch or head.get("ref")
+    session.base_branch = session.base_branch or (pr.get("base") or {}).get("ref")
+    session.meta = {
+        **session.meta,
+        "pr_url": pr.get("html_url"),
+        "pr_author": pr["user"]["login"],
+        "bot_login": session.meta.get("bot_login") or pr["user"]["login"],
+        "installation_id": ctx.event.installation_id,
+    }
+    ctx.db.flush()
+    return session
+
+
+def move_session(ctx: Context, session: AgentSession, to: SessionState, why: str) -> None:
+    """Follow the PR; a move the table forbids is refused and audited, not fatal."""
+    if session.state == to:
+        return
+    try:
+        with attempt(ctx.db):
+            registry.update_session_state(
+                ctx.db, session.session_id, to, actor="github", source=source(ctx), reason=why
+            )
+    except Refused as err:
+        ctx.log.info("session %s not moved: %s", session.session_id, err)
+
+
+# -- patches ----------------------------------------------------------------------------
+
+
+def record_head(
+    ctx: Context,
+    repo: Repo,
+    session: AgentSession,
+    pr: dict[str, Any],
+    policy: Policy,
+    error: str | None,
+) -> Patch:
+    """Record the PR's head as a patch (once per SHA), superseding the open one."""
+    sha = pr["head"]["sha"]
+    existing = ledger.find_patch(ctx.db, repo.project, pr["number"], sha)
+    if existing is not None:
+        return existing
+    old = ledger.open_patch(ctx.db, session.session_id)
+    files = repo.api.pr_files(pr["number"])
+    paths = [f.path for f in files]
+    additions = sum(f.additions for f in files)
+    deletions = sum(f.deletions for f in files)
+    risk, reasons = policy.assess(paths, additions + deletions)
+    new = ledger.record_patch(
+        ctx.db,
+        session,
+        sha,
+        actor=pr["user"]["login"],
+        source=source(ctx),
+        files=len(files),
+        additions=additions,
+        deletions=deletions,
+        paths=paths,
+        risk=risk,
+        risk_reasons=reasons,
+    )
+    if old is not None:
+        _supersede(ctx, repo, old, new, pr, policy, error)
+    ctx.db.flush()
+    evaluate(ctx, repo, new, policy, error)
+    publish(ctx, repo, new, policy, error)
+    return new
+
+
+def _supersede(
+    ctx: Context,
+    repo: Repo,
+    old: Patch,
+    new: Patch,
+    pr: dict[str, Any],
+    policy: Policy,
+    error: str | None,
+) -> None:
+    given = ledger.approvals(old)
+    if given:
+        why = None
+        if not policy.dismiss_stale_approvals:
+            why = "dismiss_stale_approvals is off"
+        else:
+            old.tree_sha = old.tree_sha or repo.api.commit_tree(old.patch_id)
+            new.tree_sha = repo.api.commit_tree(new.patch_id)
+            if old.tree_sha == new.tree_sha:
+                why = f"same tree {new.tree_sha[:12]} (reworded or re-signed commit)"
+        if why:
+            ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
+        else:
+            new.meta = {
+                **new.meta,
+                "stale_approvals": [f"@{who} approved {old.patch_id[:12]}" for who in given],
+            }
+            ctx.effect(
+                "request_reviewers",
+                project=repo.project,
+                number=pr["number"],
+                logins=[g for g in given if g.lower() != pr["user"]["login"].lower()],
+            )
+    ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
+    publish(ctx, repo, old, policy, error)
+
+
+def evaluate(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
+    """Re-read the checks on the patch's SHA and validate or quarantine it."""
+    if patch.state not in (P.CREATED, P.QUARANTINED):
+        return
+    if policy.required_checks:
+        runs = repo.api.check_runs(patch.patch_id)
+        verdict = runs_verdict(runs, policy.required_checks, repo.own_app_id)
+    else:
+        verdict = suites_verdict(repo.api.check_suites(patch.patch_id), repo.own_app_id)
+    if verdict == "pending":
+        return
+    if error:
+        ctx.log.info("policy invalid: patch %s does not move on it", patch.ledger_id)
+        return
+    if verdict == "failure":
+        if patch.state == P.CREATED:
+            ledger.transition(
+                ctx.db,
+                patch,
+                P.QUARANTINED,
+                actor="github",
+                source=source(ctx),
+                reason="a required check failed",
+            )
+        return
+    ledger.transition(
+        ctx.db,
+        patch,
+        P.VALIDATED,
+        actor="github",
+        source=source(ctx),
+        reason="every required check succeeded",
+    )
+    ledger.apply_pending_review(
+        ctx.db,
+        patch,
+        required_approvals=policy.required_approvals,
+        auto_queue_low_risk=policy.auto_queue_low_risk,
+        source=source(ctx),
+    )
+
+
+def patches_for_sha(ctx: Context, project: str, sha: str) -> list[Patch]:
+    return list(
+        ctx.db.scalars(
+            select(Patch)
+            .where(Patch.project_id == project, Patch.patch_id == sha)
+            .order_by(Patch.ledger_id)
+        )
+    )

@@ -1,0 +1,206 @@
+"""One session PR on the recorded Codertocat/Hello-World repository, driven by real payloads.
+
+``Scenario`` builds the webhook payloads a PR's life sends (edited copies of
+the recorded fixtures) and serves the GitHub API the app reads, so a test
+reads as the user story: open → CI → /approve → merge.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+from typing import Any
+
+from minipipe_gh.models import CheckRunRef
+from tests.support import APP_ID, INSTALLATION_ID, WIRE, Deliver, FakeGitHub, payload
+
+REPO = "Codertocat/Hello-World"
+R = f"/repos/{REPO}"
+INSTALLATION = {"id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
+_ids = itertools.count(9000)
+
+
+def user(login: str, *, bot: bool = False) -> dict[str, Any]:
+    return {"login": login, "id": abs(hash(login)) % 10**8, "type": "Bot" if bot else "User"}
+
+
+class Scenario:
+    def __init__(
+        self,
+        deliver: Deliver,
+        github: FakeGitHub,
+        *,
+        number: int = 2,
+        branch: str = "minipipe/01abc-fix-login",
+        author: str = "agent-bot",
+    ) -> None:
+        self.deliver = deliver
+        self.github = github
+        self.number = number
+        self.branch = branch
+        self.author = author
+        self.sha = "a" * 40
+        self.check_run_id = 555
+        github.allow_token_exchange()
+
+    # -- GitHub's side --------------------------------------------------------------------
+
+    def serve_policy(self, text: str | None) -> None:
+        path = f"{R}/contents/.github/minipipe.yml"
+        if text is None:
+            self.github.add("GET", path, {"message": "Not Found"}, status=404)
+        else:
+            self.github.add(
+                "GET",
+                path,
+                {
+                    "type": "file",
+                    "sha": "blob1",
+                    "encoding": "base64",
+                    "content": base64.b64encode(text.encode()).decode(),
+                },
+            )
+
+    def serve_files(self, *paths: str, sha: str | None = None, lines: int = 10) -> None:
+        files = [
+            {"filename": p, "additions": lines, "deletions": 0, "status": "modified"} for p in paths
+        ]
+        self.github.add("GET", f"{R}/pulls/{self.number}/files", files)
+
+    def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
+        suites = [
+            {
+                "id": next(_ids),
+                "status": "completed" if c else "in_progress",
+                "conclusion": c,
+                "app": {"id": app_id, "slug": "ci"},
+                "head_sha": sha,
+                "latest_check_runs_count": 1,
+            }
+            for c in conclusions
+        ]
+        self.github.add(
+            "GET",
+            f"{R}/commits/{sha}/check-suites",
+            {"total_count": len(suites), "check_suites": suites},
+        )
+
+    def serve_permission(self, login: str, role: str) -> None:
+        legacy = {"triage": "read", "maintain": "write"}.get(role, role)
+        self.github.add(
+            "GET",
+            f"{R}/collaborators/{login}/permission",
+            {"permission": legacy, "role_name": role, "user": user(login)},
+        )
+
+    def serve_writes(self) -> None:
+        """Check runs, reactions, comments, review requests: the writes the app makes."""
+        self.github.add("POST", f"{R}/check-runs", {"id": self.check_run_id}, status=201)
+        self.github.add("PATCH", f"{R}/check-runs/{self.check_run_id}", {"id": self.check_run_id})
+        self.github.rsps.add(
+            "POST",
+            re.compile(re.escape(WIRE + R) + r"/issues/comments/\d+/reactions"),
+            json={"id": 1, "content": "+1"},
+            status=201,
+        )
+        self.github.add("POST", f"{R}/issues/{self.number}/comments", {"id": 1}, status=201)
+        self.github.add("POST", f"{R}/pulls/{self.number}/requested_reviewers", {}, status=201)
+
+    # -- webhook payloads -------------------------------------------------------------------
+
+    def pr_payload(
+        self,
+        action: str,
+        *,
+        sha: str | None = None,
+        merged: bool = False,
+        body: str = "",
+        draft: bool = False,
+    ) -> dict[str, Any]:
+        name = {
+            "synchronize": "pull_request.synchronize",
+            "closed": "pull_request.closed",
+            "reopened": "pull_request.reopened",
+            "converted_to_draft": "pull_request.converted_to_draft",
+            "ready_for_review": "pull_request.ready_for_review",
+        }.get(action, "pull_request.opened")
+        data = payload(name, action=action, installation=INSTALLATION, number=self.number)
+        pr = data["pull_request"]
+        pr.update(
+            number=self.number,
+            body=body,
+            draft=draft,
+            merged=merged,
+            user=user(self.author),
+            title="Fix the login form",
+        )
+        pr["head"].update(ref=self.branch, sha=sha or self.sha)
+        pr["head"]["repo"]["full_name"] = REPO
+        pr["merge_commit_sha"] = "m" * 40 if merged else None
+        pr["merged_by"] = user("maintainer") if merged else None
+        return data
+
+    def pr_event(self, action: str, **kw: Any) -> Any:
+        return self.deliver("pull_request", self.pr_payload(action, **kw))
+
+    def suite_completed(
+        self, sha: str | None = None, conclusion: str = "success", app_id: int = 42
+    ) -> Any:
+        data = payload("check_suite.completed", installation=INSTALLATION)
+        data["check_suite"].update(
+            head_sha=sha or self.sha,
+            conclusion=conclusion,
+            app={**data["check_suite"]["app"], "id": app_id},
+            pull_requests=[{"number": self.number, "head": {}, "base": {}, "id": 1, "url": "x"}],
+        )
+        return self.deliver("check_suite", data)
+
+    def comment(
+        self,
+        body: str,
+        *,
+        login: str,
+        comment_id: int | None = None,
+        bot: bool = False,
+        delivery_id: str | None = None,
+    ) -> Any:
+        data = payload("issue_comment.created.with-installation", installation=INSTALLATION)
+        data["issue"].update(
+            number=self.number, pull_request={"url": f"https://api.github.com{R}/pulls/2"}
+        )
+        data["comment"].update(id=comment_id or next(_ids), body=body, user=user(login, bot=bot))
+        data["comment"]["html_url"] = f"https://github.com/{REPO}/pull/2#issuecomment-1"
+        data["sender"] = user(login, bot=bot)
+        data["repository"]["full_name"] = REPO
+        return self.deliver("issue_comment", data, delivery_id=delivery_id)
+
+    def review(self, state: str, *, login: str, action: str = "submitted", body: str = "") -> Any:
+        name = f"pull_request_review.{action}"
+        data = payload(name, installation=INSTALLATION)
+        data["review"].update(state=state, user=user(login), body=body, id=next(_ids))
+        data["pull_request"]["number"] = self.number
+        data["sender"] = user("maintainer" if action == "dismissed" else login)
+        return self.deliver("pull_request_review", data)
+
+    def button(self, identifier: str, *, login: str, ledger_id: str) -> Any:
+        data = payload(
+            "check_run.rerequested", action="requested_action", installation=INSTALLATION
+        )
+        data["check_run"].update(
+            id=self.check_run_id,
+            head_sha=self.sha,
+            external_id=ledger_id,
+            name="minipipe/review",
+            app={**data["check_run"]["app"], "id": APP_ID},
+        )
+        data["requested_action"] = {"identifier": identifier}
+        data["sender"] = user(login)
+        data["repository"]["full_name"] = REPO
+        return self.deliver("check_run", data)
+
+    # -- reading back -----------------------------------------------------------------------
+
+    def check_run_ref(self, database: Any, sha: str | None = None) -> CheckRunRef | None:
+        with database.unit(write=False) as s:
+            return s.get(CheckRunRef, (REPO, sha or self.sha))
