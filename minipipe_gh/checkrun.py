@@ -43,7 +43,8 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
     }
     if conclusion:
         out["conclusion"] = conclusion
-    if status == "completed" and conclusion == "action_required" and not view.hold:
+    buttons = patch.state == P.AWAITING_REVIEW and not view.hold and not view.policy_error
+    if buttons:
         out["actions"] = ACTIONS
     elif status == "completed":
         out["actions"] = []

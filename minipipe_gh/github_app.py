@@ -20,6 +20,10 @@ from .github_api import PERMISSION_TTL_S, RepoAPI, TTLCache
 RENEW_BEFORE_S = 300
 POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
 TIMEOUT_S = 15
+# PyGithub sleeps between requests (0.25 s, and 1 s between writes) by default. A
+# worker handles one delivery's few requests in sequence and reschedules on a
+# secondary rate limit (Retry-After) instead, so the sleeps only add latency.
+NO_THROTTLE = {"seconds_between_requests": None, "seconds_between_writes": None}
 
 
 @dataclass
@@ -50,7 +54,7 @@ class GitHubApp:
 
     def integration(self) -> GithubIntegration:
         return GithubIntegration(
-            auth=self._app_auth(), base_url=self.api_url, timeout=TIMEOUT_S, retry=0
+            auth=self._app_auth(), base_url=self.api_url, timeout=TIMEOUT_S, retry=0, **NO_THROTTLE
         )
 
     def installation_token(self, installation_id: int) -> str:
@@ -77,12 +81,18 @@ class GitHubApp:
             timeout=TIMEOUT_S,
             retry=0,
             lazy=True,
+            **NO_THROTTLE,
         )
 
     def user_client(self, token: str) -> Github:
         """Acting for a signed-in user (dashboard), with their OAuth token."""
         return Github(
-            auth=Auth.Token(token), base_url=self.api_url, timeout=TIMEOUT_S, retry=0, lazy=True
+            auth=Auth.Token(token),
+            base_url=self.api_url,
+            timeout=TIMEOUT_S,
+            retry=0,
+            lazy=True,
+            **NO_THROTTLE,
         )
 
     def repo(self, installation_id: int, full_name: str) -> RepoAPI:
