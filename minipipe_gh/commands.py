@@ -125,3 +125,7 @@ def parse(body: str | None) -> list[Command | Problem]:
 def help_text() -> str:
     rows = "\n".join(f"| `{s.usage}` | {s.effect} |" for s in COMMANDS)
     return f"| command | effect |\n|---|---|\n{rows}"
+
+
+if __name__ == "__main__":  # regenerates the README's table
+    print(help_text())
