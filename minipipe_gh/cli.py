@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from . import config, ledger, migrate, registry
+from . import config, ledger, migrate, notify, registry
 from .db import Database
 from .errors import MinipipeError
 from .serialize import audit_dict, patch_dict, session_dict
@@ -245,6 +245,8 @@ def reviews_approve(ctx: Ctx, ledger_id: str, comment: str | None, reviewer: str
     with ctx.db.unit() as s:
         patch = ledger.approve_patch(s, ledger_id, reviewer, comment, source="cli")
         state = patch.state
+        session = registry.get_session(s, patch.session_id)
+    notify.publish_later(ctx.db, session, patch)
     click.echo(f"{ledger_id}: approved by {reviewer}, now {state}")
 
 
@@ -257,7 +259,9 @@ def reviews_approve(ctx: Ctx, ledger_id: str, comment: str | None, reviewer: str
 def reviews_reject(ctx: Ctx, ledger_id: str, reason: str, reviewer: str) -> None:
     """Reject a patch; a reason is required."""
     with ctx.db.unit() as s:
-        ledger.reject_patch(s, ledger_id, reviewer, reason, source="cli")
+        patch = ledger.reject_patch(s, ledger_id, reviewer, reason, source="cli")
+        session = registry.get_session(s, patch.session_id)
+    notify.publish_later(ctx.db, session, patch)
     click.echo(f"{ledger_id}: rejected by {reviewer}, now dropped")
 
 
@@ -435,3 +439,128 @@ def deliveries_replay(ctx: Ctx, ident: str) -> None:
 
     d = replay(ctx.db, ident)
     click.echo(f"delivery {d.delivery_id} queued again ({d.status})")
+
+
+@sessions.command("reap")
+@click.option("--older-than", default=None, help="e.g. 7d, 12h (default: each repo's stale_after)")
+@click.option("--dry-run", is_flag=True, help="Only list what would be paused.")
+@json_option
+@pass_ctx
+@core_errors
+def sessions_reap(ctx: Ctx, older_than: str | None, dry_run: bool, as_json: bool) -> None:
+    """Pause active sessions with no activity for a while (reason: stale)."""
+    from .errors import Invalid
+    from .maintenance import reap_stale
+    from .policy import parse_duration
+    from .runtime import Runtime
+
+    try:
+        limit = parse_duration(older_than) if older_than else None
+    except ValueError as err:
+        raise Invalid(f"--older-than: {err}") from None
+    rt = Runtime.build(ctx.settings)
+    reaped = reap_stale(rt.database, rt.github, older_than=limit, dry_run=dry_run, source="cli")
+    rows = [session_dict(s) for s in reaped]
+    if as_json:
+        emit_json({"dry_run": dry_run, "sessions": rows})
+        return
+    emit_table(rows, SESSION_COLUMNS)
+    click.echo(f"{'would pause' if dry_run else 'paused'} {len(rows)} stale sessions")
+
+
+@sessions.command("stats")
+@click.option("--project", "project_id", default=None)
+@json_option
+@pass_ctx
+@core_errors
+def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
+    """Per agent type: sessions, success rate, time to completion, review outcomes."""
+    from .stats import agent_stats
+
+    with ctx.db.unit(write=False) as s:
+        rows = agent_stats(s, project_id=project_id)
+    if as_json:
+        emit_json({"items": rows})
+        return
+    for row in rows:
+        row["top_rejection_reasons"] = (
+            "; ".join(f"{r['reason']} ({r['count']})" for r in row["top_rejection_reasons"]) or None
+        )
+    emit_table(
+        rows,
+        (
+            "agent_type",
+            "sessions",
+            "success_rate",
+            "median_seconds_to_completion",
+            "approval_rate",
+            "rejection_rate",
+            "top_rejection_reasons",
+        ),
+    )
+
+
+# --- tokens -------------------------------------------------------------------------
+
+
+@main.group()
+def token() -> None:
+    """Bearer tokens for the bot API."""
+
+
+@token.command("create")
+@click.argument("name")
+@click.option("--as", "login", required=True, help="The GitHub login the token acts as.")
+@click.option("--repo", "repos", multiple=True, help="owner/name; repeat. Default: all.")
+@pass_ctx
+@core_errors
+def token_create(ctx: Ctx, name: str, login: str, repos: tuple[str, ...]) -> None:
+    """Create a token and print it once (only its hash is kept)."""
+    from . import tokens
+
+    with ctx.db.unit() as s:
+        _row, secret = tokens.create(s, name, login=login, repositories=list(repos) or None)
+    click.echo(secret)
+    click.echo(
+        f"token {name!r} acts as {login} on {', '.join(repos) or 'all repositories'}; "
+        "it is not shown again",
+        err=True,
+    )
+
+
+@token.command("list")
+@json_option
+@pass_ctx
+def token_list(ctx: Ctx, as_json: bool) -> None:
+    """Tokens (never their secrets)."""
+    from . import tokens
+
+    with ctx.db.unit(write=False) as s:
+        rows = [
+            {
+                "name": t.name,
+                "login": t.login,
+                "repositories": ", ".join(t.repositories) if t.repositories else "all",
+                "created_at": t.created_at.isoformat(),
+                "last_used_at": t.last_used_at.isoformat() if t.last_used_at else None,
+                "revoked": t.revoked_at is not None,
+            }
+            for t in tokens.listing(s)
+        ]
+    if as_json:
+        emit_json({"items": rows})
+    else:
+        emit_table(rows, ("name", "login", "repositories", "created_at", "last_used_at", "revoked"))
+
+
+@token.command("revoke")
+@click.argument("name")
+@pass_ctx
+@core_errors
+def token_revoke(ctx: Ctx, name: str) -> None:
+    """Revoke a token at once."""
+    from . import tokens
+
+    with ctx.db.unit() as s:
+        tokens.revoke(s, name)
+    click.echo(f"token {name!r} revoked")

@@ -229,3 +229,25 @@ class CheckRunRef(Base):
     project_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     head_sha: Mapped[str] = mapped_column(String(64), primary_key=True)
     check_run_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class ApiToken(Base):
+    """A bearer token for the bot API; only its SHA-256 is stored."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    login: Mapped[str] = mapped_column(String(100))  # the GitHub user the token acts as
+    repositories: Mapped[list[str] | None] = mapped_column(JSONType)  # None: all repositories
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()
+
+    def allows(self, project_id: str) -> bool:
+        return self.repositories is None or project_id.lower() in (
+            r.lower() for r in self.repositories
+        )

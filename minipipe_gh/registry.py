@@ -219,3 +219,27 @@ def stale_sessions(
     if project_id is not None:
         q = q.where(AgentSession.project_id == project_id)
     return list(db.scalars(q.order_by(AgentSession.session_id)).all())
+
+
+def reap(
+    db: Session,
+    older_than: timedelta,
+    *,
+    actor: str,
+    source: str,
+    dry_run: bool = False,
+    per_project: dict[str, timedelta] | None = None,
+    now: datetime | None = None,
+) -> list[AgentSession]:
+    """Pause active sessions with no activity for ``older_than`` (or their repo's stale_after)."""
+    now = now or utcnow()
+    shortest = min([older_than, *(per_project or {}).values()])
+    stale = []
+    for session in stale_sessions(db, shortest, now=now):
+        limit = (per_project or {}).get(session.project_id, older_than)
+        if session.last_activity_at < now - limit:
+            stale.append(session)
+    if not dry_run:
+        for session in stale:
+            pause_session(db, session.session_id, actor=actor, source=source, reason="stale")
+    return stale

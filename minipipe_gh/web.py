@@ -13,7 +13,7 @@ from flask import Blueprint, Flask, Response, current_app, jsonify, render_templ
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from . import logs, setup
+from . import api, logs, setup
 from .config import Settings
 from .ingest import PathDispatcher, WebhookIngest
 from .metrics import QUEUE_DEPTH
@@ -54,6 +54,7 @@ def create_app(
     app.extensions["minipipe"] = rt
     app.register_blueprint(ops)
     app.register_blueprint(setup.bp)
+    app.register_blueprint(api.bp)
     webhook = WebhookIngest(rt.inbox, lambda: rt.settings.webhook_secrets)
     app.wsgi_app = PathDispatcher(app.wsgi_app, webhook)  # type: ignore[method-assign]
     return app

@@ -160,9 +160,15 @@ class Worker:
             outcomes.extend(self.process(seq) for seq in batch)
         return outcomes
 
-    def run_forever(self, stop: threading.Event, *, poll_s: float = 0.5) -> None:
+    def run_forever(
+        self, stop: threading.Event, *, poll_s: float = 0.5, upkeep_every_s: float = 600.0
+    ) -> None:
         log.info("worker %s started", self.worker_id)
+        next_upkeep = time.monotonic()
         while not stop.is_set():
+            if time.monotonic() >= next_upkeep:
+                next_upkeep = time.monotonic() + upkeep_every_s
+                self.upkeep()
             try:
                 done = self.run_once()
             except Exception:
@@ -171,6 +177,15 @@ class Worker:
             if not done:
                 self.wakeup.wait(poll_s)
                 self.wakeup.clear()
+
+    def upkeep(self) -> None:
+        """Scheduled work between deliveries: pause stale sessions."""
+        from .maintenance import reap_stale
+
+        try:
+            reap_stale(self.database, self.app)
+        except Exception:
+            log.exception("stale-session reaping failed; will try again")
 
     def process(self, seq: int) -> Outcome:
         with self.database.unit(write=False) as s:

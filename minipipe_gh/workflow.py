@@ -18,6 +18,7 @@ from .context import Context
 from .db import attempt
 from .errors import Refused
 from .github_api import RepoAPI
+from .github_app import GitHubApp
 from .models import AgentSession, Patch
 from .patch_states import PatchState
 from .policy import PATH, Policy, PolicyError, parse
@@ -55,22 +56,7 @@ class Repo:
     def policy(self) -> tuple[Policy, str | None]:
         """The policy and, if the file is invalid, what is wrong with it (key, line)."""
         assert self.ctx.app is not None
-        cache = self.ctx.app.policies
-        hit = cache.get(self.project)
-        if hit is not None:
-            return hit  # type: ignore[no-any-return]
-        found = self.api.file(PATH, ref=self.default_branch)
-        result: tuple[Policy, str | None]
-        if found is None:
-            result = (Policy(), None)
-        else:
-            sha, text = found
-            try:
-                result = (parse(text, source_sha=sha), None)
-            except PolicyError as err:
-                result = (Policy(source_sha=sha), str(err))
-        cache.put(self.project, result)
-        return result
+        return load_policy(self.ctx.app, self.api, self.default_branch)
 
     def forget_policy(self) -> None:
         assert self.ctx.app is not None
@@ -79,6 +65,30 @@ class Repo:
     @property
     def own_app_id(self) -> int | None:
         return self.ctx.app.app_id if self.ctx.app else None
+
+
+def load_policy(
+    app: GitHubApp, api: RepoAPI, default_branch: str | None
+) -> tuple[Policy, str | None]:
+    """``.github/minipipe.yml`` from the default branch, cached a few minutes per repository.
+
+    A push to the default branch that touches the file drops the cache entry.
+    """
+    hit = app.policies.get(api.full_name)
+    if hit is not None:
+        return hit  # type: ignore[no-any-return]
+    found = api.file(PATH, ref=default_branch)
+    result: tuple[Policy, str | None]
+    if found is None:
+        result = (Policy(), None)
+    else:
+        sha, text = found
+        try:
+            result = (parse(text, source_sha=sha), None)
+        except PolicyError as err:
+            result = (Policy(source_sha=sha), str(err))
+    app.policies.put(api.full_name, result)
+    return result
 
 
 def source(ctx: Context) -> str:

@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from .. import publish  # noqa: F401  (registers the effect executors)
 from ..routing import Router
-from . import checks, comments, installations, pulls
+from . import checks, comments, installations, internal, pulls
 
-router = Router(installations.router, pulls.router, comments.router, checks.router)
+router = Router(installations.router, pulls.router, comments.router, checks.router, internal.router)

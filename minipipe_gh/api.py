@@ -1,0 +1,432 @@
+"""``/api/v1``: the bot API. Bearer tokens, JSON in and out, errors as the spec fixes them.
+
+Errors are ``{"error": {"code", "message"}}`` (plus ``field`` for a bad one)
+with 400 bad input, 401 no or bad token, 403 not allowed, 404, 409 illegal
+move or conflict, 502 when GitHub failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from flask import Blueprint, current_app, g, jsonify, request
+from github import GithubException
+from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
+
+from . import decisions, ledger, notify, registry, stats, tokens
+from .authz import Actor, needs_reviewer_list
+from .commands import Verb
+from .errors import (
+    Conflict,
+    IllegalTransition,
+    Invalid,
+    MinipipeError,
+    NotFound,
+    PermissionDenied,
+    Refused,
+)
+from .models import AgentSession, InstalledRepository, utcnow
+from .openapi import SPEC
+from .patch_states import MACHINE as PATCH_MACHINE
+from .runtime import Runtime
+from .serialize import audit_dict, patch_dict, session_dict
+from .session_pr import open_session_pr
+from .transitions import check_version
+from .workflow import load_policy
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+STATUS = {
+    Invalid: 400,
+    PermissionDenied: 403,
+    NotFound: 404,
+    IllegalTransition: 409,
+    Conflict: 409,
+    Refused: 409,
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.field = status, code, field
+
+
+def rt() -> Runtime:
+    return current_app.extensions["minipipe"]
+
+
+def error_response(status: int, code: str, message: str, field: str | None = None) -> Any:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if field:
+        err["field"] = field
+    return jsonify(error=err), status
+
+
+@bp.errorhandler(ApiError)
+def _api_error(err: ApiError) -> Any:
+    return error_response(err.status, err.code, str(err), err.field)
+
+
+@bp.errorhandler(MinipipeError)
+def _core_error(err: MinipipeError) -> Any:
+    status = next((s for cls, s in STATUS.items() if isinstance(err, cls)), 400)
+    return error_response(status, err.code, str(err), getattr(err, "field", None))
+
+
+@bp.errorhandler(GithubException)
+def _github_error(err: GithubException) -> Any:
+    message = (err.data or {}).get("message") if isinstance(err.data, dict) else None
+    return error_response(
+        502, "github_error", f"GitHub answered {err.status}: {message or 'no message'}"
+    )
+
+
+@bp.errorhandler(HTTPException)
+def _http_error(err: HTTPException) -> Any:
+    return error_response(
+        err.code or 500, (err.name or "error").lower().replace(" ", "_"), err.description or ""
+    )
+
+
+def authenticated(fn: Callable[..., Any]) -> Callable[..., Any]:
+    @wraps(fn)
+    def wrapper(*a: Any, **kw: Any) -> Any:
+        header = request.headers.get("Authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise ApiError(401, "unauthorized", "send Authorization: Bearer <token>")
+        with rt().database.unit() as s:
+            row = tokens.verify(s, token.strip())
+            if row is None:
+                raise ApiError(401, "unauthorized", "the token is unknown or revoked")
+            row.last_used_at = utcnow()
+            g.token = row
+        return fn(*a, **kw)
+
+    return wrapper
+
+
+def allowed(project_id: str) -> None:
+    if not g.token.allows(project_id):
+        raise ApiError(403, "forbidden", f"this token may not act on {project_id}")
+
+
+def body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if data is None and not request.data:
+        return {}
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object")
+    return data
+
+
+def field(
+    data: dict[str, Any], name: str, kind: type | tuple[type, ...], *, required: bool = False
+) -> Any:
+    value = data.get(name)
+    if value is None:
+        if required:
+            raise ApiError(400, "invalid", f"{name} is required", name)
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        names = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise ApiError(400, "invalid", f"{name} must be of type {names}", name)
+    return value
+
+
+def limit_arg() -> int:
+    raw = request.args.get("limit", "50")
+    if not raw.isdigit():
+        raise ApiError(400, "invalid", "limit must be a whole number", "limit")
+    return int(raw)
+
+
+# -- sessions -------------------------------------------------------------------------
+
+
+@bp.post("/sessions")
+@authenticated
+def create_session() -> Any:
+    data = body()
+    project = field(data, "project_id", str, required=True)
+    registry.check_project_id(project)
+    allowed(project)
+    agent_type = field(data, "agent_type", str, required=True)
+    title = field(data, "title", str, required=True)
+    base = field(data, "base_branch", str)
+    workstream = field(data, "workstream_id", str)
+    metadata = field(data, "metadata", dict)
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not 0 < len(key) <= 150:
+        raise ApiError(
+            400, "invalid", "Idempotency-Key must be 1-150 characters", "Idempotency-Key"
+        )
+    scoped_key = f"{g.token.id}:{key}" if key else None
+    r = rt()
+    with r.database.unit() as s:
+        existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
+        if existing is not None and existing.pr_number is not None:
+            return jsonify(session_dict(existing)), 200
+        inst = s.scalars(
+            select(InstalledRepository).where(InstalledRepository.full_name == project)
+        ).first()
+        if inst is None:
+            raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
+        installation_id = inst.installation_id
+        session = existing or registry.create_session(
+            s,
+            project_id=project,
+            agent_type=agent_type,
+            title=title,
+            base_branch=base,
+            workstream_id=workstream,
+            metadata=metadata,
+            idempotency_key=scoped_key,
+            actor=g.token.login,
+            source=f"api:{g.token.name}",
+        )
+        session_id = session.session_id
+    api = r.github.repo(installation_id, project)
+    try:
+        policy, _error = load_policy(r.github, api, None)
+        opened = open_session_pr(
+            api,
+            session_id=session_id,
+            title=title,
+            agent_type=agent_type,
+            prefix=policy.branch_prefix,
+            base_branch=base,
+        )
+    except GithubException as err:
+        _record_failure(session_id, err, resumable=scoped_key is not None)
+        raise
+    with r.database.unit() as s:
+        session = registry.get_session(s, session_id)
+        session.branch, session.base_branch = opened.branch, opened.base_branch
+        session.pr_number = session.pr_number or opened.pr_number
+        session.head_sha = session.head_sha or opened.head_sha
+        session.meta = {
+            **session.meta,
+            "pr_url": opened.pr_url,
+            "bot_login": g.token.login,
+            "installation_id": installation_id,
+            "github_error": None,
+        }
+        result = session_dict(session)
+    return jsonify(result), 201
+
+
+def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:
+    """No half-made session: resumable with its key, or clearly failed without one."""
+    with rt().database.unit() as s:
+        session = registry.get_session(s, session_id)
+        session.meta = {**session.meta, "github_error": f"GitHub answered {err.status}"}
+        if not resumable:
+            registry.complete_session(
+                s,
+                session_id,
+                success=False,
+                actor="minipipe",
+                source="api",
+                reason="creating the branch or PR failed",
+            )
+
+
+@bp.get("/sessions")
+@authenticated
+def list_sessions() -> Any:
+    project = request.args.get("project_id")
+    if project:
+        allowed(project)
+    with rt().database.unit(write=False) as s:
+        page = registry.list_sessions(
+            s,
+            project,
+            request.args.get("state"),
+            request.args.get("agent_type"),
+            cursor=request.args.get("cursor"),
+            limit=limit_arg(),
+        )
+        items = [session_dict(x) for x in page.items if g.token.allows(x.project_id)]
+    return jsonify(items=items, next_cursor=page.next_cursor)
+
+
+def _session(s: Any, session_id: str) -> AgentSession:
+    session = registry.get_session(s, session_id)
+    if not g.token.allows(session.project_id):
+        raise NotFound(f"session {session_id} not found")
+    return session
+
+
+@bp.get("/sessions/<session_id>")
+@authenticated
+def get_session(session_id: str) -> Any:
+    with rt().database.unit(write=False) as s:
+        data = session_dict(_session(s, session_id))
+        data["patches"] = [
+            patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
+        ]
+    return jsonify(data)
+
+
+@bp.delete("/sessions/<session_id>")
+@authenticated
+def delete_session(session_id: str) -> Any:
+    with rt().database.unit() as s:
+        _session(s, session_id)
+        registry.delete_session(s, session_id, actor=g.token.login, source=f"api:{g.token.name}")
+    return "", 204
+
+
+@bp.post("/sessions/<session_id>/<move>")
+@authenticated
+def move_session(session_id: str, move: str) -> Any:
+    if move not in ("pause", "resume", "complete"):
+        raise ApiError(404, "not_found", f"no such action: {move}")
+    data = body()
+    success = field(data, "success", bool)
+    version = field(data, "version", int)
+    who = {"actor": g.token.login, "source": f"api:{g.token.name}", "expected_version": version}
+    with rt().database.unit() as s:
+        _session(s, session_id)
+        if move == "pause":
+            session = registry.pause_session(s, session_id, **who)
+        elif move == "resume":
+            session = registry.resume_session(s, session_id, **who)
+        else:
+            session = registry.complete_session(s, session_id, success is not False, **who)
+        s.flush()
+        result = session_dict(session)
+    return jsonify(result)
+
+
+# -- patches -----------------------------------------------------------------------------
+
+
+@bp.get("/patches")
+@authenticated
+def list_patches() -> Any:
+    args = request.args
+    with rt().database.unit(write=False) as s:
+        page = ledger.list_patches(
+            s,
+            state=args.get("state"),
+            session_id=args.get("session_id"),
+            run_id=args.get("run_id"),
+            workstream_id=args.get("workstream_id"),
+            project_id=args.get("project_id"),
+            cursor=args.get("cursor"),
+            limit=limit_arg(),
+        )
+        items = [patch_dict(p) for p in page.items if g.token.allows(p.project_id)]
+    return jsonify(items=items, next_cursor=page.next_cursor)
+
+
+@bp.get("/patches/<ledger_id>")
+@authenticated
+def get_patch(ledger_id: str) -> Any:
+    with rt().database.unit(write=False) as s:
+        patch = ledger.get_patch(s, ledger_id)
+        if not g.token.allows(patch.project_id):
+            raise NotFound(f"patch {ledger_id} not found")
+        data = patch_dict(patch)
+        data["history"] = [audit_dict(a) for a in ledger.history(s, ledger_id)]
+    return jsonify(data)
+
+
+@bp.post("/patches/<ledger_id>/<verb>")
+@authenticated
+def decide(ledger_id: str, verb: str) -> Any:
+    verbs = {"approve": Verb.APPROVE, "reject": Verb.REJECT, "review": Verb.REVIEW}
+    if verb not in verbs:
+        raise ApiError(404, "not_found", f"no such action: {verb}")
+    data = body()
+    text = field(data, "reason" if verb != "approve" else "comment", str) or ""
+    if verb == "reject" and not text.strip():
+        raise ApiError(400, "invalid", "reason is required to reject a patch", "reason")
+    version = field(data, "version", int)
+    result = act_on_patch(
+        ledger_id,
+        verbs[verb],
+        text,
+        g.token.login,
+        source=f"api:{g.token.name}",
+        version=version,
+        allowed=g.token.allows,
+    )
+    return jsonify(result)
+
+
+def act_on_patch(
+    ledger_id: str,
+    verb: Verb,
+    argument: str,
+    login: str,
+    *,
+    source: str,
+    version: int | None = None,
+    allowed: Callable[[str], bool] = lambda _: True,
+) -> dict[str, Any]:
+    """A decision made off GitHub (API, dashboard), under exactly the comment rules."""
+    r = rt()
+    with r.database.unit(write=False) as s:
+        patch = ledger.get_patch(s, ledger_id)
+        if not allowed(patch.project_id):
+            raise NotFound(f"patch {ledger_id} not found")
+        session = registry.get_session(s, patch.session_id)
+        installation_id = session.meta.get("installation_id")
+        project = patch.project_id
+    if installation_id is None:
+        raise ApiError(
+            409,
+            "no_installation",
+            f"session {patch.session_id} is not linked to a GitHub installation",
+        )
+    api = r.github.repo(installation_id, project)
+    policy, error = load_policy(r.github, api, None)
+    if error:
+        raise ApiError(409, "policy_invalid", error)
+    permission = api.permission(login)
+    facts = decisions.facts(session, patch)
+    teams: frozenset[str] = frozenset()
+    if needs_reviewer_list(verb, policy, facts) and login.lower() not in policy.reviewers:
+        teams = frozenset(t for t in policy.reviewer_teams if login.lower() in api.team_members(t))
+    with r.database.unit() as s:
+        patch = ledger.get_patch(s, ledger_id)
+        session = registry.get_session(s, patch.session_id)
+        check_version(patch, PATCH_MACHINE, version)
+        decisions.act(
+            s,
+            verb,
+            argument,
+            Actor(login, permission, teams=teams),
+            session,
+            patch,
+            policy,
+            source=source,
+        )
+        s.flush()
+        result = patch_dict(patch)
+    notify.publish_later(r.database, session, patch)
+    return result
+
+
+# -- stats and the description ----------------------------------------------------------------
+
+
+@bp.get("/stats")
+@authenticated
+def get_stats() -> Any:
+    project = request.args.get("project_id")
+    if project:
+        allowed(project)
+    with rt().database.unit(write=False) as s:
+        return jsonify(items=stats.agent_stats(s, project_id=project))
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    return jsonify(SPEC)

@@ -1,0 +1,72 @@
+"""Open a session's branch and draft PR on GitHub, safely repeatable.
+
+Each step tolerates having been done before (the ref exists, the PR exists),
+so retrying a failed creation with the same idempotency key finishes the job
+instead of opening a second PR.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from github import GithubException
+
+from .github_api import RepoAPI
+from .workflow import session_marker
+
+SLUG = re.compile(r"[^a-z0-9]+")
+
+
+def branch_name(prefix: str, session_id: str, title: str) -> str:
+    """``<prefix><short-id>-<slug-of-title>``: the short id is the ULID's random tail."""
+    slug = SLUG.sub("-", title.lower()).strip("-")[:40].rstrip("-") or "session"
+    return f"{prefix}{session_id[-8:]}-{slug}"
+
+
+def pr_body(session_id: str, agent_type: str) -> str:
+    return (
+        f"Agent session `{session_id}` ({agent_type}), tracked by minipipe-gh.\n\n"
+        "Every pushed commit is a patch in the ledger; `/approve` or `/reject <reason>` "
+        "decides it (`/minipipe help` lists the commands).\n\n"
+        f"{session_marker(session_id)}"
+    )
+
+
+@dataclass(frozen=True)
+class Opened:
+    branch: str
+    base_branch: str
+    pr_number: int
+    pr_url: str
+    head_sha: str
+
+
+def open_session_pr(
+    api: RepoAPI,
+    *,
+    session_id: str,
+    title: str,
+    agent_type: str,
+    prefix: str,
+    base_branch: str | None,
+) -> Opened:
+    base = base_branch or api.default_branch()
+    sha = api.branch_head(base)
+    branch = branch_name(prefix, session_id, title)
+    try:
+        api.create_branch(branch, sha)
+    except GithubException as err:
+        if err.status != 422:  # 422: "Reference already exists" from an earlier try
+            raise
+    owner = api.full_name.split("/", 1)[0]
+    try:
+        pr = api.create_pull(
+            title=title, head=branch, base=base, body=pr_body(session_id, agent_type)
+        )
+    except GithubException as err:
+        existing = api.find_pull(owner, branch) if err.status == 422 else None
+        if existing is None:
+            raise
+        pr = existing
+    return Opened(branch, base, pr["number"], pr["html_url"], sha)
