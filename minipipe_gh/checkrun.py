@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import AuditEntry, Patch
-from .patch_states import PatchState
+from .patch_states import OPEN, PatchState
 
 NAME = "minipipe/review"
 P = PatchState
@@ -54,7 +54,7 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     approvals = len(patch.meta.get("approvals", []))
     progress = f"{approvals} of {view.required_approvals} approvals"
-    if view.policy_error:
+    if view.policy_error and patch.state in OPEN:
         return "completed", "action_required", ".github/minipipe.yml is invalid"
     if view.hold and patch.state not in (P.DROPPED, P.ROLLED_BACK):
         return "completed", "action_required", f"On hold by @{view.hold.get('by')}"
@@ -76,7 +76,10 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
         case P.APPLIED | P.VERIFIED | P.COMMITTED:
             return "completed", "success", f"Merged ({patch.state})"
         case P.DROPPED:
-            reason = patch.meta.get("review_reason") or patch.meta.get("drop_reason") or ""
+            rejected = patch.meta.get("review_status") == "rejected"
+            reason = (
+                patch.meta.get("review_reason") if rejected else patch.meta.get("drop_reason")
+            ) or ""
             return "completed", "failure", f"Dropped: {reason}"[:200] if reason else "Dropped"
         case P.ROLLED_BACK:
             return "completed", "failure", "Rolled back"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
-from github import Github, GithubException, UnknownObjectException
+from github import Github, GithubException
 
 PERMISSION_TTL_S = 60.0
 
@@ -42,6 +42,11 @@ class TTLCache:
     def drop(self, key: Any) -> None:
         with self._lock:
             self._data.pop(key, None)
+
+
+def _missing(err: GithubException) -> bool:
+    """404, whatever the message (PyGithub types it by message, GitHub Enterprise varies)."""
+    return err.status == 404
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,10 @@ class RepoAPI:
             return str(cached)
         try:
             data = self._call("GET", f"{self.base}/collaborators/{quote(login)}/permission")
-        except UnknownObjectException:
-            role = "none"
+        except GithubException as err:
+            if not _missing(err):
+                raise
+            role = "none"  # not a collaborator (GitHub answers 404)
         else:
             role = data.get("role_name") or data.get("permission") or "none"
             role = {"pull": "read", "push": "write"}.get(role, role)
@@ -145,6 +152,14 @@ class RepoAPI:
     def branch_head(self, branch: str) -> str:
         return self._call("GET", f"{self.base}/git/ref/heads/{quote(branch)}")["object"]["sha"]
 
+    def create_commit(self, *, message: str, tree: str, parents: list[str]) -> str:
+        data = self._call(
+            "POST",
+            f"{self.base}/git/commits",
+            body={"message": message, "tree": tree, "parents": parents},
+        )
+        return str(data["sha"])
+
     def create_branch(self, branch: str, sha: str) -> None:
         self._call(
             "POST", f"{self.base}/git/refs", body={"ref": f"refs/heads/{branch}", "sha": sha}
@@ -161,7 +176,9 @@ class RepoAPI:
             data = self._call(
                 "GET", f"{self.base}/contents/{path}", params={"ref": ref} if ref else None
             )
-        except UnknownObjectException:
+        except GithubException as err:
+            if not _missing(err):
+                raise
             return None
         if not isinstance(data, dict) or data.get("type") != "file":
             return None

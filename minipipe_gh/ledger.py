@@ -167,6 +167,7 @@ def mark_for_review(
 ) -> Patch:
     """Ask for manual review; before the checks finish it takes effect on validation."""
     patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    check_version(patch, MACHINE, expected_version)
     _review(patch, manual_review_required=True, review_status="pending", review_reason=reason)
     if patch.state in PENDING_CHECKS:
         _note(db, patch, reviewer, source, f"manual review requested: {reason or 'no reason'}")

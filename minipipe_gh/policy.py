@@ -108,22 +108,32 @@ def parse(text: str | None, *, source_sha: str | None = None) -> Policy:
             mark.line + 1 if mark else None,
             f"is not valid YAML: {getattr(err, 'problem', err)}",
         ) from None
-    if root is None:
+    if root is None or _is_null(root):
         return Policy(source_sha=source_sha)
     if not isinstance(root, yaml.MappingNode):
         raise PolicyError("(file)", root.start_mark.line + 1, "must be a mapping of sections")
     values: dict[str, Any] = {}
     for key_node, section in root.value:
+        if not isinstance(key_node, yaml.ScalarNode):
+            raise PolicyError(
+                "(file)",
+                key_node.start_mark.line + 1,
+                "has a section name that is not a plain word",
+            )
         name = key_node.value
         if name not in _SCHEMA:
             raise PolicyError(
                 name, key_node.start_mark.line + 1, f"is not a known section ({', '.join(_SCHEMA)})"
             )
-        if isinstance(section, yaml.ScalarNode) and section.value in ("", "~", "null"):
+        if _is_null(section):
             continue
         if not isinstance(section, yaml.MappingNode):
             raise PolicyError(name, section.start_mark.line + 1, "must be a mapping")
         for sub_key, node in section.value:
+            if not isinstance(sub_key, yaml.ScalarNode):
+                raise PolicyError(
+                    name, sub_key.start_mark.line + 1, "has a key that is not a plain word"
+                )
             key = f"{name}.{sub_key.value}"
             kind = _SCHEMA[name].get(sub_key.value)
             if kind is None:
@@ -134,9 +144,19 @@ def parse(text: str | None, *, source_sha: str | None = None) -> Policy:
     return Policy(**values, source_sha=source_sha)
 
 
+def _is_null(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and (
+        node.tag == "tag:yaml.org,2002:null"
+        or (node.value in ("", "~", "null") and node.style is None)
+    )
+
+
 def _value(key: str, kind: str, node: yaml.Node) -> Any:
     line = node.start_mark.line + 1
-    data = yaml.safe_load(yaml.serialize(node))
+    try:
+        data = yaml.safe_load(yaml.serialize(node))
+    except (yaml.YAMLError, ValueError, TypeError, IndexError, OverflowError) as err:
+        raise PolicyError(key, line, f"is not a plain YAML value: {err}") from None
     if kind == "bool":
         if not isinstance(data, bool):
             raise PolicyError(key, line, f"must be true or false, not {data!r}")

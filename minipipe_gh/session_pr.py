@@ -52,8 +52,15 @@ def open_session_pr(
     base_branch: str | None,
 ) -> Opened:
     base = base_branch or api.default_branch()
-    sha = api.branch_head(base)
+    base_sha = api.branch_head(base)
     branch = branch_name(prefix, session_id, title)
+    # GitHub opens no PR for a branch without commits of its own: start the branch
+    # with an empty commit (the base's tree) that names the session.
+    sha = api.create_commit(
+        message=f"Start minipipe session {session_id}\n\n{title}",
+        tree=api.commit_tree(base_sha),
+        parents=[base_sha],
+    )
     try:
         api.create_branch(branch, sha)
     except GithubException as err:

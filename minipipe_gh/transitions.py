@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from . import audit
 from .errors import Conflict, IllegalTransition
@@ -40,6 +40,9 @@ def advance(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     entity_id = ident(obj)
+    if object_session(obj) is not db:
+        # A row loaded in another unit would take the audit row but not the move.
+        raise ValueError(f"{machine.entity} {entity_id} was not loaded in this unit of work")
     check_version(obj, machine, expected_version)
     try:
         machine.check(entity_id, obj.state, to)

@@ -55,7 +55,7 @@ MAX_DELAY_S = 15 * 60
 @dataclass(frozen=True)
 class Outcome:
     delivery_id: str
-    status: str  # done | retry | dead | lost
+    status: str  # done | retry | dead | lost (another worker holds it now)
     github_calls: int = 0
 
 
@@ -67,9 +67,9 @@ def retry_delay(err: BaseException, attempt: int, *, now: float | None = None) -
     https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
     """
     now = time.time() if now is None else now
-    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1)) * random.uniform(0.8, 1.2)
-    if isinstance(err, BadCredentialsException):
-        return 0.0  # the token expired: a fresh one is exchanged on the next attempt
+    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+    if isinstance(err, BadCredentialsException) and attempt == 1:
+        return 0.0  # the token expired: retry at once with a fresh one, once
     if isinstance(err, GithubException):
         headers = {k.lower(): v for k, v in (err.headers or {}).items()}
         if "retry-after" in headers:
@@ -196,18 +196,16 @@ class Worker:
         started = time.perf_counter()
         with logs.for_delivery(ident), counting_github_calls() as calls:
             try:
-                if phase == "queued":
-                    pending = self._handle(seq, attempt)
-                    if pending is None:
-                        return Outcome(ident, "lost")
-                else:
-                    pending = self._effects_of(seq)
+                pending = self._handle(seq, attempt) if phase == "queued" else self._effects_of(seq)
+                if pending is None:
+                    return Outcome(ident, "lost")
                 if pending:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
                     effects_mod.perform(ectx, pending)
-                    self._finish(seq)
+                    if not self._finish(seq):
+                        return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
@@ -222,7 +220,7 @@ class Worker:
         """Run the handlers; their changes and the delivery's next phase commit together."""
         with self.database.unit() as s:
             d = s.get(Delivery, seq)
-            if d is None or d.lease_owner != self.worker_id or d.status != "queued":
+            if not self._mine(d) or d is None or d.status != "queued":
                 log.warning("lease on delivery %s was lost before handling", seq)
                 return None
             event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
@@ -234,16 +232,26 @@ class Worker:
                 self._mark_done(d)
             return ctx.effects
 
-    def _effects_of(self, seq: int) -> list[dict[str, Any]]:
+    def _mine(self, d: Delivery | None) -> bool:
+        """Still leased to this worker? A worker that stalled past its lease must stop."""
+        return d is not None and d.lease_owner == self.worker_id
+
+    def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
         with self.database.unit(write=False) as s:
             d = s.get(Delivery, seq)
-            return list(d.effects or []) if d else []
+            if not self._mine(d) or d is None or d.status != "effects":
+                log.warning("lease on delivery %s was lost before its effects", seq)
+                return None
+            return list(d.effects or [])
 
-    def _finish(self, seq: int) -> None:
+    def _finish(self, seq: int) -> bool:
         with self.database.unit() as s:
             d = s.get(Delivery, seq)
-            if d is not None:
-                self._mark_done(d)
+            if not self._mine(d):
+                return False
+            assert d is not None
+            self._mark_done(d)
+            return True
 
     @staticmethod
     def _mark_done(d: Delivery) -> None:
@@ -259,6 +267,9 @@ class Worker:
         text = "".join(traceback.format_exception_only(type(err), err)).strip()
         with self.database.unit() as s:
             d = s.get(Delivery, seq)
+            if not self._mine(d):
+                log.warning("attempt %d failed after the lease was lost: %s", attempt, text)
+                return "lost"
             assert d is not None
             d.lease_owner = None
             d.lease_expires_at = None
