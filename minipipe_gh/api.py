@@ -139,7 +139,7 @@ def field(
 
 def limit_arg() -> int:
     raw = request.args.get("limit", "50")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise ApiError(400, "invalid", "limit must be a whole number", "limit")
     return int(raw)
 

@@ -75,7 +75,7 @@ def load(
     app_id: int | None = None
     raw_id = env.get("GITHUB_APP_ID", "").strip()
     if raw_id:
-        if raw_id.isdigit():
+        if raw_id.isascii() and raw_id.isdigit():
             app_id = int(raw_id)
         else:
             problems.append(f"GITHUB_APP_ID must be a number (the App ID), not {raw_id!r}")
@@ -106,7 +106,7 @@ def _int(env: Mapping[str, str], name: str, default: int, problems: list[str]) -
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
         problems.append(f"{name} must be a positive whole number, not {raw!r}")
         return default
     return int(raw)

@@ -15,13 +15,15 @@ import logging
 import os
 import queue
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy import Engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import OperationalError
 
-from .db import Database
+from .db import Database, make_engine
 from .events import Event, natural_key, order_key
 from .models import Delivery, utcnow
 
@@ -53,17 +55,33 @@ def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]
     }
 
 
-def insert_new(database: Database, rows: list[dict[str, Any]]) -> set[str]:
-    """Insert rows in one transaction; return the delivery ids that were new."""
-    dialect = sqlite if database.is_sqlite else postgresql
-    stmt = (
-        dialect.insert(Delivery)
-        .values(rows)
-        .on_conflict_do_nothing()
-        .returning(Delivery.delivery_id)
-    )
-    with database.unit() as s:
-        return set(s.scalars(stmt).all())
+def insert_new(engine: Engine, rows: list[dict[str, Any]]) -> set[str]:
+    """Insert rows in one transaction; return the delivery ids that were new.
+
+    One statement, executed for many rows: SQLAlchemy compiles it once and
+    caches it ("insertmanyvalues"), where ``insert().values(rows)`` would be
+    compiled afresh for every batch.
+    """
+    table = Delivery.__table__
+    dialect = sqlite if engine.dialect.name == "sqlite" else postgresql
+    stmt = dialect.insert(table).on_conflict_do_nothing().returning(table.c.delivery_id)
+    with engine.begin() as conn:
+        return set(conn.execute(stmt, rows).scalars().all())
+
+
+def ingest_engine(database: Database) -> Engine:
+    """The writer's own connections. On SQLite they never checkpoint the WAL inside an
+    acknowledgement's commit (``wal_autocheckpoint=0``): the worker's commits, and the
+    writer when idle, do it instead."""
+    if not database.is_sqlite:
+        return database.engine
+    engine = make_engine(database.url, pool_size=1, max_overflow=0)
+
+    @event.listens_for(engine, "connect")
+    def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
+
+    return engine.execution_options(sqlite_immediate=True)
 
 
 @dataclass
@@ -79,6 +97,8 @@ class Inbox:
 
     def __init__(self, database: Database, *, group_commit: bool = True) -> None:
         self.database = database
+        self._engine: Engine | None = None
+        self._last_checkpoint = 0.0
         self.group_commit = group_commit
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -98,21 +118,41 @@ class Inbox:
         return pending.new
 
     def _ensure_writer(self) -> None:
-        # After a fork (gunicorn) the parent's thread is gone: start one per process.
+        # After a fork (gunicorn) the parent's thread and connections are gone: start anew.
         if self._writer is not None and self._pid == os.getpid() and self._writer.is_alive():
             return
         with self._lock:
             if self._writer is None or self._pid != os.getpid() or not self._writer.is_alive():
                 self._queue = queue.SimpleQueue()
+                self._engine = None
                 self._pid = os.getpid()
                 self._writer = threading.Thread(
                     target=self._run, name="minipipe-inbox-writer", daemon=True
                 )
                 self._writer.start()
 
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            self._engine = ingest_engine(self.database)
+        return self._engine
+
+    def _checkpoint_when_idle(self) -> None:
+        """Keep the WAL short while nothing waits (SQLite only)."""
+        if not self.database.is_sqlite or time.monotonic() - self._last_checkpoint < 1.0:
+            return
+        self._last_checkpoint = time.monotonic()
+        try:
+            with self.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
+        except OperationalError:
+            log.debug("idle checkpoint skipped", exc_info=True)
+
     def _run(self) -> None:
         q = self._queue
         while True:
+            if q.empty():
+                self._checkpoint_when_idle()
             batch = [q.get()]
             while len(batch) < BATCH_MAX:
                 try:
@@ -135,7 +175,7 @@ class Inbox:
     def _write(self, rows: list[dict[str, Any]]) -> set[str]:
         for attempt in range(1, WRITE_TRIES + 1):
             try:
-                return insert_new(self.database, rows)
+                return insert_new(self.engine, rows)
             except OperationalError:
                 if attempt == WRITE_TRIES:
                     raise

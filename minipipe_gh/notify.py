@@ -33,5 +33,5 @@ def publish_later(database: Database, session: AgentSession, patch: Patch) -> st
         },
         headers={},
     )
-    insert_new(database, [row_for(event)])
+    insert_new(database.engine, [row_for(event)])
     return event.delivery_id

@@ -290,7 +290,7 @@ class Worker:
 
 def find_delivery(s: Any, ident: str) -> Delivery:
     d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).first()
-    if d is None and ident.isdigit():
+    if d is None and (ident.isascii() and ident.isdigit()):
         d = s.get(Delivery, int(ident))
     if d is None:
         raise NotFound(f"delivery {ident} not found")

@@ -10,8 +10,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,23 +26,97 @@ from minipipe_gh.config import Settings
 from minipipe_gh.db import Database
 from minipipe_gh.runtime import Runtime
 from minipipe_gh.web import create_app
+from tests.pg import Cluster
 from tests.support import API, APP_ID, OLD_SECRET, SECRET, Deliver, FakeGitHub
 
 # --- database ---------------------------------------------------------------------
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default=os.environ.get("MINIPIPE_TEST_DB", "sqlite"),
+        help="backend for every test's database (default sqlite; postgres starts a cluster)",
+    )
+
+
 @pytest.fixture(scope="session")
-def template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.config.getoption("--db"))
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(backend: str) -> Iterator[Cluster | None]:
+    if backend != "postgres":
+        yield None
+        return
+    cluster = Cluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def template_db(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster | None) -> str:
+    """Migrated once (Alembic, empty → head); each test starts from it, emptied.
+
+    SQLite: each test gets a copy of the file. PostgreSQL: one working database
+    cloned from it, emptied (TRUNCATE) before each test, far quicker than creating one.
+    """
+    if pg_cluster is not None:
+        name = pg_cluster.create()
+        migrate.upgrade(pg_cluster.url(name))
+        return name
     path = tmp_path_factory.mktemp("template") / "template.db"
     migrate.upgrade(f"sqlite:///{path}")
-    return path
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def make_db(
+    template_db: str, tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster | None
+) -> Callable[[], str]:
+    """A new database, migrated, for fixtures that keep one for a whole module."""
+
+    def make() -> str:
+        if pg_cluster is not None:
+            return pg_cluster.url(pg_cluster.create(template=template_db))
+        path = tmp_path_factory.mktemp("db") / "minipipe.db"
+        shutil.copyfile(template_db, path)
+        return f"sqlite:///{path}"
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def pg_work_db(template_db: str, pg_cluster: Cluster | None) -> str | None:
+    """PostgreSQL: the one database the tests share, emptied before each test."""
+    return pg_cluster.create(template=template_db) if pg_cluster is not None else None
 
 
 @pytest.fixture
-def db_url(template_db: Path, tmp_path: Path) -> str:
+def db_url(
+    template_db: str, tmp_path: Path, pg_cluster: Cluster | None, pg_work_db: str | None
+) -> str:
+    if pg_cluster is not None and pg_work_db is not None:
+        pg_cluster.reset(pg_work_db)
+        return pg_cluster.url(pg_work_db)
     path = tmp_path / "minipipe.db"
     shutil.copyfile(template_db, path)
     return f"sqlite:///{path}"
+
+
+@pytest.fixture
+def empty_db_url(tmp_path: Path, pg_cluster: Cluster | None) -> Iterator[str]:
+    """A database with no schema at all, for migration tests."""
+    if pg_cluster is not None:
+        name = pg_cluster.create()
+        yield pg_cluster.url(name)
+        pg_cluster.drop(name)
+        return
+    yield f"sqlite:///{tmp_path / 'empty.db'}"
 
 
 @pytest.fixture

@@ -1,4 +1,8 @@
-"""Alembic migrations from an empty file, and the SQLite settings every connection gets."""
+"""Alembic migrations from an empty database, and the settings every connection gets.
+
+Each test runs on the backend under test (``--db``): SQLite's WAL, foreign keys
+and write lock, or PostgreSQL's equivalents.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +37,26 @@ CORE_INDEXES = {
 }
 
 
-def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+def triggers(conn: Any) -> set[str]:
+    if conn.dialect.name == "sqlite":
+        return set(conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'trigger'")))
+    return set(conn.scalars(text("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal")))
+
+
+def schema(engine: Any) -> list[tuple[str, list[str], list[str]]]:
+    insp = inspect(engine)
+    return [
+        (
+            t,
+            sorted(c["name"] for c in insp.get_columns(t)),
+            sorted(i["name"] for i in insp.get_indexes(t)),
+        )
+        for t in sorted(insp.get_table_names())
+    ]
+
+
+def test_upgrade_from_empty_to_head(empty_db_url: str) -> None:
+    url = empty_db_url
     engine = make_engine(url)
     try:
         assert migrate.current_revision(engine) is None
@@ -68,32 +90,30 @@ def test_upgrade_from_empty_to_head(tmp_path: Path) -> None:
         fks = insp.get_foreign_keys("patches")
         assert any(fk["referred_table"] == "sessions" for fk in fks)
         with engine.connect() as conn:
-            triggers = set(
-                conn.scalars(text("SELECT name FROM sqlite_master WHERE type = 'trigger'"))
-            )
-        assert {"audit_log_no_update", "audit_log_no_delete"} <= triggers
+            found = triggers(conn)
+        if engine.dialect.name == "sqlite":
+            assert {"audit_log_no_update", "audit_log_no_delete"} <= found
+        else:
+            assert "audit_log_no_change" in found
     finally:
         engine.dispose()
 
 
-def test_upgrade_twice_is_a_no_op(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'twice.db'}"
+def test_upgrade_twice_is_a_no_op(empty_db_url: str) -> None:
+    url = empty_db_url
     migrate.upgrade(url)
     database = Database(url)
     try:
-        with database.engine.connect() as conn:
-            before = conn.execute(text("SELECT sql FROM sqlite_master ORDER BY name")).all()
+        before = schema(database.engine)
         migrate.upgrade(url)
-        with database.engine.connect() as conn:
-            after = conn.execute(text("SELECT sql FROM sqlite_master ORDER BY name")).all()
-        assert before == after
+        assert schema(database.engine) == before
         assert migrate.is_current(database.engine)
     finally:
         database.dispose()
 
 
-def test_downgrade_to_base_and_back(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'roundtrip.db'}"
+def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
+    url = empty_db_url
     migrate.upgrade(url)
     command.downgrade(migrate.alembic_config(url), "base")
     engine = make_engine(url)
@@ -118,16 +138,22 @@ def test_default_url_is_a_file_in_the_instance_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("write", [True, False], ids=["write-unit", "read-unit"])
-def test_database_connections_use_wal_and_foreign_keys(database: Database, write: bool) -> None:
+def test_database_connections_get_the_backend_settings(database: Database, write: bool) -> None:
+    def check(conn: Any) -> None:
+        if database.is_sqlite:
+            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+        else:
+            assert conn.execute(text("SHOW server_version_num")).scalar() >= "150000"
+            assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
+
     with database.unit(write=write) as db:
-        assert db.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-        assert db.execute(text("PRAGMA foreign_keys")).scalar() == 1
-        assert db.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+        check(db)
     # A second pooled connection gets the same settings.
     with database.engine.connect() as a, database.engine.connect() as b:
         for conn in (a, b):
-            assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
-            assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
+            check(conn)
 
 
 def test_foreign_keys_are_enforced(database: Database) -> None:
@@ -144,8 +170,32 @@ def test_foreign_keys_are_enforced(database: Database) -> None:
         assert db.execute(text("SELECT count(*) FROM patches")).scalar() == 0
 
 
-def test_write_units_take_the_write_lock_up_front(database: Database) -> None:
-    """``BEGIN IMMEDIATE``: a second writer cannot even start while one is open."""
+def test_write_units_serialise_writers(database: Database) -> None:
+    """SQLite: ``BEGIN IMMEDIATE`` keeps a second writer out before it writes anything.
+    PostgreSQL: row locks, and ``SKIP LOCKED`` lets another claimer pass a locked row."""
+    if not database.is_sqlite:
+        with database.unit() as db:
+            db.execute(
+                text(
+                    "INSERT INTO deliveries (delivery_id, event, headers, payload, status,"
+                    " attempts, next_attempt_at, received_at) VALUES ('a', 'push', '{}',"
+                    " '{}', 'queued', 0, now(), now()), ('b', 'push', '{}', '{}',"
+                    " 'queued', 0, now(), now())"
+                )
+            )
+        with database.unit() as first, database.unit() as second:
+            mine = first.execute(
+                text(
+                    "SELECT delivery_id FROM deliveries ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+                )
+            ).scalar()
+            theirs = second.execute(
+                text(
+                    "SELECT delivery_id FROM deliveries ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED"
+                )
+            ).scalar()
+        assert (mine, theirs) == ("a", "b")
+        return
     other = Database(database.url)
 
     @event.listens_for(other.engine, "connect")

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import base64
 import random
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,11 +32,9 @@ def sorted_ids(n: int) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def seeded(template_db: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def seeded(make_db: Callable[[], str]) -> Iterator[Any]:
     """One database with N sessions and N patches, read-only for the tests below."""
-    path = tmp_path_factory.mktemp("pagination") / "minipipe.db"
-    shutil.copyfile(template_db, path)
-    database = Database(f"sqlite:///{path}")
+    database = Database(make_db())
     rng = random.Random(1234)
     now = utcnow()
     sessions = [

@@ -144,7 +144,7 @@ def _append_only_triggers() -> None:
             )
     else:
         op.execute(
-            "CREATE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "CREATE OR REPLACE FUNCTION audit_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN RAISE EXCEPTION 'audit_log is append-only'; END $$"
         )
         op.execute(
@@ -175,3 +175,5 @@ def downgrade() -> None:
         batch_op.drop_index("ix_audit_at")
 
     op.drop_table("audit_log")
+    if op.get_bind().dialect.name != "sqlite":
+        op.execute("DROP FUNCTION IF EXISTS audit_log_append_only()")
