@@ -489,6 +489,7 @@ def make_env(work: Path) -> tuple[dict[str, str], dict[str, str]]:
     base.pop("DATABASE_URL", None)
     base["PYTHONDONTWRITEBYTECODE"] = "1"
     base["GITHUB_WEBHOOK_SECRET"] = SECRET
+    base["SECRET_KEY"] = "bench"
     ours = dict(base)
     ours.update(
         GITHUB_APP_ID="123456",

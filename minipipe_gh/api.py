@@ -13,7 +13,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, g, jsonify, request
 from github import GithubException
-from sqlalchemy import select
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
 from . import decisions, ledger, notify, registry, stats, tokens
@@ -120,7 +121,27 @@ def body() -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ApiError(400, "invalid", "the body must be a JSON object")
+    _no_nul(data, "body")
     return data
+
+
+@bp.before_request
+def _clean_input() -> None:
+    """NUL is no character of any id, name or text here (and PostgreSQL refuses it)."""
+    for name, value in [*request.args.items(multi=True), *(request.view_args or {}).items()]:
+        _no_nul(value, name)
+
+
+def _no_nul(value: Any, name: str) -> None:
+    if isinstance(value, str) and "\x00" in value:
+        raise ApiError(400, "invalid", f"{name} must not contain NUL characters", name)
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key, name)
+            _no_nul(item, f"{name}.{key}" if name != "body" else str(key))
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item, name)
 
 
 def field(
@@ -151,14 +172,14 @@ def limit_arg() -> int:
 @authenticated
 def create_session() -> Any:
     data = body()
-    project = field(data, "project_id", str, required=True)
-    registry.check_project_id(project)
+    project = registry.check_project_id(field(data, "project_id", str, required=True))
     allowed(project)
     agent_type = field(data, "agent_type", str, required=True)
     title = field(data, "title", str, required=True)
     base = field(data, "base_branch", str)
     workstream = field(data, "workstream_id", str)
     metadata = field(data, "metadata", dict)
+    registry.check_caller_metadata(metadata)
     key = request.headers.get("Idempotency-Key")
     if key is not None and not 0 < len(key) <= 150:
         raise ApiError(
@@ -166,29 +187,14 @@ def create_session() -> Any:
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
     r = rt()
-    with r.database.unit() as s:
-        existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
-        if existing is not None and existing.pr_number is not None:
-            return jsonify(session_dict(existing)), 200
-        inst = s.scalars(
-            select(InstalledRepository).where(InstalledRepository.full_name == project)
-        ).first()
-        if inst is None:
-            raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
-        installation_id = inst.installation_id
-        session = existing or registry.create_session(
-            s,
-            project_id=project,
-            agent_type=agent_type,
-            title=title,
-            base_branch=base,
-            workstream_id=workstream,
-            metadata=metadata,
-            idempotency_key=scoped_key,
-            actor=g.token.login,
-            source=f"api:{g.token.name}",
+    try:
+        installation_id, session_id = _start_session(
+            project, agent_type, title, base, workstream, metadata, scoped_key
         )
-        session_id = session.session_id
+    except _Done as done:
+        return jsonify(done.session), 200
+    except IntegrityError:  # the same key, raced by a concurrent request that won
+        raise ApiError(409, "in_progress", IN_PROGRESS) from None
     api = r.github.repo(installation_id, project)
     try:
         policy, _error = load_policy(r.github, api, None)
@@ -217,6 +223,58 @@ def create_session() -> Any:
         }
         result = session_dict(session)
     return jsonify(result), 201
+
+
+IN_PROGRESS = "a request with this Idempotency-Key is still creating the session; retry shortly"
+
+
+class _Done(Exception):
+    """The key's session exists with its PR: answer it again."""
+
+    def __init__(self, session: dict[str, Any]) -> None:
+        self.session = session
+
+
+def _start_session(
+    project: str,
+    agent_type: str,
+    title: str,
+    base: str | None,
+    workstream: str | None,
+    metadata: dict[str, Any] | None,
+    scoped_key: str | None,
+) -> tuple[int, str]:
+    """The session row, new or the key's earlier one; (installation id, session id)."""
+    with rt().database.unit() as s:
+        existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
+        if existing is not None and existing.pr_number is not None:
+            raise _Done(session_dict(existing))
+        if existing is not None and not existing.meta.get("github_error"):
+            raise ApiError(409, "in_progress", IN_PROGRESS)
+        inst = s.scalars(
+            select(InstalledRepository).where(
+                func.lower(InstalledRepository.full_name) == project.lower()
+            )
+        ).first()
+        if inst is None:
+            raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
+        installation_id = inst.installation_id
+        project = inst.full_name  # GitHub's spelling, as webhooks carry it
+        session = existing or registry.create_session(
+            s,
+            project_id=project,
+            agent_type=agent_type,
+            title=title,
+            base_branch=base,
+            workstream_id=workstream,
+            metadata=metadata,
+            idempotency_key=scoped_key,
+            actor=g.token.login,
+            source=f"api:{g.token.name}",
+        )
+        session_id = session.session_id
+
+    return installation_id, session_id
 
 
 def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:
@@ -249,8 +307,9 @@ def list_sessions() -> Any:
             request.args.get("agent_type"),
             cursor=request.args.get("cursor"),
             limit=limit_arg(),
+            within=g.token.repositories,
         )
-        items = [session_dict(x) for x in page.items if g.token.allows(x.project_id)]
+        items = [session_dict(x) for x in page.items]
     return jsonify(items=items, next_cursor=page.next_cursor)
 
 
@@ -310,6 +369,8 @@ def move_session(session_id: str, move: str) -> Any:
 @authenticated
 def list_patches() -> Any:
     args = request.args
+    if args.get("project_id"):
+        allowed(args["project_id"])
     with rt().database.unit(write=False) as s:
         page = ledger.list_patches(
             s,
@@ -320,8 +381,9 @@ def list_patches() -> Any:
             project_id=args.get("project_id"),
             cursor=args.get("cursor"),
             limit=limit_arg(),
+            within=g.token.repositories,
         )
-        items = [patch_dict(p) for p in page.items if g.token.allows(p.project_id)]
+        items = [patch_dict(p) for p in page.items]
     return jsonify(items=items, next_cursor=page.next_cursor)
 
 

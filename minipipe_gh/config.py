@@ -50,6 +50,12 @@ class Settings:
                 "GITHUB_PRIVATE_KEY or GITHUB_PRIVATE_KEY_PATH is not set: generate a private "
                 "key on the app's settings page and point GITHUB_PRIVATE_KEY_PATH at the .pem"
             )
+        if not self.secret_key:
+            missing.append(
+                "SECRET_KEY is not set: it signs dashboard sign-ins and form tokens, and every "
+                "web process must share it; generate one with "
+                "`python -c 'import secrets; print(secrets.token_hex(32))'`"
+            )
         if not self.webhook_secrets:
             missing.append(
                 "GITHUB_WEBHOOK_SECRET is not set: use the webhook secret from the app's "

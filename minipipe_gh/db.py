@@ -2,19 +2,28 @@
 
 SQLite runs in WAL mode with foreign keys on. pysqlite's own transaction
 handling is switched off (SQLAlchemy's documented recipe) so that SAVEPOINTs
-work and so a writing unit can take the write lock up front with
-``BEGIN IMMEDIATE``: two writers then queue instead of failing on a stale
-snapshot.
+work, and a unit takes SQLite's write lock with ``BEGIN IMMEDIATE`` just
+before its first write, not at its start:
+
+- reads before that see the latest commit (no snapshot to go stale, so a
+  late write never fails with SQLITE_BUSY_SNAPSHOT; optimistic locking guards
+  the rows a unit read and then changes);
+- a worker's GitHub reads, made before it writes, do not hold the lock that
+  the webhook's acknowledgements need;
+- two writers queue on the lock instead of failing.
 """
 
 from __future__ import annotations
 
+import re
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 
@@ -22,6 +31,7 @@ from . import audit
 from .errors import Conflict, Refused
 
 SQLITE_BUSY_TIMEOUT_S = 30
+WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT|CREATE|DROP|ALTER)\b", re.I)
 
 
 def default_url(instance_path: str | Path) -> str:
@@ -51,10 +61,14 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        immediate = conn.get_execution_options().get("sqlite_immediate", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    @event.listens_for(engine, "before_cursor_execute")
+    def _lock_before_first_write(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
+        if not dbapi_conn.in_transaction and WRITES.match(statement):
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:  # busy past the timeout: as SQLAlchemy would
+                raise OperationalError("BEGIN IMMEDIATE", None, err) from err
 
 
 class Database:
@@ -64,12 +78,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kw)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
-        self._read = sessionmaker(self.engine, expire_on_commit=False)
-        writer = self.engine.execution_options(sqlite_immediate=True)
-        self._write = sessionmaker(writer, expire_on_commit=False)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def session(self, *, write: bool = True) -> Session:
-        return (self._write if write else self._read)()
+        """``write`` documents intent; SQLite locks at the first write either way."""
+        return self._sessions()
 
     @contextmanager
     def unit(self, *, write: bool = True) -> Iterator[Session]:

@@ -81,7 +81,7 @@ def ingest_engine(database: Database) -> Engine:
     def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
 
-    return engine.execution_options(sqlite_immediate=True)
+    return engine
 
 
 @dataclass

@@ -8,10 +8,10 @@ distinct approvers of this SHA. Functions take the caller's ``Session``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import audit, pagination
@@ -20,7 +20,7 @@ from .models import AgentSession, AuditEntry, Patch, utcnow
 from .pagination import Page
 from .patch_states import MACHINE, OPEN, PatchState
 from .registry import new_id
-from .transitions import advance, check_version, refusal
+from .transitions import advance, check_attached, check_version, refusal
 
 P = PatchState
 DECIDABLE = frozenset({P.VALIDATED, P.AWAITING_REVIEW})
@@ -122,7 +122,7 @@ def transition(
     expected_version: int | None = None,
     details: dict[str, Any] | None = None,
 ) -> Patch:
-    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    patch = _patch(db, ledger_id)
     advance(
         db,
         patch,
@@ -135,6 +135,15 @@ def transition(
         details=details,
     )
     return patch
+
+
+def _patch(db: Session, ledger_id: str | Patch) -> Patch:
+    """The patch, as a row of this unit: a row from another unit would take the audit
+    row but lose its changes, so it is refused."""
+    if isinstance(ledger_id, Patch):
+        check_attached(db, ledger_id, MACHINE)
+        return ledger_id
+    return get_patch(db, ledger_id)
 
 
 def _review(patch: Patch, **fields: Any) -> None:
@@ -166,7 +175,7 @@ def mark_for_review(
     expected_version: int | None = None,
 ) -> Patch:
     """Ask for manual review; before the checks finish it takes effect on validation."""
-    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    patch = _patch(db, ledger_id)
     check_version(patch, MACHINE, expected_version)
     _review(patch, manual_review_required=True, review_status="pending", review_reason=reason)
     if patch.state in PENDING_CHECKS:
@@ -202,7 +211,7 @@ def approve_patch(
     An approval given while the checks still run is kept and takes effect when
     the patch validates (``apply_pending_review``).
     """
-    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    patch = _patch(db, ledger_id)
     check_version(patch, MACHINE, expected_version)
     if patch.state not in DECIDABLE | PENDING_CHECKS | {P.QUEUED}:
         # Decided or merged already: no state here may move to queued, so this
@@ -241,7 +250,7 @@ def cancel_approval(
     required_approvals: int = 1,
     reason: str = "approval withdrawn",
 ) -> Patch:
-    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    patch = _patch(db, ledger_id)
     given = approvals(patch)
     if reviewer not in given:
         raise Refused(
@@ -275,7 +284,7 @@ def reject_patch(
     source: str = "api",
     expected_version: int | None = None,
 ) -> Patch:
-    patch = ledger_id if isinstance(ledger_id, Patch) else get_patch(db, ledger_id)
+    patch = _patch(db, ledger_id)
     if not reason or not reason.strip():
         raise Refused(
             "a rejection needs a reason: /reject <reason>",
@@ -317,10 +326,13 @@ def list_patches(
     project_id: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    within: Collection[str] | None = None,
 ) -> Page[Patch]:
-    """Oldest first (the review queue's order), one page at a time."""
+    """Oldest first (the review queue's order); ``within`` limits to those repositories."""
     pagination.check_limit(limit)
     q = select(Patch)
+    if within is not None:
+        q = q.where(func.lower(Patch.project_id).in_([w.lower() for w in within]))
     if state is not None:
         if state not in P.__members__.values():
             raise Invalid(f"unknown patch state {state!r}", field="state")

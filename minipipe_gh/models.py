@@ -251,3 +251,22 @@ class ApiToken(Base):
         return self.repositories is None or project_id.lower() in (
             r.lower() for r in self.repositories
         )
+
+
+class DashboardLogin(Base):
+    """A signed-in dashboard user, kept server-side: the cookie holds only a random id.
+
+    ``id`` is the SHA-256 of that id, ``token`` the user's OAuth token encrypted
+    with a key derived from ``SECRET_KEY``, ``repositories`` what the user may
+    read among the app's installations (``[{"full_name", "installation_id"}]``).
+    """
+
+    __tablename__ = "dashboard_logins"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    login: Mapped[str] = mapped_column(String(100))
+    token: Mapped[str] = mapped_column(Text)
+    repositories: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    refreshed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)

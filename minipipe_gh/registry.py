@@ -6,10 +6,11 @@ Every function takes the caller's ``Session`` and leaves the commit to it.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
@@ -20,6 +21,11 @@ from .pagination import Page
 from .session_states import MACHINE, SessionState
 from .transitions import advance
 
+# Keys the app keeps in a session's metadata; a caller may not set them (self-approval
+# and PR links depend on them).
+RESERVED_METADATA = frozenset(
+    {"pr_url", "pr_author", "bot_login", "installation_id", "hold", "github_error"}
+)
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
 
@@ -41,6 +47,13 @@ def check_project_id(project_id: Any) -> str:
     if not PROJECT_RE.match(value):
         raise Invalid("project_id must be a repository as owner/name", field="project_id")
     return value
+
+
+def check_caller_metadata(metadata: dict[str, Any] | None) -> None:
+    """Metadata from a caller (a bot) may not preset the app's own keys."""
+    taken = sorted(RESERVED_METADATA & set(metadata or {}))
+    if taken:
+        raise Invalid(f"metadata keys {', '.join(taken)} are the app's own", field="metadata")
 
 
 def create_session(
@@ -120,12 +133,15 @@ def list_sessions(
     *,
     cursor: str | None = None,
     limit: int = 50,
+    within: Collection[str] | None = None,
 ) -> Page[AgentSession]:
-    """Newest first, one page at a time."""
+    """Newest first, one page at a time; ``within`` limits to those repositories."""
     pagination.check_limit(limit)
     q = select(AgentSession)
     if project_id is not None:
         q = q.where(AgentSession.project_id == project_id)
+    if within is not None:
+        q = q.where(func.lower(AgentSession.project_id).in_([w.lower() for w in within]))
     if state is not None:
         if state not in SessionState.__members__.values():
             raise Invalid(f"unknown session state {state!r}", field="state")

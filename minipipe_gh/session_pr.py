@@ -66,6 +66,7 @@ def open_session_pr(
     except GithubException as err:
         if err.status != 422:  # 422: "Reference already exists" from an earlier try
             raise
+        sha = api.branch_head(branch)  # that try's start commit, not this one's
     owner = api.full_name.split("/", 1)[0]
     try:
         pr = api.create_pull(

@@ -40,9 +40,7 @@ def advance(
     details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     entity_id = ident(obj)
-    if object_session(obj) is not db:
-        # A row loaded in another unit would take the audit row but not the move.
-        raise ValueError(f"{machine.entity} {entity_id} was not loaded in this unit of work")
+    check_attached(db, obj, machine)
     check_version(obj, machine, expected_version)
     try:
         machine.check(entity_id, obj.state, to)
@@ -65,6 +63,12 @@ def advance(
     obj.state = to
     obj.updated_at = utcnow()  # type: ignore[attr-defined]
     return row
+
+
+def check_attached(db: Session, obj: Any, machine: Machine[Any]) -> None:
+    """A row loaded in another unit would take the audit row but not the change."""
+    if object_session(obj) is not db:
+        raise ValueError(f"{machine.entity} {ident(obj)} was not loaded in this unit of work")
 
 
 def check_version(obj: Stateful, machine: Machine[Any], expected: int | None) -> None:

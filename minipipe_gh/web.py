@@ -10,10 +10,11 @@ import secrets as pysecrets
 from typing import Any
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
+from flask_wtf.csrf import CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from . import api, logs, setup
+from . import api, dashboard, logs, oauth, setup
 from .config import Settings
 from .ingest import PathDispatcher, WebhookIngest
 from .metrics import QUEUE_DEPTH
@@ -48,6 +49,7 @@ def create_app(
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         SESSION_COOKIE_SECURE=production,
+        WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as the sign-in, not an hour
     )
     if test_config:
         app.config.update(test_config)
@@ -55,6 +57,11 @@ def create_app(
     app.register_blueprint(ops)
     app.register_blueprint(setup.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(oauth.bp)
+    app.register_blueprint(dashboard.bp)
+    # Every form needs its CSRF token; the bot API authenticates with bearer tokens instead
+    # (and /webhook, with its signature, never reaches Flask).
+    CSRFProtect(app).exempt(api.bp)
     webhook = WebhookIngest(rt.inbox, lambda: rt.settings.webhook_secrets)
     app.wsgi_app = PathDispatcher(app.wsgi_app, webhook)  # type: ignore[method-assign]
     return app

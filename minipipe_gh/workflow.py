@@ -17,13 +17,13 @@ from . import ledger, registry
 from .context import Context
 from .db import attempt
 from .errors import Refused
-from .github_api import RepoAPI
+from .github_api import FileChange, RepoAPI
 from .github_app import GitHubApp
 from .models import AgentSession, Patch
 from .patch_states import PatchState
 from .policy import PATH, Policy, PolicyError, parse
 from .session_states import SessionState
-from .validation import runs_verdict, suites_verdict
+from .validation import Verdict, runs_verdict, suites_verdict
 
 P = PatchState
 MARKER = re.compile(r"<!--\s*minipipe:session=([0-9a-z]{26})\s*-->")
@@ -109,6 +109,14 @@ def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str |
 # -- sessions -------------------------------------------------------------------------
 
 
+def adoptable(repo: Repo, pr: dict[str, Any], policy: Policy) -> bool:
+    """A PR from this repository on a branch with the session prefix, or with the marker."""
+    head = pr.get("head") or {}
+    same_repo = (head.get("repo") or {}).get("full_name") == repo.project
+    prefixed = same_repo and head.get("ref", "").startswith(policy.branch_prefix)
+    return prefixed or bool(MARKER.search(pr.get("body") or ""))
+
+
 def find_or_adopt(
     ctx: Context, repo: Repo, pr: dict[str, Any], policy: Policy
 ) -> AgentSession | None:
@@ -167,6 +175,26 @@ def move_session(ctx: Context, session: AgentSession, to: SessionState, why: str
 # -- patches ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class HeadFacts:
+    """What GitHub says about a PR head, read before the delivery writes anything
+    (on SQLite the write lock is taken at the first write, so reads go first)."""
+
+    files: list[FileChange]
+    verdict: Verdict
+
+
+def read_head(repo: Repo, pr: dict[str, Any], policy: Policy) -> HeadFacts:
+    return HeadFacts(repo.api.pr_files(pr["number"]), verdict(repo, pr["head"]["sha"], policy))
+
+
+def verdict(repo: Repo, sha: str, policy: Policy) -> Verdict:
+    """The checks on ``sha``: the named required checks, or every suite (ours excepted)."""
+    if policy.required_checks:
+        return runs_verdict(repo.api.check_runs(sha), policy.required_checks, repo.own_app_id)
+    return suites_verdict(repo.api.check_suites(sha), repo.own_app_id)
+
+
 def record_head(
     ctx: Context,
     repo: Repo,
@@ -174,14 +202,16 @@ def record_head(
     pr: dict[str, Any],
     policy: Policy,
     error: str | None,
+    head: HeadFacts | None = None,
 ) -> Patch:
     """Record the PR's head as a patch (once per SHA), superseding the open one."""
     sha = pr["head"]["sha"]
     existing = ledger.find_patch(ctx.db, repo.project, pr["number"], sha)
     if existing is not None:
         return existing
+    head = head or read_head(repo, pr, policy)
     old = ledger.open_patch(ctx.db, session.session_id)
-    files = repo.api.pr_files(pr["number"])
+    files = head.files
     paths = [f.path for f in files]
     additions = sum(f.additions for f in files)
     deletions = sum(f.deletions for f in files)
@@ -201,8 +231,7 @@ def record_head(
     )
     if old is not None:
         _supersede(ctx, repo, old, new, pr, policy, error)
-    ctx.db.flush()
-    evaluate(ctx, repo, new, policy, error)
+    evaluate(ctx, repo, new, policy, error, head.verdict)
     publish(ctx, repo, new, policy, error)
     return new
 
@@ -243,21 +272,24 @@ def _supersede(
     publish(ctx, repo, old, policy, error)
 
 
-def evaluate(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
-    """Re-read the checks on the patch's SHA and validate or quarantine it."""
+def evaluate(
+    ctx: Context,
+    repo: Repo,
+    patch: Patch,
+    policy: Policy,
+    error: str | None,
+    known: Verdict | None = None,
+) -> None:
+    """Validate or quarantine the patch on its checks (read now unless ``known``)."""
     if patch.state not in (P.CREATED, P.QUARANTINED):
         return
-    if policy.required_checks:
-        runs = repo.api.check_runs(patch.patch_id)
-        verdict = runs_verdict(runs, policy.required_checks, repo.own_app_id)
-    else:
-        verdict = suites_verdict(repo.api.check_suites(patch.patch_id), repo.own_app_id)
-    if verdict == "pending":
+    result = known or verdict(repo, patch.patch_id, policy)
+    if result == "pending":
         return
     if error:
         ctx.log.info("policy invalid: patch %s does not move on it", patch.ledger_id)
         return
-    if verdict == "failure":
+    if result == "failure":
         if patch.state == P.CREATED:
             ledger.transition(
                 ctx.db,

@@ -126,7 +126,11 @@ class FakeGitHub:
             body = req.body
             if isinstance(body, bytes):
                 body = body.decode()
-            out.append((req.method, path, json.loads(body) if body else None))
+            try:
+                parsed = json.loads(body) if body else None
+            except ValueError:  # a form body (OAuth) is kept as text
+                parsed = body
+            out.append((req.method, path, parsed))
         return out
 
     def api_requests(self) -> list[tuple[str, str, Any]]:

@@ -22,6 +22,7 @@ def env(db_url: str, private_key_pem: str) -> dict[str, str]:
         "GITHUB_PRIVATE_KEY": private_key_pem,
         "GITHUB_WEBHOOK_SECRET": SECRET,
         "DATABASE_URL": db_url,
+        "SECRET_KEY": "a-shared-secret",
     }
 
 
@@ -182,3 +183,9 @@ def test_setup_mode_lists_a_malformed_setting_too(db_url, tmp_path):
     html = app.test_client().get("/").get_data(as_text=True)
     assert "GITHUB_APP_ID must be a number (the App ID)" in html
     app.extensions["minipipe"].database.dispose()
+
+
+def test_production_needs_a_shared_secret_key(env: dict[str, str], tmp_path: Path) -> None:
+    del env["SECRET_KEY"]
+    message = problem(env, tmp_path)
+    assert "SECRET_KEY is not set" in message and "secrets.token_hex" in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text, update
@@ -577,3 +578,44 @@ def test_mark_for_review_honours_expected_version_before_checks_finish(
     assert load(database, ledger_id).version == stale + 1
     with pytest.raises(Conflict), database.unit() as db:
         ledger.mark_for_review(db, ledger_id, "carol", "late", expected_version=stale)
+
+
+@pytest.mark.parametrize(
+    ("state", "call"),
+    [
+        (P.CREATED, lambda db, p: ledger.approve_patch(db, p, "alice", "early")),
+        (P.CREATED, lambda db, p: ledger.mark_for_review(db, p, "carol", "look")),
+        (
+            P.AWAITING_REVIEW,
+            lambda db, p: ledger.approve_patch(db, p, "alice", required_approvals=2),
+        ),
+    ],
+    ids=["approve-before-checks", "review-before-checks", "approval-1-of-2"],
+)
+def test_review_notes_on_a_patch_from_an_earlier_unit_are_kept_or_refused(
+    database: Database, state: str, call: Any
+) -> None:
+    """CORE BUG (ledger.approve_patch / mark_for_review / cancel_approval, the paths that
+    note instead of moving): the detached-row guard is in ``transitions.advance`` only.
+    Given a Patch loaded in an earlier unit, these paths set ``patch.meta`` on an object
+    the unit never flushes, yet ``_note`` adds a "noted" audit row that is committed:
+    the trail says "approval 1 of 1" while ``meta["approvals"]`` stays empty. They
+    should refuse as ``advance`` does (or attach the row), never keep only the note.
+    """
+    ledger_id = new_patch(database, state)
+    with database.unit(write=False) as db:
+        held = ledger.get_patch(db, ledger_id)
+    rows_before = len(audit_rows(database, ledger_id))
+    meta_before = load(database, ledger_id).meta
+    try:
+        with database.unit() as db:
+            call(db, held)
+    except ValueError:  # refused, as advance() refuses a detached row
+        assert len(audit_rows(database, ledger_id)) == rows_before
+        assert load(database, ledger_id).meta == meta_before
+        return
+    stored = load(database, ledger_id).meta
+    last = audit_rows(database, ledger_id)[-1]
+    assert stored != meta_before, (
+        f"audit trail noted {last.reason!r} but the patch metadata was not saved: {stored}"
+    )

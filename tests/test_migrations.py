@@ -171,7 +171,7 @@ def test_foreign_keys_are_enforced(database: Database) -> None:
 
 
 def test_write_units_serialise_writers(database: Database) -> None:
-    """SQLite: ``BEGIN IMMEDIATE`` keeps a second writer out before it writes anything.
+    """SQLite: a unit takes the write lock (``BEGIN IMMEDIATE``) at its first write.
     PostgreSQL: row locks, and ``SKIP LOCKED`` lets another claimer pass a locked row."""
     if not database.is_sqlite:
         with database.unit() as db:
@@ -202,14 +202,26 @@ def test_write_units_serialise_writers(database: Database) -> None:
     def _short_wait(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.execute("PRAGMA busy_timeout = 100")
 
+    insert_session = text(
+        "INSERT INTO sessions (session_id, project_id, agent_type, title, state, metadata,"
+        " created_at, updated_at, last_activity_at, version) VALUES (:id, 'o/r', 'a', 't',"
+        " 'created', '{}', '2026-01-01', '2026-01-01', '2026-01-01', 1)"
+    )
     try:
         with database.unit() as db:
-            db.execute(text("SELECT 1"))
-            # A reader is not blocked (WAL) ...
-            with other.unit(write=False) as reader:
-                assert reader.execute(text("SELECT count(*) FROM sessions")).scalar() == 0
-            # ... but a second writer is, before it has written anything.
+            # Reading takes no lock: another writer may still write ...
+            db.execute(text("SELECT count(*) FROM sessions"))
+            with other.unit() as writer:
+                writer.execute(insert_session, {"id": "first"})
+            # ... and this unit then sees that commit (no stale snapshot to fail on).
+            assert db.execute(text("SELECT count(*) FROM sessions")).scalar() == 1
+            # Its first write takes the lock (BEGIN IMMEDIATE) until it commits:
+            db.execute(insert_session, {"id": "second"})
+            with other.unit(write=False) as reader:  # readers are not blocked (WAL)
+                assert reader.execute(text("SELECT count(*) FROM sessions")).scalar() == 1
             with pytest.raises(OperationalError, match="locked"), other.unit() as writer:
-                writer.execute(text("SELECT 1"))
+                writer.execute(insert_session, {"id": "third"})
+        with other.unit(write=False) as reader:
+            assert reader.execute(text("SELECT count(*) FROM sessions")).scalar() == 2
     finally:
         other.dispose()

@@ -61,7 +61,9 @@ def test_a_killed_worker_commits_nothing_and_its_deliveries_are_taken_over(
 ):
     markers = tmp_path / "markers"
     markers.mkdir()
-    assert insert_new(database.engine, [row_for(pr_event("k-1", 2)), row_for(pr_event("k-2", 3))]) == {
+    assert insert_new(
+        database.engine, [row_for(pr_event("k-1", 2)), row_for(pr_event("k-2", 3))]
+    ) == {
         "k-1",
         "k-2",
     }

@@ -15,7 +15,16 @@ from ..patch_states import PatchState
 from ..policy import PATH
 from ..routing import Router
 from ..session_states import SessionState
-from ..workflow import Repo, find_or_adopt, move_session, publish, record_head, source
+from ..workflow import (
+    Repo,
+    adoptable,
+    find_or_adopt,
+    move_session,
+    publish,
+    read_head,
+    record_head,
+    source,
+)
 
 router = Router()
 P, S = PatchState, SessionState
@@ -33,6 +42,11 @@ def on_pull_request(ctx: Context) -> None:
     if bound is None and action in ("converted_to_draft", "closed"):
         return
     policy, error = repo.policy()
+    tracked = action in HEAD_ACTIONS and (bound is not None or adoptable(repo, pr, policy))
+    new_head = tracked and not ledger.find_patch(
+        ctx.db, repo.project, pr["number"], pr["head"]["sha"]
+    )
+    head = read_head(repo, pr, policy) if new_head else None  # GitHub first, then the writes
     session = bound or find_or_adopt(ctx, repo, pr, policy)
     if session is None:
         if action in HEAD_ACTIONS and action != "ready_for_review":
@@ -41,7 +55,7 @@ def on_pull_request(ctx: Context) -> None:
     if action in HEAD_ACTIONS:
         if action != "synchronize":
             move_session(ctx, session, S.ACTIVE, f"pull request {action}")
-        record_head(ctx, repo, session, pr, policy, error)
+        record_head(ctx, repo, session, pr, policy, error, head)
     elif action == "converted_to_draft":
         move_session(ctx, session, S.PAUSED, "pull request converted to draft")
     else:

@@ -1,0 +1,212 @@
+"""The dashboard in a real browser: Debian's Chromium, headless, driven by Playwright.
+
+The app runs on a loopback port with GITHUB_WEB_URL and GITHUB_API_URL
+pointing at a fake GitHub on another (``fake_github_server``). A user signs
+in by clicking, finds the patch awaiting review and approves it; another
+user, who cannot read the repository, sees nothing of it. Screenshots of
+the main pages land in ``artifacts/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from minipipe_gh.config import Settings
+from minipipe_gh.runtime import Runtime
+from minipipe_gh.web import create_app
+from tests.fake_github_server import FakeGitHub, Served
+from tests.fake_github_server import create_app as create_fake_github
+from tests.scenario import REPO
+from tests.test_dashboard import seed_dead_delivery, seed_installation, seed_patch
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+SHOTS = Path(__file__).resolve().parent.parent / "artifacts" / "screenshots"
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "Debian's chromium is missing: `apt-get install chromium` (.ci/run installs it)"
+        )
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def fake_github() -> Iterator[tuple[FakeGitHub, str]]:
+    gh = FakeGitHub()
+    with Served(create_fake_github(gh)) as served:
+        yield gh, served.url
+
+
+@pytest.fixture
+def settings(settings: Settings, fake_github: tuple[FakeGitHub, str]) -> Settings:
+    _gh, url = fake_github
+    return dataclasses.replace(
+        settings,
+        api_url=f"{url}/api/v3",
+        web_url=url,
+        client_id="Iv1.browser",
+        client_secret="browser-secret",
+    )
+
+
+@pytest.fixture
+def site(rt: Runtime) -> Iterator[str]:
+    """The app as gunicorn would serve it, minus gunicorn: a real HTTP server."""
+    with Served(create_app(runtime_obj=rt)) as served:
+        yield served.url
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    context.set_default_timeout(10_000)
+    yield context.new_page()
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def sign_in(page: Page, site: str) -> None:
+    page.goto(f"{site}/")
+    page.get_by_role("link", name="Sign in with GitHub").first.click()
+    page.wait_for_url(f"{site}/sessions")
+
+
+def test_a_reviewer_signs_in_and_approves_the_waiting_patch(
+    page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str], browser: Browser
+) -> None:
+    gh, _url = fake_github
+    gh.signing_in_as = "carol"
+    gh.repos["carol"] = [REPO]
+    gh.roles[(REPO, "carol")] = "write"
+    seed_installation(rt.database, REPO)
+    seed_patch(rt.database, title="Fix the login form", agent="claude", pr_number=2)
+    seed_patch(rt.database, title="Tidy the README", agent="aider", pr_number=3, state="dropped")
+    seed_dead_delivery(rt.database)
+
+    sign_in(page, site)
+    expect(page.get_by_text("@carol")).to_be_visible()
+    row = page.locator("tr", has_text="Fix the login form")
+    expect(row).to_contain_text("active")
+    expect(row).to_contain_text("claude")
+    expect(row.get_by_role("link", name="#2")).to_have_attribute(
+        "href", re.compile(rf"/{re.escape(REPO)}/pull/2$")
+    )
+    expect(row.get_by_role("link", name="1 awaiting review")).to_be_visible()
+    shot(page, "sessions")
+
+    page.get_by_role("link", name="Review queue").click()
+    queued = page.locator("tr", has_text="Fix the login form")
+    expect(queued).to_contain_text("touches high-risk paths: src/auth/login.py")
+    expect(page.locator("tr", has_text="Tidy the README")).to_have_count(0)
+    shot(page, "review-queue")
+
+    queued.get_by_role("link", name="Fix the login form").click()
+    expect(page.locator("#patch-state")).to_have_text("awaiting_review")
+    timeline = page.locator("#timeline tbody tr")
+    expect(timeline).to_have_count(3)
+    expect(page.locator("#timeline")).not_to_contain_text("awaiting_review → queued")
+    shot(page, "patch-before")
+
+    page.get_by_placeholder("Comment (optional)").fill("Checked the auth change by hand.")
+    page.get_by_role("button", name="Approve").click()
+
+    expect(page.get_by_role("status")).to_have_text("Approved by @carol: the patch is queued.")
+    expect(page.locator("#patch-state")).to_have_text("queued")
+    expect(timeline).to_have_count(4)
+    last = timeline.last
+    expect(last.locator(".move")).to_have_text("awaiting_review → queued")
+    expect(last).to_contain_text("carol (dashboard)")
+    expect(last).to_contain_text("Checked the auth change by hand.")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
+    expect(page.get_by_role("button", name="Reject")).to_be_visible()  # queued: still open
+    shot(page, "patch-after")
+    assert "GET /api/v3/repos/Codertocat/Hello-World/collaborators/carol/permission" in (gh.paths())
+
+    # The check run follows through the worker, as after a /approve comment.
+    assert [o.status for o in rt.worker().run_once()] == ["done"]
+    posted = [b for m, p, b in gh.requests if m == "POST" and p.endswith("/check-runs")]
+    assert posted and posted[-1]["conclusion"] == "success"
+    assert posted[-1]["head_sha"] == "a" * 40
+
+    page.get_by_role("link", name="Stats").click()
+    expect(page.locator("svg.chart").first).to_be_visible()
+    expect(page.locator("table")).to_contain_text("aider")
+    shot(page, "stats")
+
+    page.get_by_role("link", name="Dead deliveries").click()
+    expect(page.get_by_role("button", name="Replay")).to_be_visible()
+    shot(page, "dead-deliveries")
+
+    phone = browser.new_context(
+        viewport=PHONE, storage_state=page.context.storage_state(), is_mobile=True
+    )
+    try:
+        small = phone.new_page()
+        small.goto(f"{site}/review")
+        expect(small.get_by_text("Nothing awaits review")).to_be_visible()
+        small.goto(f"{site}/sessions")
+        card = small.locator("tr", has_text="Fix the login form")
+        expect(card).to_be_visible()
+        width = small.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"the page scrolls sideways on a phone ({width}px)"
+        shot(small, "sessions-phone")
+        small.get_by_role("link", name="Fix the login form").click()
+        small.get_by_role("link", name=re.compile("^a{12}$")).click()
+        expect(small.locator("#patch-state")).to_have_text("queued")
+        shot(small, "patch-phone")
+    finally:
+        phone.close()
+
+
+def test_a_user_who_cannot_read_the_repository_sees_nothing_of_it(
+    page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    gh, _url = fake_github
+    gh.signing_in_as = "mallory"
+    gh.repos["mallory"] = []  # GitHub lists no installation repository for her
+    seed_installation(rt.database, REPO)
+    _sid, ledger_id = seed_patch(rt.database, title="Fix the login form")
+    seed_dead_delivery(rt.database)
+
+    sign_in(page, site)
+    expect(page.get_by_text("@mallory")).to_be_visible()
+    expect(page.get_by_text("can't see any repository")).to_be_visible()
+    body: Any = page.locator("body")
+    expect(body).not_to_contain_text("Fix the login form")
+    expect(body).not_to_contain_text(REPO)
+    shot(page, "no-access")
+
+    for path in ("/review", "/deliveries", "/stats"):
+        page.goto(f"{site}{path}")
+        expect(body).not_to_contain_text("Fix the login form")
+        expect(body).not_to_contain_text(REPO)
+
+    response = page.goto(f"{site}/patches/{ledger_id}")
+    assert response is not None and response.status == 404
+    expect(page.get_by_role("heading")).to_have_text("404 · Not found")
+    expect(page.get_by_role("button", name="Approve")).to_have_count(0)
