@@ -327,9 +327,16 @@ def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
 
 @main.command()
 @click.option("--once", is_flag=True, help="Handle every due delivery, then exit.")
+@click.option(
+    "--threads",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Deliveries handled at once (never two of one pull request).",
+)
 @pass_ctx
 @core_errors
-def worker(ctx: Ctx, once: bool) -> None:
+def worker(ctx: Ctx, once: bool, threads: int) -> None:
     """Handle deliveries from the inbox."""
     import signal
     import threading
@@ -352,7 +359,7 @@ def worker(ctx: Ctx, once: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    w.run_forever(stop)
+    w.run_forever(stop, threads=threads)
 
 
 # --- deliveries ----------------------------------------------------------------

@@ -41,6 +41,8 @@ class GitHubApp:
         self.api_url = api_url
         self._tokens: dict[int, _Token] = {}
         self._lock = threading.Lock()
+        self._gates: dict[int, threading.Lock] = {}
+        self._local = threading.local()
         self.permissions = TTLCache(PERMISSION_TTL_S)
         self.policies = TTLCache(POLICY_TTL_S)
 
@@ -58,16 +60,20 @@ class GitHubApp:
         )
 
     def installation_token(self, installation_id: int) -> str:
-        now = time.time()
+        """A cached token; concurrent callers wait for one exchange, not one each."""
         with self._lock:
-            cached = self._tokens.get(installation_id)
+            gate = self._gates.setdefault(installation_id, threading.Lock())
+        with gate:
+            now = time.time()
+            with self._lock:
+                cached = self._tokens.get(installation_id)
             if cached and cached.expires_at - RENEW_BEFORE_S > now:
                 return cached.token
-        grant = self.integration().get_access_token(installation_id)
-        expires = grant.expires_at.timestamp() if grant.expires_at else now + 3600
-        with self._lock:
-            self._tokens[installation_id] = _Token(grant.token, expires)
-        return grant.token
+            grant = self.integration().get_access_token(installation_id)
+            expires = grant.expires_at.timestamp() if grant.expires_at else now + 3600
+            with self._lock:
+                self._tokens[installation_id] = _Token(grant.token, expires)
+            return grant.token
 
     def forget_token(self, installation_id: int) -> None:
         """After a 401: the next client exchanges a fresh token."""
@@ -75,14 +81,23 @@ class GitHubApp:
             self._tokens.pop(installation_id, None)
 
     def client(self, installation_id: int) -> Github:
-        return Github(
-            auth=Auth.Token(self.installation_token(installation_id)),
-            base_url=self.api_url,
-            timeout=TIMEOUT_S,
-            retry=0,
-            lazy=True,
-            **NO_THROTTLE,
-        )
+        """One client per installation, token and thread: its HTTP connections are kept
+        alive between requests instead of a new TLS handshake for each."""
+        token = self.installation_token(installation_id)
+        clients = self._local.__dict__.setdefault("clients", {})
+        key = (installation_id, token)
+        if key not in clients:
+            for stale in [k for k in clients if k[0] == installation_id]:
+                del clients[stale]
+            clients[key] = Github(
+                auth=Auth.Token(token),
+                base_url=self.api_url,
+                timeout=TIMEOUT_S,
+                retry=0,
+                lazy=True,
+                **NO_THROTTLE,
+            )
+        return clients[key]  # type: ignore[no-any-return]
 
     def user_client(self, token: str) -> Github:
         """Acting for a signed-in user (dashboard), with their OAuth token."""

@@ -16,6 +16,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +100,7 @@ class Inbox:
         self.database = database
         self._engine: Engine | None = None
         self._last_checkpoint = 0.0
+        self.listeners: list[Callable[[], None]] = []  # told after new deliveries commit
         self.group_commit = group_commit
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
@@ -108,7 +110,10 @@ class Inbox:
     def store(self, event: Event, raw_body: bytes | None = None) -> bool:
         row = row_for(event, raw_body)
         if not self.group_commit:
-            return event.delivery_id in self._write([row])
+            new = event.delivery_id in self._write([row])
+            for listener in self.listeners if new else ():
+                listener()
+            return new
         pending = _Pending(row)
         self._ensure_writer()
         self._queue.put(pending)
@@ -166,6 +171,9 @@ class Inbox:
                     p.error = err
                     p.done.set()
                 continue
+            if new:
+                for listener in self.listeners:
+                    listener()
             for p in batch:
                 ident = p.row["delivery_id"]
                 p.new = ident in new

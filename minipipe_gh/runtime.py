@@ -61,8 +61,13 @@ class Runtime:
     def start_worker_thread(self) -> threading.Thread:
         """The development server's in-process worker."""
         worker = self.worker()
+        self.inbox.listeners.append(worker.wakeup.set)  # no polling delay in-process
         self.worker_thread = threading.Thread(
-            target=worker.run_forever, args=(self.stop,), name="minipipe-worker", daemon=True
+            target=worker.run_forever,
+            args=(self.stop,),
+            kwargs={"threads": 2},
+            name="minipipe-worker",
+            daemon=True,
         )
         self.worker_thread.start()
         return self.worker_thread

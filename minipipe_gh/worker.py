@@ -161,22 +161,46 @@ class Worker:
         return outcomes
 
     def run_forever(
-        self, stop: threading.Event, *, poll_s: float = 0.5, upkeep_every_s: float = 600.0
+        self,
+        stop: threading.Event,
+        *,
+        threads: int = 1,
+        poll_s: float = 0.2,
+        upkeep_every_s: float = 600.0,
     ) -> None:
-        log.info("worker %s started", self.worker_id)
+        """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
+        deliveries (a delivery's wait on GitHub no longer holds up the others)."""
+        log.info("worker %s started with %d thread(s)", self.worker_id, threads)
+        loops = [
+            threading.Thread(
+                target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
+            )
+            for i in range(1, threads)
+        ]
+        for loop in loops:
+            loop.start()
         next_upkeep = time.monotonic()
         while not stop.is_set():
             if time.monotonic() >= next_upkeep:
                 next_upkeep = time.monotonic() + upkeep_every_s
                 self.upkeep()
-            try:
-                done = self.run_once()
-            except Exception:
-                log.exception("worker loop failed; carrying on")
-                done = []
-            if not done:
-                self.wakeup.wait(poll_s)
-                self.wakeup.clear()
+            self._step(poll_s)
+        for loop in loops:
+            loop.join(timeout=30)
+
+    def _loop(self, stop: threading.Event, poll_s: float) -> None:
+        while not stop.is_set():
+            self._step(poll_s)
+
+    def _step(self, poll_s: float) -> None:
+        try:
+            done = self.run_once(limit=1)
+        except Exception:
+            log.exception("worker loop failed; carrying on")
+            done = []
+        # Woken at once by an in-process inbox, else poll.
+        if not done and self.wakeup.wait(poll_s):
+            self.wakeup.clear()
 
     def upkeep(self) -> None:
         """Scheduled work between deliveries: pause stale sessions."""
