@@ -20,7 +20,7 @@ from .models import AgentSession, Patch, utcnow
 from .patch_states import MACHINE as PATCH_MACHINE
 from .policy import Policy
 from .session_states import MACHINE as SESSION_MACHINE
-from .transitions import refusal
+from .transitions import note, refusal
 
 NEEDS_PATCH = frozenset({Verb.APPROVE, Verb.APPROVE_CANCEL, Verb.REJECT, Verb.REVIEW})
 
@@ -126,15 +126,4 @@ def act(
 
 
 def _note(db: Session, session: AgentSession, actor: str, source: str, reason: str) -> None:
-    audit.record(
-        db,
-        entity="session",
-        entity_id=session.session_id,
-        project_id=session.project_id,
-        from_state=session.state,
-        to_state=session.state,
-        outcome="noted",
-        actor=actor,
-        source=source,
-        reason=reason,
-    )
+    note(db, session, SESSION_MACHINE, actor=actor, source=source, reason=reason)

@@ -20,7 +20,7 @@ from .models import AgentSession, AuditEntry, Patch, utcnow
 from .pagination import Page
 from .patch_states import MACHINE, OPEN, PatchState
 from .registry import new_id
-from .transitions import advance, check_attached, check_version, refusal
+from .transitions import advance, check_attached, check_version, note, refusal
 
 P = PatchState
 DECIDABLE = frozenset({P.VALIDATED, P.AWAITING_REVIEW})
@@ -151,18 +151,7 @@ def _review(patch: Patch, **fields: Any) -> None:
 
 
 def _note(db: Session, patch: Patch, actor: str, source: str, reason: str) -> None:
-    audit.record(
-        db,
-        entity="patch",
-        entity_id=patch.ledger_id,
-        project_id=patch.project_id,
-        from_state=patch.state,
-        to_state=patch.state,
-        outcome="noted",
-        actor=actor,
-        source=source,
-        reason=reason,
-    )
+    note(db, patch, MACHINE, actor=actor, source=source, reason=reason)
 
 
 def mark_for_review(

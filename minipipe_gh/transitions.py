@@ -65,6 +65,24 @@ def advance(
     return row
 
 
+def note(
+    db: Session, obj: Stateful, machine: Machine[Any], *, actor: str, source: str, reason: str
+) -> AuditEntry:
+    """An audit row for something that happened to the entity without a move."""
+    return audit.record(
+        db,
+        entity=machine.entity,
+        entity_id=ident(obj),
+        project_id=obj.project_id,
+        from_state=obj.state,
+        to_state=obj.state,
+        outcome="noted",
+        actor=actor,
+        source=source,
+        reason=reason,
+    )
+
+
 def check_attached(db: Session, obj: Any, machine: Machine[Any]) -> None:
     """A row loaded in another unit would take the audit row but not the change."""
     if object_session(obj) is not db:
