@@ -19,6 +19,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -157,6 +158,9 @@ class AuditEntry(Base):
     )
 
 
+PENDING_SQL = text("status IN ('queued', 'effects')")
+
+
 class Delivery(Base):
     """A verified webhook delivery in the durable inbox, and its processing state.
 
@@ -189,8 +193,19 @@ class Delivery(Base):
     finished_at: Mapped[datetime | None] = mapped_column()
 
     __table_args__ = (
-        Index("ix_deliveries_due", "status", "next_attempt_at", "seq"),
-        Index("ix_deliveries_order", "order_key", "seq"),
+        # Only unfinished deliveries are indexed for claiming (partial indexes): the claim
+        # walks them in arrival order and stops after a batch, however long the history.
+        Index(
+            "ix_deliveries_pending", "seq", sqlite_where=PENDING_SQL, postgresql_where=PENDING_SQL
+        ),
+        Index(
+            "ix_deliveries_pending_order",
+            "order_key",
+            "seq",
+            sqlite_where=PENDING_SQL,
+            postgresql_where=PENDING_SQL,
+        ),
+        Index("ix_deliveries_status", "status", "seq"),
     )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import socket
 import threading
@@ -50,6 +51,10 @@ log = logging.getLogger(__name__)
 PENDING = ("queued", "effects")
 BASE_DELAY_S = 2.0
 MAX_DELAY_S = 15 * 60
+
+
+class LeaseLost(Exception):
+    """Another worker holds the delivery now: this attempt must change nothing."""
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,18 @@ class Worker:
         self.app = app
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=lease_seconds)
-        self.worker_id = worker_id or f"{socket.gethostname()}:{id(self):x}"
+        self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = threading.Event()
         self.clock = clock  # tests move time forward instead of sleeping
+
+    @property
+    def worker_id(self) -> str:
+        """Who holds a lease: each of a worker's threads is a holder of its own, so one
+        thread that stalled past its lease cannot mistake a sibling's claim for its own."""
+        thread = threading.current_thread()
+        if thread is threading.main_thread():
+            return self.base_id
+        return f"{self.base_id}/{thread.name}"
 
     # -- claiming ---------------------------------------------------------------
 
@@ -131,13 +145,17 @@ class Worker:
         )
         if not self.database.is_sqlite:
             q = q.with_for_update(skip_locked=True, of=d)
-        claimed: list[int] = []
         with self.database.unit() as s:
-            for seq in s.scalars(q).all():
-                res = s.execute(
+            seqs = s.scalars(q).all()
+            if not seqs:
+                return []
+            # One compare-and-set for the batch: a row another worker leased meanwhile
+            # no longer matches and is simply not returned.
+            claimed = sorted(
+                s.scalars(
                     update(Delivery)
                     .where(
-                        Delivery.seq == seq,
+                        Delivery.seq.in_(seqs),
                         Delivery.status.in_(PENDING),
                         or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
                     )
@@ -146,9 +164,10 @@ class Worker:
                         lease_expires_at=now + self.lease,
                         attempts=Delivery.attempts + 1,
                     )
-                )
-                if res.rowcount == 1:
-                    claimed.append(seq)
+                    .returning(Delivery.seq)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
         return claimed
 
     # -- running ----------------------------------------------------------------
@@ -241,20 +260,40 @@ class Worker:
         return outcome
 
     def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
-        """Run the handlers; their changes and the delivery's next phase commit together."""
-        with self.database.unit() as s:
-            d = s.get(Delivery, seq)
-            if not self._mine(d) or d is None or d.status != "queued":
-                log.warning("lease on delivery %s was lost before handling", seq)
-                return None
-            event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
-            ctx = Context(event, s, self.app, log, attempt=attempt)
-            self.router.dispatch(ctx)
-            if ctx.effects:
-                d.status, d.effects = "effects", ctx.effects
-            else:
-                self._mark_done(d)
-            return ctx.effects
+        """Run the handlers; their changes and the delivery's next phase commit together,
+        and only while the lease is still this worker's (else everything rolls back)."""
+        try:
+            with self.database.unit() as s:
+                d = s.get(Delivery, seq)
+                if not self._mine(d) or d is None or d.status != "queued":
+                    raise LeaseLost
+                event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
+                s.expunge(d)  # the delivery row changes only through _settle
+                ctx = Context(event, s, self.app, log, attempt=attempt)
+                self.router.dispatch(ctx)
+                if ctx.effects:
+                    self._settle(s, seq, "queued", status="effects", effects=ctx.effects)
+                else:
+                    self._settle(s, seq, "queued", **self._done())
+                return ctx.effects
+        except LeaseLost:
+            log.warning("lease on delivery %s was lost; another worker has it", seq)
+            return None
+
+    def _settle(self, s: Any, seq: int, phase: str, **values: Any) -> None:
+        """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost."""
+        res = s.execute(
+            update(Delivery)
+            .where(
+                Delivery.seq == seq,
+                Delivery.status == phase,
+                Delivery.lease_owner == self.worker_id,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            raise LeaseLost
 
     def _mine(self, d: Delivery | None) -> bool:
         """Still leased to this worker? A worker that stalled past its lease must stop."""
@@ -269,44 +308,56 @@ class Worker:
             return list(d.effects or [])
 
     def _finish(self, seq: int) -> bool:
-        with self.database.unit() as s:
-            d = s.get(Delivery, seq)
-            if not self._mine(d):
-                return False
-            assert d is not None
-            self._mark_done(d)
-            return True
+        try:
+            with self.database.unit() as s:
+                self._settle(s, seq, "effects", **self._done())
+        except LeaseLost:
+            return False
+        return True
 
     @staticmethod
-    def _mark_done(d: Delivery) -> None:
-        d.status = "done"
-        d.finished_at = utcnow()
-        d.lease_owner = None
-        d.lease_expires_at = None
-        d.last_error = None
+    def _done() -> dict[str, Any]:
+        return {
+            "status": "done",
+            "finished_at": utcnow(),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": None,
+        }
 
     def _fail(self, seq: int, attempt: int, installation_id: int | None, err: Exception) -> str:
         if isinstance(err, BadCredentialsException) and self.app and installation_id:
             self.app.forget_token(installation_id)
         text = "".join(traceback.format_exception_only(type(err), err)).strip()
-        with self.database.unit() as s:
-            d = s.get(Delivery, seq)
-            if not self._mine(d):
-                log.warning("attempt %d failed after the lease was lost: %s", attempt, text)
-                return "lost"
-            assert d is not None
-            d.lease_owner = None
-            d.lease_expires_at = None
-            d.last_error = text[:4000]
-            if attempt >= self.max_attempts:
-                d.status = "dead"
-                d.finished_at = utcnow()
-                log.error("delivery dead after %d attempts: %s", attempt, text)
-                return "dead"
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": text[:4000],
+        }
+        if attempt >= self.max_attempts:
+            values.update(status="dead", finished_at=utcnow())
+            outcome, delay = "dead", 0.0
+        else:
             delay = retry_delay(err, attempt, now=self.clock().timestamp())
-            d.next_attempt_at = self.clock() + timedelta(seconds=delay)
-        log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
-        return "retry"
+            values["next_attempt_at"] = self.clock() + timedelta(seconds=delay)
+            outcome = "retry"
+        try:
+            with self.database.unit() as s:
+                phase = s.scalar(select(Delivery.status).where(Delivery.seq == seq))
+                self._settle(s, seq, str(phase), **values)
+        except LeaseLost:
+            log.warning("attempt %d failed after the lease was lost: %s", attempt, text)
+            return "lost"
+        except Exception:  # e.g. the database itself is down: the lease runs out instead
+            log.exception(
+                "could not record the failure of attempt %d; the lease will expire", attempt
+            )
+            return "retry"
+        if outcome == "dead":
+            log.error("delivery dead after %d attempts: %s", attempt, text)
+        else:
+            log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
+        return outcome
 
 
 # -- operator actions ------------------------------------------------------------
