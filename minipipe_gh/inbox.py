@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ from .models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 256
+CHECKPOINT_EVERY_S = 1.0
 WRITE_TRIES = 5
 
 
@@ -99,7 +101,6 @@ class Inbox:
     def __init__(self, database: Database, *, group_commit: bool = True) -> None:
         self.database = database
         self._engine: Engine | None = None
-        self._last_checkpoint = 0.0
         self.listeners: list[Callable[[], None]] = []  # told after new deliveries commit
         self.group_commit = group_commit
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
@@ -135,6 +136,10 @@ class Inbox:
                     target=self._run, name="minipipe-inbox-writer", daemon=True
                 )
                 self._writer.start()
+                if self.database.is_sqlite and self.database.engine.url.database:
+                    threading.Thread(
+                        target=self._checkpoints, name="minipipe-inbox-checkpoint", daemon=True
+                    ).start()
 
     @property
     def engine(self) -> Engine:
@@ -142,22 +147,25 @@ class Inbox:
             self._engine = ingest_engine(self.database)
         return self._engine
 
-    def _checkpoint_when_idle(self) -> None:
-        """Keep the WAL short while nothing waits (SQLite only)."""
-        if not self.database.is_sqlite or time.monotonic() - self._last_checkpoint < 1.0:
-            return
-        self._last_checkpoint = time.monotonic()
+    def _checkpoints(self) -> None:
+        """Keep the WAL short, beside the writer rather than in its way (SQLite only):
+        a checkpoint inside the writer's loop would hold up every acknowledgement
+        waiting behind it."""
+        path = self.database.engine.url.database
+        conn = sqlite3.connect(path, timeout=1.0, check_same_thread=False)
         try:
-            with self.engine.connect() as conn:
-                conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)")
-        except OperationalError:
-            log.debug("idle checkpoint skipped", exc_info=True)
+            while self._pid == os.getpid():
+                time.sleep(CHECKPOINT_EVERY_S)
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                except sqlite3.OperationalError:
+                    log.debug("checkpoint skipped", exc_info=True)
+        finally:
+            conn.close()
 
     def _run(self) -> None:
         q = self._queue
         while True:
-            if q.empty():
-                self._checkpoint_when_idle()
             batch = [q.get()]
             while len(batch) < BATCH_MAX:
                 try:
