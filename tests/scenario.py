@@ -86,6 +86,26 @@ class Scenario:
             {"total_count": len(suites), "check_suites": suites},
         )
 
+    def serve_green(self, sha: str | None = None) -> None:
+        """CI has passed on ``sha``: one completed, successful check suite of another app."""
+        sha = sha or self.sha
+        self.github.rsps.upsert(
+            "GET",
+            self.github.url(f"{R}/commits/{sha}/check-suites"),
+            json={
+                "total_count": 1,
+                "check_suites": [
+                    {
+                        "id": 1,
+                        "status": "completed",
+                        "conclusion": "success",
+                        "app": {"id": 42},
+                        "head_sha": sha,
+                    }
+                ],
+            },
+        )
+
     def serve_permission(self, login: str, role: str) -> None:
         legacy = {"triage": "read", "maintain": "write"}.get(role, role)
         self.github.add(

@@ -24,25 +24,6 @@ from tests.test_api import (
 APP_BOT = "minipipe-gh[bot]"  # the installation opens the PR, so the app is its author
 
 
-def green(github: Any, sha: str) -> None:
-    github.rsps.upsert(
-        "GET",
-        github.url(f"{R}/commits/{sha}/check-suites"),
-        json={
-            "total_count": 1,
-            "check_suites": [
-                {
-                    "id": 1,
-                    "status": "completed",
-                    "conclusion": "success",
-                    "app": {"id": 42},
-                    "head_sha": sha,
-                }
-            ],
-        },
-    )
-
-
 def moves(history: list[dict[str, Any]]) -> list[tuple[str | None, str, str]]:
     return [(h["from"], h["to"], h["actor"]) for h in history if h["outcome"] == "moved"]
 
@@ -80,7 +61,7 @@ def test_session_created_through_the_api_lives_through_its_pull_request(
     assert sc.check_run_ref(rt.database).check_run_id == sc.check_run_id
 
     # CI goes green: a high-risk patch waits for a human
-    green(github, sc.sha)
+    sc.serve_green()
     sc.suite_completed()
     drain(rt)
     queue = api("GET", "/patches", query_string={"state": "awaiting_review"}).get_json()
@@ -131,7 +112,7 @@ def test_a_webhook_that_outruns_the_api_binds_the_session_by_its_marker(
     serve_session_pr(github)
     sc = Scenario(deliver, github, number=PR_NUMBER, branch="(set below)", author=APP_BOT)
     sc.serve_files("src/auth/login.py")
-    green(github, sc.sha)
+    sc.serve_green()
     sc.serve_writes()
     seen: dict[str, Any] = {}
 

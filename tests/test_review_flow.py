@@ -6,9 +6,9 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from minipipe_gh import ledger, registry
+from minipipe_gh import ledger
 from minipipe_gh.models import AgentSession, AuditEntry, Patch, utcnow
-from tests.scenario import REPO, R, Scenario
+from tests.scenario import R, Scenario
 
 
 def drain(rt):
@@ -49,22 +49,7 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
     assert created[0][2]["head_sha"] == sc.sha
 
     # CI succeeds → validated → high risk → awaiting review with buttons
-    github.rsps.replace(
-        "GET",
-        github.url(f"{R}/commits/{sc.sha}/check-suites"),
-        json={
-            "total_count": 1,
-            "check_suites": [
-                {
-                    "id": 1,
-                    "status": "completed",
-                    "conclusion": "success",
-                    "app": {"id": 42},
-                    "head_sha": sc.sha,
-                }
-            ],
-        },
-    )
+    sc.serve_green()
     mark = len(github.api_requests())
     sc.suite_completed()
     drain(rt)
@@ -127,34 +112,12 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
         ("awaiting_review", "queued"),
         ("queued", "applied"),
     ]
-    assert registry.find_by_pr  # registry stays importable for the other stories
-    assert REPO == "Codertocat/Hello-World"
-
-
-def green(github, sc, sha=None):
-    sha = sha or sc.sha
-    github.rsps.upsert(
-        "GET",
-        github.url(f"{R}/commits/{sha}/check-suites"),
-        json={
-            "total_count": 1,
-            "check_suites": [
-                {
-                    "id": 1,
-                    "status": "completed",
-                    "conclusion": "success",
-                    "app": {"id": 42},
-                    "head_sha": sha,
-                }
-            ],
-        },
-    )
 
 
 def opened_and_validated(rt, sc, github, *paths, policy=None):
     sc.serve_policy(policy)
     sc.serve_files(*(paths or ("src/auth/login.py",)))
-    green(github, sc)
+    sc.serve_green()
     sc.serve_writes()
     sc.pr_event("opened")
     drain(rt)
@@ -246,7 +209,7 @@ def test_story_4b_same_tree_carries_the_approval_over(rt, deliver, github):
     new_sha = "c" * 40
     serve_tree(github, sc.sha, "same-tree")
     serve_tree(github, new_sha, "same-tree")
-    green(github, sc, new_sha)
+    sc.serve_green(new_sha)
     sc.pr_event("synchronize", sha=new_sha)
     drain(rt)
     new = only_patch(rt)
