@@ -51,7 +51,7 @@ from minipipe_gh.worker import Outcome, Worker
 from tests.pg import free_port
 from tests.scenario import R, Scenario, user
 from tests.support import API, APP_ID, SECRET, WIRE, FakeGitHub, payload, signed_headers
-from tests.test_review_flow import green, only_patch
+from tests.test_review_flow import only_patch
 
 ROOT = Path(__file__).resolve().parent.parent
 P = PatchState
@@ -247,7 +247,7 @@ def opened(rt: Runtime, sc: Scenario, github: FakeGitHub, clock: StepClock) -> N
     """The PR opens on a high-risk path with green CI: awaiting review, check run created."""
     sc.serve_policy(None)
     sc.serve_files("src/auth/login.py", "README.md")
-    green(github, sc)
+    sc.serve_green()
     assert sc.pr_event("opened").status_code == 202
     clock.sync()
     assert statuses(rt.worker(clock=clock).run_once()) == ["done"]
@@ -522,7 +522,7 @@ def test_a_web_tier_killed_before_answering_loses_nothing_and_acts_once(
     sc, gh, clock = Scenario(post, github), GitHubSide(github), StepClock()
     sc.serve_policy(None)
     sc.serve_files("src/auth/login.py", "README.md")
-    green(github, sc)
+    sc.serve_green()
     steps: list[tuple[str, str, dict[str, Any]]] = [
         ("opened", "pull_request", sc.pr_payload("opened")),
     ]
