@@ -349,6 +349,7 @@ def list_patches_awaiting_review(
     project_id: str | None = None,
     cursor: str | None = None,
     limit: int = 50,
+    within: Collection[str] | None = None,
 ) -> Page[Patch]:
     return list_patches(
         db,
@@ -358,6 +359,7 @@ def list_patches_awaiting_review(
         project_id=project_id,
         cursor=cursor,
         limit=limit,
+        within=within,
     )
 
 

@@ -15,18 +15,22 @@ from typing import Any
 from sqlalchemy import ColumnElement, func, select
 from sqlalchemy.orm import Session
 
-from . import pagination
+from . import ledger, pagination, registry
 from .errors import Invalid, NotFound
 from .models import AgentSession, Delivery, Patch
 from .pagination import Page
-from .patch_states import PatchState
-from .session_states import SessionState
 from .signins import Viewer
 
 
 def _visible(column: Any, viewer: Viewer, project: str | None) -> ColumnElement[bool]:
     names = [project] if project else viewer.names
     return func.lower(column).in_([n.lower() for n in names if viewer.can_see(n)])
+
+
+def _canonical(viewer: Viewer, project: str | None) -> str | None:
+    """GitHub's spelling of a repository the viewer named in any case."""
+    repo = viewer.repo(project) if project else None
+    return repo.full_name if repo is not None else project
 
 
 def sessions_page(
@@ -39,20 +43,16 @@ def sessions_page(
     cursor: str | None = None,
     limit: int = 25,
 ) -> Page[AgentSession]:
-    """Newest first, as ``registry.list_sessions``."""
-    pagination.check_limit(limit)
-    q = select(AgentSession).where(_visible(AgentSession.project_id, viewer, project))
-    if state:
-        if state not in SessionState.__members__.values():
-            raise Invalid(f"unknown session state {state!r}", field="state")
-        q = q.where(AgentSession.state == state)
-    if agent_type:
-        q = q.where(AgentSession.agent_type == agent_type)
-    after = pagination.decode(cursor)
-    if after is not None:
-        q = q.where(AgentSession.session_id < after)
-    rows = db.scalars(q.order_by(AgentSession.session_id.desc()).limit(limit + 1)).all()
-    return pagination.page_of(rows, limit, "session_id")
+    """Newest first: ``registry.list_sessions`` within the viewer's repositories."""
+    return registry.list_sessions(
+        db,
+        _canonical(viewer, project),
+        state or None,
+        agent_type or None,
+        cursor=cursor,
+        limit=limit,
+        within=viewer.names,
+    )
 
 
 def agent_types(db: Session, viewer: Viewer) -> list[str]:
@@ -88,16 +88,10 @@ def review_page(
     cursor: str | None = None,
     limit: int = 25,
 ) -> Page[Patch]:
-    """Patches awaiting review, oldest first, as ``ledger.list_patches_awaiting_review``."""
-    pagination.check_limit(limit)
-    q = select(Patch).where(
-        Patch.state == PatchState.AWAITING_REVIEW, _visible(Patch.project_id, viewer, project)
+    """Oldest first: the review queue within the viewer's repositories."""
+    return ledger.list_patches_awaiting_review(
+        db, project_id=_canonical(viewer, project), cursor=cursor, limit=limit, within=viewer.names
     )
-    after = pagination.decode(cursor)
-    if after is not None:
-        q = q.where(Patch.ledger_id > after)
-    rows = db.scalars(q.order_by(Patch.ledger_id).limit(limit + 1)).all()
-    return pagination.page_of(rows, limit, "ledger_id")
 
 
 def sessions_by_id(db: Session, ids: Sequence[str]) -> dict[str, AgentSession]:
@@ -117,7 +111,7 @@ def dead_page(
     )
     after = pagination.decode(cursor)
     if after is not None:
-        if not after.isdigit():
+        if not (after.isascii() and after.isdigit()):
             raise Invalid("cursor is not one this server gave out", field="cursor")
         q = q.where(Delivery.seq < int(after))
     rows = db.scalars(q.order_by(Delivery.seq.desc()).limit(limit + 1)).all()
