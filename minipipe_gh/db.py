@@ -64,25 +64,55 @@ def _sqlite_setup(engine: Engine) -> None:
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
-    lock_path = f"{engine.url.database}.writer-lock" if engine.url.database else None
+    lock_path = sqlite_lock_path(engine)
 
     @event.listens_for(engine, "before_cursor_execute")
     def _lock_before_first_write(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
         dbapi_conn = conn.connection.dbapi_connection
         if not dbapi_conn.in_transaction and WRITES.match(statement):
-            if lock_path:
-                (busy_ms,) = dbapi_conn.execute("PRAGMA busy_timeout").fetchone()
-                _queue_for_writing(conn.connection.info, lock_path, busy_ms / 1000)
             try:
-                dbapi_conn.execute("BEGIN IMMEDIATE")
+                begin_write(dbapi_conn, conn.connection.info, lock_path)
             except sqlite3.OperationalError as err:  # busy past the timeout: as SQLAlchemy would
                 raise OperationalError("BEGIN IMMEDIATE", None, err) from err
 
     @event.listens_for(engine, "checkin")
     def _done_writing(_dbapi_conn: Any, record: Any) -> None:
-        fd = record.info.pop("writer_lock", None)
-        if fd is not None:
-            os.close(fd)  # closing the descriptor releases the flock
+        end_write_turn(record.info)
+
+
+def sqlite_lock_path(engine: Engine) -> str | None:
+    """The flock file beside a SQLite database file (None for an in-memory database)."""
+    return f"{engine.url.database}.writer-lock" if engine.url.database else None
+
+
+def begin_write(
+    dbapi_conn: sqlite3.Connection, info: dict[str, Any], lock_path: str | None
+) -> None:
+    """Take SQLite's write lock on a driver connection: our turn, then ``BEGIN IMMEDIATE``
+    (``sqlite3.OperationalError`` when still busy after the busy timeout)."""
+    take_write_turn(dbapi_conn, info, lock_path)
+    dbapi_conn.execute("BEGIN IMMEDIATE")
+
+
+def take_write_turn(
+    dbapi_conn: sqlite3.Connection, info: dict[str, Any], lock_path: str | None
+) -> None:
+    """Wait our turn to write on the flock beside the file, until ``end_write_turn``
+    (the pool calls it when the connection is checked in). Past the connection's
+    busy timeout, go on without it: SQLite's own lock then answers "database is
+    locked"."""
+    if lock_path:
+        if "busy_s" not in info:
+            (busy_ms,) = dbapi_conn.execute("PRAGMA busy_timeout").fetchone()
+            info["busy_s"] = busy_ms / 1000
+        _queue_for_writing(info, lock_path, info["busy_s"])
+
+
+def end_write_turn(info: dict[str, Any]) -> None:
+    """Let the next writer go."""
+    fd = info.pop("writer_lock", None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
 
 
 def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -> None:
