@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 MAX_BODY = 25 * 1024 * 1024  # GitHub caps payloads at 25 MB
 KEPT_HEADERS = (
@@ -22,6 +23,7 @@ KEPT_HEADERS = (
     "X-GitHub-Hook-Installation-Target-Type",
     "User-Agent",
 )
+READ_HEADERS = ("X-Hub-Signature-256", *KEPT_HEADERS)  # every header ``parse`` looks at
 
 
 class IngressError(Exception):
@@ -100,8 +102,8 @@ def parse(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> Ev
     if not delivery_id or len(delivery_id) > 100:
         raise BadRequest("missing or malformed X-GitHub-Delivery header")
     try:
-        payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        payload = orjson.loads(body)  # strict RFC 8259, and ~2.5x the stdlib's speed
+    except orjson.JSONDecodeError:
         raise BadRequest("body is not JSON") from None
     if not isinstance(payload, dict):
         raise BadRequest("body is not a JSON object")

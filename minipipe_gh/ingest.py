@@ -11,8 +11,6 @@ import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from werkzeug.datastructures import EnvironHeaders
-
 from . import events
 from .inbox import Inbox
 from .metrics import DELIVERIES_RECEIVED
@@ -48,7 +46,7 @@ class WebhookIngest:
                 "error": "minipipe-gh is in setup mode: no webhook secret is configured. "
                 "Open the home page to register the GitHub App, or set GITHUB_WEBHOOK_SECRET."
             }
-        headers = EnvironHeaders(environ)
+        headers = _headers(environ)
         raw = _read_body(environ)
         if raw is None:
             DELIVERIES_RECEIVED.labels(headers.get("X-GitHub-Event", "-"), "refused_413").inc()
@@ -68,6 +66,17 @@ class WebhookIngest:
         if new:
             return "202 Accepted", {"ok": True, "delivery": event.delivery_id}
         return "200 OK", {"ok": True, "delivery": event.delivery_id, "duplicate": True}
+
+
+_ENVIRON_KEYS = tuple(
+    (name, "HTTP_" + name.upper().replace("-", "_")) for name in events.READ_HEADERS
+)
+
+
+def _headers(environ: dict[str, Any]) -> dict[str, str]:
+    """The headers ``events.parse`` reads, under their canonical names (a plain dict:
+    a case-insensitive view of the whole environ costs more than the HMAC)."""
+    return {name: environ[key] for name, key in _ENVIRON_KEYS if key in environ}
 
 
 def _read_body(environ: dict[str, Any]) -> bytes | None:
