@@ -309,7 +309,7 @@ def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
     """Development server with an in-process worker (migrates the database first)."""
     import dataclasses
 
-    from .runtime import Runtime
+    from .runtime import Runtime, freeze_startup_heap
     from .web import create_app
 
     settings = config.load()
@@ -322,6 +322,7 @@ def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
         click.echo(f"setup mode: open http://{host}:{port}/ to register the GitHub App")
     if not no_worker:
         rt.start_worker_thread()
+    freeze_startup_heap()
     app.run(host=host, port=port, threaded=True, use_reloader=False)
 
 
@@ -342,7 +343,7 @@ def worker(ctx: Ctx, once: bool, threads: int) -> None:
     import threading
 
     from . import logs
-    from .runtime import Runtime
+    from .runtime import Runtime, freeze_startup_heap
 
     logs.setup()
     rt = Runtime.build(ctx.settings)
@@ -359,6 +360,7 @@ def worker(ctx: Ctx, once: bool, threads: int) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    freeze_startup_heap()
     w.run_forever(stop, threads=threads)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 from dataclasses import dataclass, field
 
@@ -14,6 +15,18 @@ from .inbox import Inbox
 from .metrics import install_github_counter
 from .routing import Router
 from .worker import Worker
+
+
+def freeze_startup_heap() -> None:
+    """Move everything start-up made (modules, the app, the ORM's mappers) to the
+    permanent generation, once a long-running process is ready to serve.
+
+    A full collection otherwise walks that whole heap (~110k objects, ~100 ms
+    here) in the middle of some acknowledgement; frozen, it walks only what
+    requests allocated. The ``gc.freeze()`` advice of the gc module's docs.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass
