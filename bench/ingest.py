@@ -13,7 +13,8 @@ under the same server configuration, and drives each with signed ~16 KB
 comment id per request, so neither the delivery id nor the natural key
 dedupes anything), in two modes:
 
-* ``closed``: C keep-alive connections, each sending its next delivery as soon
+* ``closed``: C keep-alive connections (each re-opened every 20 requests, see
+  ``Conn``), each sending its next delivery as soon
   as the previous one is answered, for N seconds: acknowledged deliveries/s and
   p50/p99 ack latency;
 * ``open``: a fixed R deliveries/s schedule spread over C connections; latency
@@ -65,6 +66,7 @@ EVENT = "issue_comment"
 SECRET = "bench-" + secrets.token_hex(16)
 SENTINEL = 987654321098765  # stands for the comment id in the body template (15 digits)
 ID_BASE = 10**14  # comment ids are ID_BASE + n: always 15 digits, so the body length is constant
+REQUESTS_PER_CONN = 20  # see Conn
 DRAIN_S = 10.0  # at most this long to wait for answers still in flight at the end of a phase
 BOOT_S = 60.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -172,17 +174,30 @@ class _Proto(asyncio.Protocol):
 
 
 class Conn:
-    """A keep-alive connection that reconnects when the server closed it."""
+    """A keep-alive connection that reconnects when the server closed it, and after
+    every ``REQUESTS_PER_CONN`` requests.
+
+    Why reconnect: a server's worker processes take connections as they accept
+    them, and a connection stays with its worker. Sixteen connections opened at
+    once were seen split 15 to 1 between gunicorn's two workers, so one worker
+    served nearly everything and runs differed by 2x. Re-opened connections go
+    to whichever worker is free to accept them, as GitHub's deliveries, each on
+    a connection of its own, would.
+    """
 
     def __init__(self, port: int) -> None:
         self.port = port
         self.proto: _Proto | None = None
         self.connects = 0
+        self.sent = 0
 
     async def send(self, data: bytes) -> tuple[int, int]:
         """Send one request; return its status and when the answer was complete."""
         loop = asyncio.get_running_loop()
         proto = self.proto
+        if proto is not None and self.sent % REQUESTS_PER_CONN == 0:
+            self.close()
+            proto = None
         if proto is None or proto.closed:
             self.close()
             _, proto = await loop.create_connection(_Proto, HOST, self.port)
@@ -192,6 +207,7 @@ class Conn:
         proto.waiter = fut
         assert proto.transport is not None
         proto.transport.write(data)
+        self.sent += 1
         status = await fut
         return status, proto.done_ns
 
