@@ -27,7 +27,6 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from .db import Database, begin_write, make_engine, sqlite_lock_path, take_write_turn
 from .events import Event, natural_key, order_key
 from .models import Delivery, utcnow
-from .wakeups import NOTIFY_SQL
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 256
@@ -122,8 +121,6 @@ class _InsertNew:
                 sql = self.sql(len(chunk))
                 cur.execute(sql, self.params(chunk))
                 new.update(row[0] for row in cur.fetchall())
-            if new and not self.sqlite:
-                cur.execute(NOTIFY_SQL)  # wakes workers in other processes, at commit
             cur.close()
             if explicit:
                 conn.commit()

@@ -36,7 +36,7 @@ from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
 from . import effects as effects_mod
-from . import logs, wakeups
+from . import logs
 from .context import Context
 from .db import Database
 from .errors import NotFound
@@ -190,8 +190,6 @@ class Worker:
         """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
         deliveries (a delivery's wait on GitHub no longer holds up the others)."""
         log.info("worker %s started with %d thread(s)", self.worker_id, threads)
-        if not self.database.is_sqlite:
-            wakeups.start_listener(self.database.engine.url, self.wakeup.set, stop)
         loops = [
             threading.Thread(
                 target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
@@ -219,7 +217,7 @@ class Worker:
         except Exception:
             log.exception("worker loop failed; carrying on")
             done = []
-        # Woken at once by an in-process inbox or PostgreSQL's NOTIFY, else poll.
+        # Woken at once by an in-process inbox, else poll.
         if not done and self.wakeup.wait(poll_s):
             self.wakeup.clear()
 

@@ -1,5 +1,4 @@
-"""A worker process with several threads, and what wakes it at once: the in-process inbox,
-or on PostgreSQL a NOTIFY from any process."""
+"""A worker process with several threads, and the in-process inbox waking it at once."""
 
 from __future__ import annotations
 
@@ -7,7 +6,6 @@ import threading
 import time
 from typing import Any
 
-import pytest
 from sqlalchemy import select
 
 from minipipe_gh.context import Context
@@ -71,33 +69,3 @@ def test_an_in_process_inbox_wakes_the_worker(rt: Any, deliver: Any) -> None:
     woken.clear()
     deliver("pull_request", payload("pull_request.opened"), delivery_id="wake-1")
     assert not woken.is_set()  # a redelivery stores nothing and wakes nobody
-
-
-def test_postgres_wakes_a_worker_in_another_process_at_once(
-    rt: Any, deliver: Any, backend: str
-) -> None:
-    if backend != "postgres":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's: on SQLite, other processes' workers poll")
-    handled = threading.Event()
-    router = Router()
-
-    @router.register("pull_request")
-    def note(ctx: Context) -> None:
-        handled.set()
-
-    rt.router = router
-    worker = rt.worker()  # not one of rt.inbox's listeners: as if in another process
-    stop = threading.Event()
-    runner = threading.Thread(target=worker.run_forever, args=(stop,), kwargs={"poll_s": 120.0})
-    runner.start()
-    try:
-        time.sleep(1.0)  # it has looked, found nothing, and waits out a 120 s poll
-        started = time.monotonic()
-        deliver("pull_request", payload("pull_request.opened"), delivery_id="notify-1")
-        assert handled.wait(10), "the NOTIFY at commit should have woken the worker"
-        assert time.monotonic() - started < 10
-    finally:
-        stop.set()
-        runner.join(timeout=30)
-    with rt.database.unit(write=False) as s:
-        assert s.scalar(select(Delivery.status).where(Delivery.delivery_id == "notify-1")) == "done"
