@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import atexit
 import collections
 import contextlib
 import hashlib
@@ -53,11 +52,9 @@ import hmac
 import http.client
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -1009,7 +1006,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"web: {ingest.describe(args.server, spec)}; fake GitHub +{args.latency_ms:g} ms/request")
 
     cluster: Cluster | None = None
-    work = Path(tempfile.mkdtemp(prefix="minipipe-e2e-"))
 
     def cleanup() -> None:
         nonlocal cluster
@@ -1019,53 +1015,43 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.suppress(Exception):
                 c.stop()
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started in background
-    atexit.register(cleanup)
     outs: list[Outcome] = []
     try:
-        base_env, _bare = ingest.make_env(work)
-        fake_port = ingest.free_port()
-        fake = Proc(
-            "fake-github",
-            [
-                sys.executable,
-                str(BENCH / "fake_github.py"),
-                "--port",
-                str(fake_port),
-                "--latency-ms",
-                str(args.latency_ms),
-            ],
-            base_env,
-            work / "fake.log",
-        )
-        fake.launch("fake GitHub on")
-        if any(c.db == "postgres" for c in configs):
-            t0 = time.monotonic()
-            cluster = Cluster().start()
-            print(f"PostgreSQL cluster on port {cluster.port} ({time.monotonic() - t0:.1f}s)")
-        for cfg in configs:
-            t0 = time.monotonic()
-            out = run_config(cfg, args, work, base_env, fake, fake_port, cluster)
-            outs.append(out)
-            print(
-                f"  {cfg.label}: {out.rate:.1f} deliv/s, {len(out.done)}/{4 * args.prs} done, "
-                f"{out.tokens} token exchange(s) ({time.monotonic() - t0:.0f}s)",
-                flush=True,
+        with ingest.work_dir("minipipe-e2e-", args.keep, cleanup) as work:
+            base_env, _bare = ingest.make_env(work)
+            fake_port = ingest.free_port()
+            fake = Proc(
+                "fake-github",
+                [
+                    sys.executable,
+                    str(BENCH / "fake_github.py"),
+                    "--port",
+                    str(fake_port),
+                    "--latency-ms",
+                    str(args.latency_ms),
+                ],
+                base_env,
+                work / "fake.log",
             )
-        ok = report(outs, args)
+            fake.launch("fake GitHub on")
+            if any(c.db == "postgres" for c in configs):
+                t0 = time.monotonic()
+                cluster = Cluster().start()
+                print(f"PostgreSQL cluster on port {cluster.port} ({time.monotonic() - t0:.1f}s)")
+            for cfg in configs:
+                t0 = time.monotonic()
+                out = run_config(cfg, args, work, base_env, fake, fake_port, cluster)
+                outs.append(out)
+                print(
+                    f"  {cfg.label}: {out.rate:.1f} deliv/s, {len(out.done)}/{4 * args.prs} "
+                    f"done, {out.tokens} token exchange(s) ({time.monotonic() - t0:.0f}s)",
+                    flush=True,
+                )
+            ok = report(outs, args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    finally:
-        cleanup()
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 

@@ -46,6 +46,7 @@ import itertools
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -53,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -455,6 +456,27 @@ def stop_all() -> None:
         server.stop()
 
 
+@contextlib.contextmanager
+def work_dir(prefix: str, keep: bool, cleanup: Callable[[], None]) -> Iterator[Path]:
+    """A scratch directory for one run. ``cleanup`` (stop what the run started) runs
+    on exit, error, Ctrl-C or SIGTERM; the directory is removed unless ``keep``."""
+
+    def on_term(signum: int, _frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    atexit.register(cleanup)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        cleanup()
+        if keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def gunicorn_argv(spec: str, port: int, target: str) -> list[str]:
     kind, _, rest = spec.partition(":")
     argv = [str(BIN / "gunicorn"), "--bind", f"{HOST}:{port}", "--log-level", "warning"]
@@ -785,43 +807,32 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {server}: {describe(server, spec)}")
     print(f"expected run time ~{budget:.0f}s")
 
-    def on_term(signum: int, _frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    atexit.register(stop_all)
-    work = Path(tempfile.mkdtemp(prefix="minipipe-bench-"))
     results: list[Result] = []
     checks: list[Check] = []
     try:
-        envs = make_env(work)
-        for i, (server, spec) in enumerate(configs):
-            t0 = time.monotonic()
-            res, check = run_pair(server, spec, args, work, envs, f"{i}-{server}")
-            label = server if len(configs) <= 2 else f"{server} {spec}"
-            for r in res:
-                r.server = label
-            results += res
-            check.server = label
-            checks.append(check)
-            for app in ("bare", "ours"):
-                summary = ", ".join(
-                    f"{r.mode}: {r.rate:,.0f}/s p99 {r.pct(99):.1f}ms" for r in res if r.app == app
-                )
-                print(f"  {label}/{app}: {summary}", flush=True)
-            print(f"  ({label} pair took {time.monotonic() - t0:.0f}s)", flush=True)
-        ok = report(results, checks, args)
+        with work_dir("minipipe-bench-", args.keep, stop_all) as work:
+            envs = make_env(work)
+            for i, (server, spec) in enumerate(configs):
+                t0 = time.monotonic()
+                res, check = run_pair(server, spec, args, work, envs, f"{i}-{server}")
+                label = server if len(configs) <= 2 else f"{server} {spec}"
+                for r in res:
+                    r.server = label
+                results += res
+                check.server = label
+                checks.append(check)
+                for app in ("bare", "ours"):
+                    summary = ", ".join(
+                        f"{r.mode}: {r.rate:,.0f}/s p99 {r.pct(99):.1f}ms"
+                        for r in res
+                        if r.app == app
+                    )
+                    print(f"  {label}/{app}: {summary}", flush=True)
+                print(f"  ({label} pair took {time.monotonic() - t0:.0f}s)", flush=True)
+            ok = report(results, checks, args)
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
-    finally:
-        stop_all()
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            import shutil
-
-            shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
 
 
