@@ -35,6 +35,13 @@ CHECKPOINT_EVERY_S = 1.0
 WRITE_TRIES = 5
 
 
+# The columns an inbox row sets, in the INSERT's order; ``row_for`` fills each one.
+ROW_COLUMNS = (
+    "delivery_id", "event", "action", "installation_id", "repository", "order_key",
+    "natural_key", "headers", "payload", "status", "attempts", "next_attempt_at", "received_at",
+)  # fmt: skip
+
+
 def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]:
     """The inbox row of an event; the raw body is kept as received when given."""
     if raw_body is None:
@@ -56,12 +63,6 @@ def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]
         "next_attempt_at": now,
         "received_at": now,
     }
-
-
-ROW_COLUMNS = (
-    "delivery_id", "event", "action", "installation_id", "repository", "order_key",
-    "natural_key", "headers", "payload", "status", "attempts", "next_attempt_at", "received_at",
-)  # fmt: skip
 
 
 class _InsertNew:
