@@ -53,7 +53,6 @@ import http.client
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -417,28 +416,13 @@ class Proc(ingest.Server):
     """A background process (worker, fake GitHub) in its own process group, ready on a log line."""
 
     def launch(self, ready: str, timeout: float = ingest.BOOT_S) -> None:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        ingest.Server.live.append(self)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
-                )
-            with contextlib.suppress(OSError):
-                if ready in self.log_path.read_text(errors="replace"):
-                    return
-            time.sleep(0.05)
-        raise RuntimeError(f"{self.name} not ready within {timeout:.0f}s:\n{self.tail()}")
+        def logged() -> bool:
+            try:
+                return ready in self.log_path.read_text(errors="replace")
+            except OSError:
+                return False
+
+        self.launch_until(logged, timeout, "not ready")
 
 
 def fake_get(port: int, path: str) -> Any:

@@ -370,6 +370,23 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, port: int) -> None:
+        """Start, and return once it answers HTTP on ``port``."""
+
+        def answers() -> bool:
+            try:
+                conn = http.client.HTTPConnection(HOST, port, timeout=2)
+                conn.request("GET", "/webhook")
+                conn.getresponse().read()
+                conn.close()
+                return True
+            except OSError:
+                return False
+
+        self.launch_until(answers, BOOT_S, "did not answer")
+
+    def launch_until(self, ready: Callable[[], bool], timeout: float, failed: str) -> None:
+        """Spawn in a process group of its own; return once ``ready()``, raise with the
+        log's tail if it exits or is not ready within ``timeout``."""
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
                 self.argv,
@@ -381,21 +398,16 @@ class Server:
                 start_new_session=True,
             )
         Server.live.append(self)
-        deadline = time.monotonic() + BOOT_S
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}"
                 )
-            try:
-                conn = http.client.HTTPConnection(HOST, port, timeout=2)
-                conn.request("GET", "/webhook")
-                conn.getresponse().read()
-                conn.close()
+            if ready():
                 return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"{self.name} did not answer within {BOOT_S:.0f}s:\n{self.tail()}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.name} {failed} within {timeout:.0f}s:\n{self.tail()}")
 
     def cpu(self) -> float:
         return _group_cpu(self.proc.pid) if self.proc is not None else 0.0
