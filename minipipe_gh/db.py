@@ -20,6 +20,7 @@ import os
 import re
 import sqlite3
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -145,6 +146,7 @@ class Database:
         self.engine = make_engine(url, **engine_kw)
         self.is_sqlite = self.engine.dialect.name == "sqlite"
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        _LIVE.add(self)
 
     def session(self, *, write: bool = True) -> Session:
         """``write`` documents intent; SQLite locks at the first write either way."""
@@ -179,6 +181,19 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``gunicorn --preload``, multiprocessing) must not use the parent's
+    connections: it drops them without closing them (SQLAlchemy's recipe for forks)."""
+    for database in list(_LIVE):
+        database.engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 @contextmanager

@@ -7,13 +7,15 @@ these tests read every stored value back through the ORM, on both backends.
 from __future__ import annotations
 
 import json
+import multiprocessing
 import threading
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from minipipe_gh.events import Event, order_key
-from minipipe_gh.inbox import BATCH_MAX, insert_new, row_for
+from minipipe_gh.inbox import BATCH_MAX, Inbox, insert_new, row_for
 from minipipe_gh.models import Delivery
 from tests.support import payload
 
@@ -88,3 +90,52 @@ def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
     assert insert_new(rt.database.engine, rows) == {f"bulk-{i}" for i in range(n)}
     assert len(stored(rt)) == n
     assert insert_new(rt.database.engine, rows[:5]) == set()  # all known now
+
+
+def test_a_failed_commit_fails_each_request_in_it_and_the_next_commit_goes_ahead(rt):
+    """A row the database refuses (no event name) fails its whole batch: every request
+    in it hears the error rather than hanging, and the requests behind it are led
+    and stored as usual."""
+    broken = Event("broken", None, {"action": "created"}, {})  # type: ignore[arg-type]
+    jobs = [(broken, b"{}")] + [comment_event(f"fine-{i}", 500 + i) for i in range(15)]
+    outcomes: dict[int, object] = {}
+    start = threading.Barrier(len(jobs))
+
+    def send(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = rt.inbox.store(*jobs[i])
+        except IntegrityError as err:
+            outcomes[i] = err
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(outcomes) == len(jobs), "every request was answered"
+    assert isinstance(outcomes[0], IntegrityError)
+    assert all(o is True or isinstance(o, IntegrityError) for o in outcomes.values())
+    failed = [i for i in range(1, len(jobs)) if outcomes[i] is not True]
+    for i in failed:  # GitHub's redelivery of what failed is stored now
+        assert rt.inbox.store(*jobs[i]) is True
+    assert sorted(stored(rt)) == sorted(f"fine-{i}" for i in range(15))
+
+
+def _store_in_child(inbox: Inbox, queue) -> None:
+    queue.put(inbox.store(*comment_event("from-the-child", 9001)))
+
+
+def test_a_forked_process_stores_through_connections_of_its_own(rt):
+    """As under ``gunicorn --preload``: the parent has stored (and holds a connection);
+    the forked child stores through its own, and the parent carries on after it."""
+    assert rt.inbox.store(*comment_event("before-fork", 9000)) is True
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    child = ctx.Process(target=_store_in_child, args=(rt.inbox, queue))
+    child.start()
+    assert queue.get(timeout=30) is True
+    child.join(timeout=30)
+    assert child.exitcode == 0
+    assert rt.inbox.store(*comment_event("after-fork", 9002)) is True
+    assert sorted(stored(rt)) == ["after-fork", "before-fork", "from-the-child"]

@@ -34,7 +34,7 @@ class CrashAfterStoring(Inbox):
     """An inbox that dies, hard, right after durably storing one marked delivery."""
 
     def __init__(self, inbox: Inbox, crash_on: str | None) -> None:
-        super().__init__(inbox.database, group_commit=inbox.group_commit)
+        super().__init__(inbox.database)
         self.crash_on = crash_on
 
     def store(self, event: Event, raw_body: bytes | None = None) -> bool:
