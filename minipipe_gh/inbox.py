@@ -314,7 +314,15 @@ class Inbox:
     def _checkpoints(self, pid: int) -> None:
         """Keep the WAL short, beside the commits rather than in them (SQLite only): a
         checkpoint inside a commit would hold up every acknowledgement waiting
-        behind it."""
+        behind it.
+
+        A checkpoint restarts the WAL only once it has copied every frame, so under
+        steady load the WAL keeps growing until the load pauses (measured: 430 MB
+        after 18,000 deliveries without a pause), and then the next commit cuts it
+        back to ``SQLITE_WAL_SIZE_LIMIT``. Copying the last frames while holding the
+        writers' turn would restart it under load too, but that copy ends in two
+        fsyncs, which held every acknowledgement for 10-75 ms each second.
+        """
         path = self.database.engine.url.database
         conn = sqlite3.connect(path, timeout=1.0, check_same_thread=False)
         try:

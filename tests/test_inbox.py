@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import sqlite3
 import threading
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from minipipe_gh import db as db_module
+from minipipe_gh import inbox as inbox_module
+from minipipe_gh import migrate
+from minipipe_gh.db import Database
 from minipipe_gh.events import Event, order_key
 from minipipe_gh.inbox import BATCH_MAX, Inbox, insert_new, row_for
 from minipipe_gh.models import Delivery
@@ -139,3 +144,28 @@ def test_a_forked_process_stores_through_connections_of_its_own(rt):
     assert child.exitcode == 0
     assert rt.inbox.store(*comment_event("after-fork", 9002)) is True
     assert sorted(stored(rt)) == ["after-fork", "before-fork", "from-the-child"]
+
+
+def test_a_wal_grown_in_a_burst_is_cut_back_once_a_checkpoint_completes(tmp_path, monkeypatch):
+    """SQLite only (its own file, whichever backend the suite runs on)."""
+    monkeypatch.setattr(db_module, "SQLITE_WAL_SIZE_LIMIT", 64 * 1024)
+    monkeypatch.setattr(inbox_module, "CHECKPOINT_EVERY_S", 3600)  # only the one below
+    path = tmp_path / "wal.db"
+    migrate.upgrade(f"sqlite:///{path}")
+    database = Database(f"sqlite:///{path}")
+    inbox = Inbox(database)
+    wal = tmp_path / "wal.db-wal"
+    try:
+        for i in range(40):  # a burst: about 40 x 5 KB, no checkpoint in between
+            assert inbox.store(*comment_event(f"burst-{i}", 20_000 + i)) is True
+        grown = wal.stat().st_size
+        assert grown > 4 * 64 * 1024
+        with sqlite3.connect(path) as conn:  # what the checkpoint thread does when it can
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, copied) == (0, frames)
+        assert inbox.store(*comment_event("after-the-burst", 30_000)) is True
+        assert wal.stat().st_size <= 64 * 1024
+        with database.unit(write=False) as s:
+            assert len(s.scalars(select(Delivery)).all()) == 41
+    finally:
+        database.dispose()
