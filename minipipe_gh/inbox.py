@@ -38,7 +38,7 @@ from .models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 256
-GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._run
+GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._lead
 CHECKPOINT_EVERY_S = 1.0
 WRITE_TRIES = 5
 

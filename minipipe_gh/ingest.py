@@ -6,12 +6,13 @@ durably, answer. Everything else is left to the worker.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from . import events
+import orjson
+
+from . import events, metrics
 from .inbox import Inbox
 from .metrics import DELIVERIES_RECEIVED
 
@@ -30,7 +31,7 @@ class WebhookIngest:
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         status, body = self.handle(environ)
-        payload = json.dumps(body).encode()
+        payload = orjson.dumps(body)
         start_response(
             status,
             [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))],
@@ -62,7 +63,7 @@ class WebhookIngest:
             DELIVERIES_RECEIVED.labels("ping", "pong").inc()
             return "200 OK", {"ok": True, "zen": event.payload.get("zen")}
         new = self.inbox.store(event, raw)
-        DELIVERIES_RECEIVED.labels(event.name, "accepted" if new else "duplicate").inc()
+        metrics.received(event.name, "accepted" if new else "duplicate").inc()
         if new:
             return "202 Accepted", {"ok": True, "delivery": event.delivery_id}
         return "200 OK", {"ok": True, "delivery": event.delivery_id, "duplicate": True}
