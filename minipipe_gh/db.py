@@ -35,9 +35,8 @@ from . import audit
 from .errors import Conflict, Refused
 
 SQLITE_BUSY_TIMEOUT_S = 30
-# A WAL that grew during a burst is cut back to this when a writer restarts it after
-# a complete checkpoint (as Rails does by default). Under steady load no checkpoint
-# completes, so the WAL grows until the load pauses: see ``Inbox._checkpoints``.
+# A WAL that grew past this during a burst is truncated once writes pause: see
+# ``Inbox._checkpoints``.
 SQLITE_WAL_SIZE_LIMIT = 64 * 1024 * 1024
 WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT|CREATE|DROP|ALTER)\b", re.I)
 
@@ -66,7 +65,6 @@ def _sqlite_setup(engine: Engine) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute(f"PRAGMA journal_size_limit={int(SQLITE_WAL_SIZE_LIMIT)}")
         cur.execute("PRAGMA foreign_keys=ON")
         cur.close()
 
