@@ -13,7 +13,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from minipipe_gh import db as db_module
 from minipipe_gh import inbox as inbox_module
@@ -35,6 +35,28 @@ def comment_event(delivery_id: str, comment_id: int) -> tuple[Event, bytes]:
     raw = json.dumps(data, indent=2).encode()  # as received: whitespace and all
     headers = {"X-GitHub-Event": "issue_comment", "X-GitHub-Delivery": delivery_id}
     return Event(delivery_id, "issue_comment", data, headers), raw
+
+
+def store_all_at_once(rt, jobs: list[tuple[Event, bytes]]) -> dict[int, object]:
+    """Each job stored by a thread of its own, all released together: what each
+    ``store`` returned, or the database error it raised."""
+    outcomes: dict[int, object] = {}
+    start = threading.Barrier(len(jobs))
+
+    def send(i: int) -> None:
+        start.wait()
+        try:
+            outcomes[i] = rt.inbox.store(*jobs[i])
+        except DBAPIError as err:
+            outcomes[i] = err
+
+    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert len(outcomes) == len(jobs), "every request was answered"
+    return outcomes
 
 
 def test_what_the_driver_writes_the_orm_reads_back(rt):
@@ -65,19 +87,8 @@ def test_concurrent_requests_each_learn_whether_their_delivery_was_new(rt):
     jobs = [comment_event("same-id", 1) for _ in range(8)]
     jobs += [comment_event(f"same-comment-{i}", 2) for i in range(8)]
     jobs += [comment_event(f"distinct-{i}", 100 + i) for i in range(16)]
-    answers: dict[int, bool] = {}
-    start = threading.Barrier(len(jobs))
-
-    def send(i: int) -> None:
-        start.wait()
-        answers[i] = rt.inbox.store(*jobs[i])
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert len(answers) == len(jobs), "every request was answered"
+    answers = store_all_at_once(rt, jobs)
+    assert all(a is True or a is False for a in answers.values())
     assert sum(answers[i] for i in range(8)) == 1
     assert sum(answers[i] for i in range(8, 16)) == 1
     assert all(answers[i] for i in range(16, 32))
@@ -103,22 +114,7 @@ def test_a_failed_commit_fails_each_request_in_it_and_the_next_commit_goes_ahead
     and stored as usual."""
     broken = Event("broken", None, {"action": "created"}, {})  # type: ignore[arg-type]
     jobs = [(broken, b"{}")] + [comment_event(f"fine-{i}", 500 + i) for i in range(15)]
-    outcomes: dict[int, object] = {}
-    start = threading.Barrier(len(jobs))
-
-    def send(i: int) -> None:
-        start.wait()
-        try:
-            outcomes[i] = rt.inbox.store(*jobs[i])
-        except IntegrityError as err:
-            outcomes[i] = err
-
-    threads = [threading.Thread(target=send, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert len(outcomes) == len(jobs), "every request was answered"
+    outcomes = store_all_at_once(rt, jobs)
     assert isinstance(outcomes[0], IntegrityError)
     assert all(o is True or isinstance(o, IntegrityError) for o in outcomes.values())
     failed = [i for i in range(1, len(jobs)) if outcomes[i] is not True]
