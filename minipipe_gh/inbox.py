@@ -310,12 +310,11 @@ class Inbox:
             if self.database.is_sqlite and self.database.engine.url.database:
                 threading.Thread(
                     target=self._checkpoints,
-                    args=(os.getpid(),),
                     name="minipipe-inbox-checkpoint",
                     daemon=True,
                 ).start()
 
-    def _checkpoints(self, pid: int) -> None:
+    def _checkpoints(self) -> None:
         """Keep the WAL short, beside the commits rather than in them (SQLite only): a
         checkpoint inside a commit would hold up every acknowledgement waiting
         behind it.
@@ -339,7 +338,7 @@ class Inbox:
         conn = sqlite3.connect(path, timeout=0.1, check_same_thread=False, isolation_level=None)
         turn: dict[str, Any] = {}
         try:
-            while self._checkpointing and pid == os.getpid():
+            while self._checkpointing:
                 time.sleep(CHECKPOINT_EVERY_S)
                 try:
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

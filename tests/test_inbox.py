@@ -123,19 +123,32 @@ def test_a_failed_commit_fails_each_request_in_it_and_the_next_commit_goes_ahead
     assert sorted(stored(rt)) == sorted(f"fine-{i}" for i in range(15))
 
 
-def _store_in_child(inbox: Inbox, queue) -> None:
-    queue.put(inbox.store(*comment_event("from-the-child", 9001)))
+def _store_in_child(inbox: Inbox, parent_pool: int, queue) -> None:
+    inherited = {  # what of the parent's the child would use: nothing
+        "inbox connection": inbox._conn is not None,
+        "inbox engine": inbox._engine is not None,
+        "app's pool": id(inbox.database.engine.pool) == parent_pool,
+    }
+    queue.put((inherited, inbox.store(*comment_event("from-the-child", 9001))))
 
 
 def test_a_forked_process_stores_through_connections_of_its_own(rt):
     """As under ``gunicorn --preload``: the parent has stored (and holds a connection);
     the forked child stores through its own, and the parent carries on after it."""
     assert rt.inbox.store(*comment_event("before-fork", 9000)) is True
+    assert rt.inbox._conn is not None  # held between batches: what a child must not use
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
-    child = ctx.Process(target=_store_in_child, args=(rt.inbox, queue))
+    parent_pool = id(rt.database.engine.pool)
+    child = ctx.Process(target=_store_in_child, args=(rt.inbox, parent_pool, queue))
     child.start()
-    assert queue.get(timeout=30) is True
+    inherited, stored_new = queue.get(timeout=30)
+    assert inherited == {
+        "inbox connection": False,
+        "inbox engine": False,
+        "app's pool": False,
+    }
+    assert stored_new is True
     child.join(timeout=30)
     assert child.exitcode == 0
     assert rt.inbox.store(*comment_event("after-fork", 9002)) is True
