@@ -9,12 +9,21 @@ from __future__ import annotations
 import secrets as pysecrets
 from typing import Any
 
-from flask import Blueprint, Flask, Response, current_app, jsonify, render_template
+from flask import (
+    Blueprint,
+    Flask,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+)
 from flask_wtf.csrf import CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from . import api, dashboard, logs, oauth, setup
+from . import api, dashboard, logs, oauth, resources, setup
 from .config import Settings
 from .ingest import PathDispatcher, WebhookIngest
 from .metrics import QUEUE_DEPTH
@@ -40,9 +49,7 @@ def create_app(
     if production:
         rt.settings.require_app()
     logs.setup()
-    import os
-
-    templates = os.path.join(os.path.dirname(os.path.dirname(__file__)), "templates")
+    templates = str(resources.find("templates"))
     app = Flask(__name__, template_folder=templates, instance_path=str(rt.settings.instance_path))
     app.config.update(
         SECRET_KEY=rt.settings.secret_key or pysecrets.token_hex(32),
@@ -85,12 +92,21 @@ def metrics() -> Response:
 
 
 @ops.get("/")
-def home() -> str:
+def home() -> Any:
     rt = runtime()
+    configured = rt.settings.has_app_credentials
+    token = request.args.get("token")
+    status = 200
+    if not configured and token is not None:
+        if setup.accept_token(token):
+            return redirect("/")  # the token leaves the address bar and the history
+        status = 403
     return render_template(
         "home.html",
         settings=rt.settings,
-        configured=rt.settings.has_app_credentials,
+        configured=configured,
         missing=setup.missing_settings(rt.settings),
-        public_url=rt.settings.public_url,
-    )
+        can_register=not configured and setup.has_token(),
+        bad_token=status == 403,
+        unreachable=setup.unreachable(rt.settings),
+    ), status

@@ -159,6 +159,8 @@ def test_setup_mode_starts_and_offers_to_register_the_app(db_url, tmp_path):
     app = create_app(settings, test_config={"TESTING": True})
     client = app.test_client()
 
+    assert "Register a GitHub App" not in client.get("/").text  # only with the setup link
+    client.get(f"/?token={app.extensions['minipipe'].setup_token}")
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)

@@ -547,6 +547,8 @@ def test_a_post_without_the_csrf_token_is_refused(client, users, rt, sc):
 
 def test_the_setup_form_carries_its_csrf_token(rt, client):
     rt.settings = dataclasses.replace(rt.settings, app_id=None, private_key=None)
+    assert "Register a GitHub App" not in client.get("/").text  # not without the setup link
+    client.get(f"/?token={rt.setup_token}")
     page = client.get("/")
     assert "Register a GitHub App" in page.text
     assert CSRF_RE.search(page.text)
