@@ -23,7 +23,7 @@ from flask_wtf.csrf import CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from . import api, dashboard, logs, oauth, resources, setup
+from . import api, config, dashboard, logs, oauth, resources, setup, startup
 from .config import Settings
 from .ingest import PathDispatcher, WebhookIngest
 from .metrics import QUEUE_DEPTH
@@ -45,9 +45,15 @@ def create_app(
     runtime_obj: Runtime | None = None,
 ) -> Flask:
     """Build the app. ``production`` refuses to start without full credentials."""
-    rt = runtime_obj or Runtime.build(settings)
-    if production:
-        rt.settings.require_app()
+    if runtime_obj is None:
+        settings = settings or config.load()
+        if production:  # before anything opens the database
+            startup.check_production(settings)
+        rt = Runtime.build(settings)
+    else:
+        rt = runtime_obj
+        if production:
+            startup.check_production(rt.settings)
     logs.setup()
     templates = str(resources.find("templates"))
     app = Flask(__name__, template_folder=templates, instance_path=str(rt.settings.instance_path))
