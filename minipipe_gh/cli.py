@@ -514,6 +514,64 @@ def deliveries_replay(ctx: Ctx, ident: str) -> None:
     click.echo(f"delivery {d.delivery_id} queued again ({d.status})")
 
 
+@deliveries.command("send")
+@click.argument("event")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--url",
+    default="http://127.0.0.1:3000/webhook",
+    show_default=True,
+    help="The running app's webhook URL.",
+)
+@click.option("--delivery-id", default=None, help="X-GitHub-Delivery (default: a new UUID).")
+@pass_ctx
+@core_errors
+def deliveries_send(ctx: Ctx, event: str, file: str, url: str, delivery_id: str | None) -> None:
+    """Sign a recorded payload with the configured secret and post it, as `probot receive`
+    does: EVENT is the X-GitHub-Event name (issue_comment), FILE the JSON payload."""
+    send_delivery(ctx.settings, event, file, url, delivery_id)
+
+
+def send_delivery(
+    settings: config.Settings, event: str, file: str, url: str, delivery_id: str | None
+) -> None:
+    import uuid
+    from pathlib import Path
+
+    import requests
+
+    from .errors import Invalid
+    from .events import signature
+
+    if not settings.webhook_secrets:
+        raise ConfigError(
+            "minipipe-gh cannot start:\n  - GITHUB_WEBHOOK_SECRET is not set: deliveries send "
+            "signs with the running app's webhook secret; set it (or run in the app's folder, "
+            "where its .env is)"
+        )
+    body = Path(file).read_bytes()
+    try:
+        json.loads(body)
+    except ValueError:
+        raise Invalid(f"{file} is not JSON: give a recorded webhook payload") from None
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature(body, settings.webhook_secrets[0]),
+        "Content-Type": "application/json",
+        "User-Agent": "minipipe-gh-deliveries-send",
+    }
+    try:
+        resp = requests.post(url, data=body, headers=headers, timeout=30)
+    except requests.RequestException as err:
+        raise Invalid(
+            f"cannot reach {url} ({err.__class__.__name__}): is the app running?"
+        ) from None
+    click.echo(f"{resp.status_code} {resp.reason}: {resp.text.strip()}")
+    if resp.status_code >= 300:
+        sys.exit(EXIT_REFUSED)
+
+
 @sessions.command("reap")
 @click.option("--older-than", default=None, help="e.g. 7d, 12h (default: each repo's stale_after)")
 @click.option("--dry-run", is_flag=True, help="Only list what would be paused.")
