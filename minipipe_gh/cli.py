@@ -564,9 +564,8 @@ def send_delivery(
     try:
         resp = requests.post(url, data=body, headers=headers, timeout=30)
     except requests.RequestException as err:
-        raise Invalid(
-            f"cannot reach {url} ({err.__class__.__name__}): is the app running?"
-        ) from None
+        why = err.__class__.__name__
+        raise Invalid(f"cannot reach {url} ({why}): is `minipipe-gh run` running?") from None
     click.echo(f"{resp.status_code} {resp.reason}: {resp.text.strip()}")
     if resp.status_code >= 300:
         sys.exit(EXIT_REFUSED)
