@@ -477,7 +477,7 @@ def deliveries() -> None:
 @pass_ctx
 @core_errors
 def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> None:
-    """Newest first."""
+    """Deliveries in the inbox, newest first."""
     from sqlalchemy import select
 
     from .models import Delivery

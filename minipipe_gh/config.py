@@ -18,6 +18,36 @@ DEFAULT_API_URL = "https://api.github.com"
 DEFAULT_WEB_URL = "https://github.com"
 
 
+# Every setting ``load`` reads: (name, default, meaning). The docs' settings table is
+# generated from this one (``minipipe_gh.reference``); a test checks nothing is left out.
+SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("GITHUB_APP_ID", "", "the App ID, from the app's settings page"),
+    ("GITHUB_PRIVATE_KEY", "", "the app's private key (PEM; `\\n` for newlines on one line)"),
+    ("GITHUB_PRIVATE_KEY_PATH", "", "or: the path of the `.pem` GitHub gave you"),
+    ("GITHUB_WEBHOOK_SECRET", "", "the webhook secret; comma-separate several while rotating"),
+    ("GITHUB_CLIENT_ID", "", "the app's OAuth client id, for dashboard sign-in"),
+    ("GITHUB_CLIENT_SECRET", "", "the app's OAuth client secret"),
+    (
+        "SECRET_KEY",
+        "`run` makes one and keeps it in `.env`",
+        "signs sign-in cookies and form tokens; every web process must share it",
+    ),
+    ("DATABASE_URL", "`sqlite:///instance/minipipe.db`", "`postgresql+psycopg://…` to scale out"),
+    ("PUBLIC_URL", "", "where GitHub and browsers reach the app (`run --public-url`)"),
+    (
+        "WEBHOOK_PROXY_URL",
+        "",
+        "a smee.io channel for development: GitHub posts there, `run` subscribes",
+    ),
+    ("GITHUB_API_URL", f"`{DEFAULT_API_URL}`", "Enterprise: `https://HOST/api/v3`"),
+    ("GITHUB_WEB_URL", f"`{DEFAULT_WEB_URL}`", "where sign-in and app registration go"),
+    ("MINIPIPE_MAX_ATTEMPTS", "`8`", "attempts before a delivery is dead"),
+    ("MINIPIPE_LEASE_SECONDS", "`120`", "how long a worker's claim on a delivery lasts"),
+    ("MINIPIPE_INSTANCE_PATH", "`./instance`", "folder of the SQLite database"),
+    ("MINIPIPE_ENV_FILE", "`.env`", "the `.env` file read in development and written by setup"),
+)
+
+
 @dataclass(frozen=True)
 class Settings:
     instance_path: Path
