@@ -61,6 +61,13 @@ def check_database(settings: Settings, *, migrated: bool = True) -> None:
     if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
         path = Path(url.database)
         if not path.exists():
+            folder = path.parent
+            made_for_us = folder.resolve() == settings.instance_path.resolve()
+            if not migrated and not made_for_us and not folder.is_dir():
+                raise _stop(
+                    f"DATABASE_URL ({safe}): the folder {folder} does not exist: "
+                    "create it, or fix the path"
+                )
             if not migrated:
                 return  # `db upgrade` and the development server create it
             raise _stop(

@@ -226,3 +226,15 @@ def test_importing_app_elsewhere_exits_with_the_message(env, tmp_path):
     done = server([sys.executable, "-c", "import app"], env)()
     assert done.returncode == 1
     assert done.stderr == f"{HEAD}{line}\n"
+
+
+def test_db_upgrade_into_a_folder_that_does_not_exist_names_it(tmp_path):
+    db = tmp_path / "nowhere" / "minipipe.db"
+    env = {"DATABASE_URL": f"sqlite:///{db}", "MINIPIPE_ENV_FILE": str(tmp_path / ".env")}
+    for args in (("db", "upgrade"), ("run", "--port", "1")):
+        result = invoke({**env, "MINIPIPE_INSTANCE_PATH": str(tmp_path / "instance")}, *args)
+        assert result.exit_code == EXIT_CONFIG, result.output
+        assert result.stderr == (
+            f"{HEAD}DATABASE_URL (sqlite:///{db}): the folder {db.parent} does not exist: "
+            "create it, or fix the path\n"
+        )
