@@ -45,15 +45,16 @@ def create_app(
     runtime_obj: Runtime | None = None,
 ) -> Flask:
     """Build the app. ``production`` refuses to start without full credentials."""
+    # Before anything opens the database. Production needs everything; otherwise it is
+    # setup mode (no credentials at all) or credentials that are all present and right.
+    check = startup.check_production if production else config.Settings.require_credentials
     if runtime_obj is None:
         settings = settings or config.load()
-        if production:  # before anything opens the database
-            startup.check_production(settings)
+        check(settings)
         rt = Runtime.build(settings)
     else:
         rt = runtime_obj
-        if production:
-            startup.check_production(rt.settings)
+        check(rt.settings)
     logs.setup()
     templates = str(resources.find("templates"))
     app = Flask(__name__, template_folder=templates, instance_path=str(rt.settings.instance_path))
