@@ -156,9 +156,11 @@ def _usage(param: click.Parameter) -> str:
         return param.human_readable_name
     assert isinstance(param, click.Option)
     flag = max(param.opts, key=len)
-    text = (
-        flag if param.is_flag else f"{flag} {param.make_metavar(click.Context(click.Command('x')))}"
-    )
+    try:
+        metavar = param.make_metavar(click.Context(click.Command("x")))  # click >= 8.2
+    except TypeError:
+        metavar = param.make_metavar()  # type: ignore[call-arg]  # click 8.1
+    text = flag if param.is_flag else f"{flag} {metavar}"
     return text if param.required else f"[{text}]"
 
 
