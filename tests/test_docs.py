@@ -72,3 +72,15 @@ def test_readme_and_docs_point_to_nothing_a_user_does_not_have() -> None:
             assert word not in text, f"{doc.name} mentions {word}"
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
             assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_the_readme_lists_every_permission_and_event_of_app_yml() -> None:
+    import yaml
+
+    text = README.read_text()
+    manifest = yaml.safe_load((ROOT / "app.yml").read_text())
+    for event in manifest["default_events"]:
+        assert f"`{event}`" in text
+    words = {"pull_requests": "pull requests"}
+    for permission, access in manifest["default_permissions"].items():
+        assert words.get(permission, permission) in text and access in text
