@@ -16,7 +16,6 @@ from typing import Any
 # an issue or PR comment body, and a PR body: 65,536 ("body is too long (maximum is 65536
 # characters)"). A check run title has no documented cap: 255 keeps it on one line.
 COMMENT_BODY = 65_536
-PR_BODY = 65_536
 PR_TITLE = 256
 CHECK_TITLE = 255
 CHECK_SUMMARY = 65_535
