@@ -22,6 +22,7 @@ from .runtime import Runtime
 from .worker import queue_depth
 
 ops = Blueprint("ops", __name__)
+MAX_REQUEST_BYTES = 1024 * 1024
 
 
 def runtime() -> Runtime:
@@ -52,6 +53,8 @@ def create_app(
         SESSION_COOKIE_SECURE=production
         or (rt.settings.public_url or "").lower().startswith("https://"),
         WTF_CSRF_TIME_LIMIT=None,  # a token lives as long as the sign-in, not an hour
+        # API calls and forms are small; /webhook (25 MB) never reaches Flask
+        MAX_CONTENT_LENGTH=MAX_REQUEST_BYTES,
     )
     if test_config:
         app.config.update(test_config)

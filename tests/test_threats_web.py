@@ -327,6 +327,17 @@ def test_attack_a_long_workstream_id_is_a_400_not_a_failed_commit(rt, client, gi
     assert github.api_requests() == []
 
 
+def test_attack_a_huge_api_body_is_refused_before_it_is_read(rt, client, github):
+    install(rt)
+    api = Api(client, make_token(rt, "agent", "agent-bot"))
+    serve_new_session_pr(github)
+
+    resp = api("POST", "/sessions", {**NEW_SESSION, "metadata": {"blob": "m" * 2_000_000}})
+
+    error(resp, 413, "request_entity_too_large")
+    assert github.api_requests() == []
+
+
 def test_attack_agent_type_cannot_add_a_second_marker_or_mention_anyone(rt, client, github):
     install(rt)
     other = seed_session(rt, agent_type="claude")  # a session without a PR yet
