@@ -37,6 +37,7 @@ EVENTS = frozenset(
         "installation_repositories",
         "push",
         "merge_group",
+        "minipipe.publish",  # the app's own, queued by the app (never accepted at /webhook)
     }
 )
 UNVERIFIED = "unverified"

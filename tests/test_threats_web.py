@@ -18,8 +18,9 @@ import pytest
 from sqlalchemy import func, select
 
 from minipipe_gh.config import Settings
-from minipipe_gh.metrics import DELIVERIES_RECEIVED
+from minipipe_gh.metrics import DELIVERIES_PROCESSED, DELIVERIES_RECEIVED
 from minipipe_gh.models import AuditEntry, Delivery
+from minipipe_gh.notify import EVENT as PUBLISH_EVENT
 from minipipe_gh.web import create_app
 from minipipe_gh.workflow import MARKER
 from tests.scenario import REPO, R, Scenario
@@ -98,6 +99,17 @@ def test_attack_replayed_body_with_invented_event_names_does_not_grow_metrics(de
     assert not {n for n in names if n in events}
     assert ("other", "accepted") in received_labels()
     assert {d.event for d in deliveries(rt)} == set(names)  # stored as received
+    drain(rt)
+    processed = {s.labels["event"] for m in DELIVERIES_PROCESSED.collect() for s in m.samples}
+    assert not {n for n in names if n in processed}
+    assert "other" in processed
+
+
+def test_attack_a_replayed_delivery_cannot_pose_as_the_apps_own_event(deliver, rt):
+    """``minipipe.publish`` is queued by the app itself; from outside it is refused."""
+    resp = deliver(PUBLISH_EVENT, payload("pull_request.opened"))
+    assert resp.status_code == 400
+    assert deliveries(rt) == []
 
 
 # -- item 13: a drive-by comment freezes a PR --------------------------------------------------
