@@ -26,6 +26,8 @@ CUT = "\n\n… (cut to fit GitHub's limit)"
 def fit(text: str, limit: int, *, tail: str = "") -> str:
     """``text`` + ``tail`` in at most ``limit`` characters; the tail (a marker) is kept whole."""
     room = limit - len(tail)
+    if room <= 0:
+        return tail[:limit]
     if len(text) <= room:
         return text + tail
     cut = CUT if room > len(CUT) * 2 else "…"
