@@ -78,7 +78,7 @@ def conversions(rsps: responses.RequestsMock) -> list[str]:
     return [c.request.url for c in rsps.calls if "/app-manifests/" in c.request.url]
 
 
-def test_takeover_of_a_configured_app_through_register_and_callback_is_impossible(
+def test_attack_takeover_of_a_configured_app_through_register_and_callback(
     rt: Runtime, env_file: Path, gh: responses.RequestsMock
 ) -> None:
     """Anyone who can reach a configured app must not register their own app into it."""
@@ -98,7 +98,7 @@ def test_takeover_of_a_configured_app_through_register_and_callback_is_impossibl
     assert (rt.settings.app_id, rt.settings.webhook_secrets) == before
 
 
-def test_first_visitor_without_the_setup_token_cannot_register_an_app(
+def test_attack_first_visitor_without_the_setup_token_registers_an_app(
     setup_rt: Runtime, env_file: Path, gh: responses.RequestsMock
 ) -> None:
     """On a fresh, internet-reachable instance the first visitor must not win."""
@@ -141,7 +141,7 @@ def test_the_setup_token_link_lets_the_operator_register(
     assert client.post("/setup/register").status_code == 404
 
 
-def test_callback_never_overwrites_credentials_already_in_the_env_file(
+def test_attack_second_registration_overwrites_the_credentials_in_env(
     setup_rt: Runtime, env_file: Path, gh: responses.RequestsMock
 ) -> None:
     """A second registration (another tab, another process) must not replace the first."""
@@ -160,7 +160,7 @@ def test_callback_never_overwrites_credentials_already_in_the_env_file(
 @pytest.mark.parametrize(
     "code", ["../../user/repos?x=", "c0de/../../../orgs/o/hooks", "c0de%2F..", "a b", ""]
 )
-def test_a_code_that_would_change_the_conversion_url_is_refused_before_any_request(
+def test_attack_code_that_rewrites_the_conversion_url(
     setup_rt: Runtime, env_file: Path, gh: responses.RequestsMock, code: str
 ) -> None:
     client = create_app(runtime_obj=setup_rt, test_config=NO_CSRF).test_client()
@@ -172,7 +172,7 @@ def test_a_code_that_would_change_the_conversion_url_is_refused_before_any_reque
     assert not env_file.exists()
 
 
-def test_an_existing_world_readable_env_file_is_made_private_before_secrets_go_in(
+def test_attack_world_readable_env_file_gets_the_private_key(
     setup_rt: Runtime, env_file: Path, gh: responses.RequestsMock
 ) -> None:
     """A ``.env`` created 0644 by an editor must not keep that mode with a private key in it."""
