@@ -25,6 +25,27 @@ def user(login: str, *, bot: bool = False) -> dict[str, Any]:
     return {"login": login, "id": abs(hash(login)) % 10**8, "type": "Bot" if bot else "User"}
 
 
+def check_run(
+    name: str,
+    conclusion: str | None = "success",
+    *,
+    sha: str,
+    suite: int,
+    app_id: int = 42,
+    run_id: int | None = None,
+) -> dict[str, Any]:
+    """A check run as GitHub lists it: in a check suite, made by an app."""
+    return {
+        "id": run_id or next(_ids),
+        "name": name,
+        "head_sha": sha,
+        "status": "completed" if conclusion else "in_progress",
+        "conclusion": conclusion,
+        "check_suite": {"id": suite},
+        "app": {"id": app_id, "slug": "minipipe" if app_id == APP_ID else "ci"},
+    }
+
+
 class Scenario:
     def __init__(
         self,
@@ -106,6 +127,32 @@ class Scenario:
             },
         )
 
+    def serve_runs(self, sha: str, *runs: dict[str, Any]) -> None:
+        """The check runs on ``sha`` (``check_run(...)`` dicts), whatever filter is asked."""
+        self.github.rsps.upsert(
+            "GET",
+            self.github.url(f"{R}/commits/{sha}/check-runs"),
+            json={"total_count": len(runs), "check_runs": list(runs)},
+        )
+
+    def serve_pull(
+        self, state: str = "open", *, merged: bool = False, sha: str | None = None
+    ) -> None:
+        """GitHub's own view of the PR (``GET /pulls/{n}``), as the app re-reads it."""
+        self.github.rsps.upsert(
+            "GET",
+            self.github.url(f"{R}/pulls/{self.number}"),
+            json={
+                "number": self.number,
+                "state": state,
+                "merged": merged,
+                "merge_commit_sha": "m" * 40 if merged else None,
+                "merged_by": user("maintainer") if merged else None,
+                "user": user(self.author),
+                "head": {"ref": self.branch, "sha": sha or self.sha, "repo": {"full_name": REPO}},
+            },
+        )
+
     def serve_permission(self, login: str, role: str) -> None:
         legacy = {"triage": "read", "maintain": "write"}.get(role, role)
         self.github.add(
@@ -175,6 +222,16 @@ class Scenario:
             pull_requests=[{"number": self.number, "head": {}, "base": {}, "id": 1, "url": "x"}],
         )
         return self.deliver("check_suite", data)
+
+    def run_completed(self, run: dict[str, Any]) -> Any:
+        """``check_run.completed`` for ``run`` (a ``check_run(...)`` dict)."""
+        data = payload("check_run.completed", installation=INSTALLATION)
+        data["check_run"].update(run)
+        data["check_run"]["pull_requests"] = [
+            {"number": self.number, "head": {}, "base": {}, "id": 1, "url": "x"}
+        ]
+        data["repository"]["full_name"] = REPO
+        return self.deliver("check_run", data)
 
     def comment(
         self,
