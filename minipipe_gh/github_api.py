@@ -118,6 +118,10 @@ class RepoAPI:
 
     # -- pull requests ------------------------------------------------------------------
 
+    def pull(self, number: int) -> dict[str, Any]:
+        """The pull request as GitHub has it now (state, merged, head)."""
+        return self._call("GET", f"{self.base}/pulls/{number}")  # type: ignore[no-any-return]
+
     def pr_files(self, number: int) -> list[FileChange]:
         files = self._pages(f"{self.base}/pulls/{number}/files")
         return [
