@@ -10,7 +10,7 @@ import json
 
 from sqlalchemy import select
 
-from minipipe_gh.models import AgentSession, Patch
+from minipipe_gh.models import AgentSession, NeutralCheckRun, Patch
 from tests.scenario import R, Scenario, check_run
 
 
@@ -144,3 +144,84 @@ def test_attack_closed_that_github_does_not_confirm_moves_nothing(rt, deliver, g
     assert [(m, p) for m, p, _ in sent if m != "GET" or "/pulls/2" in p] == [
         ("GET", f"{R}/pulls/2")
     ]
+
+
+# --- item 2: a green `minipipe/review` on an unapproved head ----------------------------------
+
+
+def neutral_posts(github, since: int = 0) -> list[dict]:
+    return [
+        body
+        for m, p, body in github.api_requests()[since:]
+        if (m, p) == ("POST", f"{R}/check-runs") and body.get("conclusion") == "success"
+    ]
+
+
+def test_attack_session_head_pushed_to_second_branch_gets_no_green_run(rt, deliver, github):
+    """The session's unapproved head is pushed to another branch and a PR opened from it:
+    that PR is not a session, but its head is the session's patch, so no success is posted."""
+    session_pr = Scenario(deliver, github)
+    session_pr.serve_policy(None)
+    session_pr.serve_files("src/app.py")
+    session_pr.serve_suites(session_pr.sha, None)
+    session_pr.serve_writes()
+    session_pr.pr_event("opened")
+    drain(rt)
+    assert latest_patch(rt).state == "created"
+
+    copy = Scenario(deliver, github, number=3, branch="copy-of-the-session")
+    mark = len(github.api_requests())
+    assert copy.pr_event("opened").status_code == 202
+    [outcome] = drain(rt)
+    assert outcome.status == "done"
+    assert neutral_posts(github, mark) == []
+    assert check_writes(github, mark) == []
+
+
+def test_attack_neutral_run_posted_before_the_session_patch_is_withdrawn(rt, deliver, github):
+    """The other PR came first and got its neutral success; when the same SHA becomes a
+    session's patch, that green run is turned into a failing one (one PATCH, no reads)."""
+    sc = Scenario(deliver, github)
+    sc.serve_policy(None)
+    sc.serve_files("src/app.py")
+    sc.serve_suites(sc.sha, None)
+    github.add("POST", f"{R}/check-runs", {"id": 777}, status=201)  # the neutral one
+    github.add("PATCH", f"{R}/check-runs/777", {"id": 777})
+    sc.serve_writes()
+    copy = Scenario(deliver, github, number=3, branch="feature/copy")
+    copy.pr_event("opened")
+    drain(rt)
+    assert [b["head_sha"] for b in neutral_posts(github)] == [sc.sha]
+
+    mark = len(github.api_requests())
+    sc.pr_event("opened")
+    drain(rt)
+    writes = check_writes(github, mark)
+    assert [(m, p) for m, p, _ in writes] == [
+        ("POST", f"{R}/check-runs"),  # the gate first: the session's run
+        ("PATCH", f"{R}/check-runs/777"),  # then the neutral success is withdrawn
+    ]
+    assert writes[0][2]["status"] == "in_progress"
+    assert writes[1][2]["conclusion"] == "cancelled"
+    assert "pull request #2" in writes[1][2]["output"]["summary"]
+    # withdrawn once: later publishes of the patch leave it alone
+    sc.serve_green()
+    mark = len(github.api_requests())
+    sc.suite_completed()
+    drain(rt)
+    assert [(m, p) for m, p, _ in check_writes(github, mark)] == [("PATCH", f"{R}/check-runs/555")]
+
+
+def test_a_pr_that_is_no_session_still_passes_at_once(rt, deliver, github):
+    """The neutral run stays for heads no session claims, and is remembered."""
+    copy = Scenario(deliver, github, number=3, branch="feature/docs")
+    copy.serve_policy(None)
+    copy.serve_writes()
+    copy.pr_event("opened")
+    drain(rt)
+    [posted] = neutral_posts(github)
+    assert posted["head_sha"] == copy.sha
+    assert posted["output"]["title"] == "Not an agent session"
+    with rt.database.unit(write=False) as s:
+        [row] = s.scalars(select(NeutralCheckRun)).all()
+    assert (row.head_sha, row.check_run_id, row.withdrawn) == (copy.sha, 555, False)
