@@ -30,6 +30,7 @@ def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
         author=session.meta.get("pr_author"),
         session_bot=session.meta.get("bot_login"),
         risk=patch.risk if patch else None,
+        approve_permission=patch.meta.get("approve_permission") if patch else None,
     )
 
 

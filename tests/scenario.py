@@ -89,6 +89,14 @@ class Scenario:
         ]
         self.github.add("GET", f"{R}/pulls/{self.number}/files", files)
 
+    def serve_changes(self, *files: dict[str, Any]) -> None:
+        """The PR's files as GitHub lists them (``{"filename": ..., "status": "renamed",
+        "previous_filename": ...}``), replacing what was served before."""
+        listed = [{"additions": 10, "deletions": 0, "status": "modified", **f} for f in files]
+        self.github.rsps.upsert(
+            "GET", self.github.url(f"{R}/pulls/{self.number}/files"), json=listed
+        )
+
     def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
         suites = [
             {
@@ -232,6 +240,13 @@ class Scenario:
         ]
         data["repository"]["full_name"] = REPO
         return self.deliver("check_run", data)
+
+    def policy_pushed(self, *paths: str) -> Any:
+        """A push to the default branch whose commit changes ``paths``."""
+        data = payload("push", installation=INSTALLATION, ref="refs/heads/master")
+        data["commits"] = [{"id": "c" * 40, "added": [], "removed": [], "modified": list(paths)}]
+        data["repository"]["full_name"] = REPO
+        return self.deliver("push", data)
 
     def comment(
         self,

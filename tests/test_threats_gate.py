@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from sqlalchemy import select
 
-from minipipe_gh.models import AgentSession, NeutralCheckRun, Patch
+from minipipe_gh.models import AgentSession, AuditEntry, NeutralCheckRun, Patch
 from tests.scenario import R, Scenario, check_run
 
 
@@ -225,3 +226,199 @@ def test_a_pr_that_is_no_session_still_passes_at_once(rt, deliver, github):
     with rt.database.unit(write=False) as s:
         [row] = s.scalars(select(NeutralCheckRun)).all()
     assert (row.head_sha, row.check_run_id, row.withdrawn) == (copy.sha, 555, False)
+
+
+# --- item 7: a patch may relax the gate itself -----------------------------------------------
+
+
+def replies(github, since: int = 0) -> list[str]:
+    return [
+        body["body"]
+        for m, p, body in github.api_requests()[since:]
+        if m == "POST" and p == f"{R}/issues/2/comments"
+    ]
+
+
+def validated_with(rt, sc, github, *files, policy=None) -> Patch:
+    """The session PR opens with ``files`` changed and its CI green."""
+    sc.serve_policy(policy)
+    sc.serve_changes(*({"filename": f} if isinstance(f, str) else f for f in files))
+    sc.serve_green()
+    sc.serve_writes()
+    sc.pr_event("opened")
+    drain(rt)
+    return latest_patch(rt)
+
+
+GATE_FILES = [
+    ".github/minipipe.yml",
+    ".github/workflows/ci.yml",
+    "CODEOWNERS",
+    ".github/CODEOWNERS",
+    "AGENTS.md",
+    "CLAUDE.md",
+]
+
+
+@pytest.mark.parametrize("path", GATE_FILES)
+@pytest.mark.parametrize("policy", [None, "review:\n  required_approvals: 1\n"])
+def test_attack_low_risk_patch_rewriting_the_gate_is_not_queued_without_a_decision(
+    rt, deliver, github, path, policy
+):
+    """The default guardrails apply with no `agents:` section (no file, or a file without
+    one): a small patch to the gate's own files waits for a maintainer's decision."""
+    sc = Scenario(deliver, github)
+    patch = validated_with(rt, sc, github, path, "src/app.py", policy=policy)
+    assert (patch.state, patch.risk) == ("awaiting_review", "low")
+    assert patch.meta["guardrails"]["verdict"] == "review"
+    assert patch.meta["approve_permission"] == "maintain"
+    [run] = [b for _m, _p, b in check_writes(github)]
+    assert run["conclusion"] == "action_required"
+    summary = run["output"]["summary"]
+    assert f"touches protected paths: {path} (agents.default.on_protected: review" in summary
+    assert "Approvers need `maintain` or more" in summary
+    with rt.database.unit(write=False) as s:
+        noted = s.scalars(
+            select(AuditEntry.reason).where(
+                AuditEntry.entity_id == patch.ledger_id, AuditEntry.outcome == "noted"
+            )
+        ).all()
+    assert noted == [f"guardrails: review: {patch.meta['guardrails']['reasons'][0]}"]
+
+
+def test_attack_writer_approves_a_patch_to_the_workflows_and_is_refused(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    validated_with(rt, sc, github, ".github/workflows/release.yml")
+    sc.serve_permission("writer", "write")
+    mark = len(github.api_requests())
+    sc.comment("/approve", login="writer")
+    drain(rt)
+    assert latest_patch(rt).state == "awaiting_review"
+    [why] = replies(github, mark)
+    assert "touches protected paths, so approving it needs `maintain` or more" in why
+    assert check_writes(github, mark) == []
+
+    sc.serve_permission("lead", "maintain")
+    mark = len(github.api_requests())
+    sc.comment("/approve", login="lead")
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.state, patch.meta["reviewed_by"]) == ("queued", "lead")
+    assert conclusions(github, mark) == ["success"]
+
+
+def test_attack_renaming_a_workflow_away_counts_as_touching_it(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    moved = {
+        "filename": "old/ci.yml",
+        "status": "renamed",
+        "previous_filename": ".github/workflows/ci.yml",
+    }
+    patch = validated_with(rt, sc, github, moved)
+    assert patch.state == "awaiting_review"
+    assert patch.paths == ["old/ci.yml", ".github/workflows/ci.yml"]
+
+
+def test_attack_approval_on_an_earlier_head_is_not_carried_to_a_head_touching_the_gate(
+    rt, deliver, github
+):
+    """With dismiss_stale_approvals off, a writer's approval of a harmless head would carry
+    over: not to a head that touches protected paths, which needs a maintainer."""
+    sc = Scenario(deliver, github)
+    policy = "review:\n  dismiss_stale_approvals: false\n"
+    validated_with(rt, sc, github, "src/app.py", policy=policy)
+    assert latest_patch(rt).state == "queued"  # low risk: queued automatically
+    sc.serve_permission("writer", "write")
+    sc.comment("/approve", login="writer")
+    drain(rt)
+    new_sha = "b" * 40
+    sc.serve_changes({"filename": "src/app.py"}, {"filename": "CODEOWNERS"})
+    sc.serve_green(new_sha)
+    sc.pr_event("synchronize", sha=new_sha)
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.patch_id, patch.state, patch.meta["approvals"]) == (
+        new_sha,
+        "awaiting_review",
+        [],
+    )
+    assert patch.meta["stale_approvals"] == [f"@writer approved {sc.sha[:12]}"]
+
+
+BLOCK = "agents:\n  default:\n    on_protected: block\n"
+
+
+def test_attack_blocked_patch_cannot_be_queued_by_any_approval(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    patch = validated_with(rt, sc, github, ".github/minipipe.yml", "CODEOWNERS", policy=BLOCK)
+    assert patch.state == "quarantined"
+    [run] = [b for _m, _p, b in check_writes(github)]
+    assert (run["conclusion"], run["output"]["title"]) == ("failure", "Blocked by its guardrails")
+    assert (
+        "touches protected paths: .github/minipipe.yml, CODEOWNERS "
+        "(agents.default.on_protected: block)" in run["output"]["summary"]
+    )
+    sc.serve_permission("owner", "admin")
+    sc.comment("/approve", login="owner")
+    drain(rt)
+    sc.suite_completed()  # CI reports green again: still blocked
+    drain(rt)
+    assert latest_patch(rt).state == "quarantined"
+    assert "success" not in conclusions(github)
+
+
+def test_a_complying_push_releases_a_blocked_session(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    validated_with(rt, sc, github, ".github/workflows/ci.yml", policy=BLOCK)
+    new_sha = "b" * 40
+    sc.serve_changes({"filename": "src/app.py"})
+    sc.serve_green(new_sha)
+    sc.pr_event("synchronize", sha=new_sha)
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.patch_id, patch.state) == (new_sha, "queued")
+    assert patch.meta["guardrails"]["verdict"] == "pass"
+
+
+def test_a_policy_change_on_the_default_branch_releases_a_blocked_patch(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    validated_with(rt, sc, github, ".github/workflows/ci.yml", policy=BLOCK)
+    sc.github.rsps.replace(
+        "GET",
+        sc.github.url(f"{R}/contents/.github/minipipe.yml"),
+        status=404,
+        json={"message": "Not Found"},
+    )  # the maintainers dropped the block: the defaults (review) apply again
+    mark = len(github.api_requests())
+    assert sc.policy_pushed(".github/minipipe.yml").status_code == 202
+    drain(rt)
+    patch = latest_patch(rt)
+    assert patch.state == "awaiting_review"
+    assert patch.meta["guardrails"]["verdict"] == "review"
+    assert conclusions(github, mark) == ["action_required"]
+
+
+ONLY_SRC = """\
+agents:
+  default:
+    max_changed_files: 2
+  unknown:
+    allowed_paths: ["src/**", "tests/**"]
+"""
+
+
+def test_attack_agent_writes_outside_its_allowed_paths_is_blocked(rt, deliver, github):
+    """Keys of an agent type's entry override `default` one by one: the adopted session's
+    type (`unknown`) gets allowed_paths, and keeps default's max_changed_files."""
+    sc = Scenario(deliver, github)
+    patch = validated_with(rt, sc, github, "src/a.py", "docs/b.md", "tests/c.py", policy=ONLY_SRC)
+    assert patch.state == "quarantined"
+    reasons = patch.meta["guardrails"]["reasons"]
+    assert reasons == [
+        "outside agents.unknown.allowed_paths: docs/b.md",
+        "3 changed files, over agents.default.max_changed_files (2)",
+    ]
+    [run] = [b for _m, _p, b in check_writes(github)]
+    assert run["conclusion"] == "failure"
+    for reason in reasons:
+        assert reason in run["output"]["summary"]

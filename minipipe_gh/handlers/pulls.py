@@ -25,6 +25,7 @@ from ..workflow import (
     publish,
     read_head,
     record_head,
+    release_blocked,
     source,
 )
 
@@ -117,7 +118,8 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
 
 @router.register("push")
 def on_push(ctx: Context) -> None:
-    """A change to the policy file on the default branch drops the cached policy."""
+    """A change to the policy file on the default branch drops the cached policy and
+    judges the patches its guardrails blocked again."""
     repo = ctx.payload.get("repository") or {}
     if ctx.payload.get("ref") != f"refs/heads/{repo.get('default_branch')}":
         return
@@ -129,3 +131,4 @@ def on_push(ctx: Context) -> None:
     }
     if PATH in touched and ctx.app is not None:
         ctx.app.policies.drop(repo["full_name"])
+        release_blocked(ctx, Repo.of(ctx))  # a policy change releases what it no longer blocks
