@@ -29,6 +29,7 @@ class PullFacts:
     risk: str | None  # of the patch being decided, if any
     # the patch's guardrails may ask more of an approver (protected paths: maintain)
     approve_permission: str | None = None
+    blocked: bool = False  # blocked by its guardrails: no approval can queue it
 
 
 def required_permission(verb: Verb, policy: Policy) -> str | None:
@@ -53,6 +54,11 @@ def refusal(verb: Verb, actor: Actor, policy: Policy, facts: PullFacts) -> str |
         return (
             f"@{actor.login} has `{actor.permission}` permission; "
             f"`/{verb}` needs `{needed}` or more"
+        )
+    if verb == Verb.APPROVE and facts.blocked:
+        return (
+            "this patch is blocked by its guardrails (see the check run): no approval can "
+            "queue it; a push that complies, or a policy change, releases it"
         )
     if (
         verb == Verb.APPROVE

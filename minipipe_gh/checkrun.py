@@ -11,6 +11,7 @@ from typing import Any
 
 from .models import AuditEntry, Patch
 from .patch_states import OPEN, PatchState
+from .policy import blocked_by_guardrails
 
 NAME = "minipipe/review"
 P = PatchState
@@ -61,7 +62,7 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     match patch.state:
         case P.CREATED:
             return "in_progress", None, "Waiting for checks"
-        case P.QUARANTINED if (patch.meta.get("guardrails") or {}).get("verdict") == "block":
+        case P.QUARANTINED if blocked_by_guardrails(patch.meta):
             return "completed", "failure", "Blocked by its guardrails"
         case P.QUARANTINED:
             return "completed", "failure", "Checks failed: patch quarantined"

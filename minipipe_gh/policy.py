@@ -57,6 +57,11 @@ class GuardVerdict:
         return {"verdict": self.outcome, "lines": list(self.lines), "reasons": list(self.reasons)}
 
 
+def blocked_by_guardrails(patch_meta: dict[str, Any]) -> bool:
+    """Whether a patch's recorded guardrail verdict (``GuardVerdict.as_meta``) blocks it."""
+    return bool((patch_meta.get("guardrails") or {}).get("verdict") == "block")
+
+
 @dataclass(frozen=True)
 class Guardrails:
     """What one agent type may touch: ``agents.default`` overridden key by key by its entry."""

@@ -22,7 +22,7 @@ from .github_app import GitHubApp
 from .models import AgentSession, Patch
 from .patch_states import MACHINE as PATCH_MACHINE
 from .patch_states import PatchState
-from .policy import PATH, GuardVerdict, Policy, PolicyError, parse
+from .policy import PATH, GuardVerdict, Policy, PolicyError, blocked_by_guardrails, parse
 from .session_states import SessionState
 from .transitions import note
 from .validation import Verdict, runs_verdict, suites_verdict
@@ -260,7 +260,7 @@ def guard_meta(guard: GuardVerdict) -> dict[str, Any]:
 
 
 def blocked(patch: Patch) -> bool:
-    return bool((patch.meta.get("guardrails") or {}).get("verdict") == "block")
+    return blocked_by_guardrails(patch.meta)
 
 
 def _supersede(
@@ -282,12 +282,12 @@ def _supersede(
             new.tree_sha = repo.api.commit_tree(new.patch_id)
             if old.tree_sha == new.tree_sha:
                 why = f"same tree {new.tree_sha[:12]} (reworded or re-signed commit)"
-        stricter = new.meta.get("approve_permission") not in (
+        stricter = blocked(new) or new.meta.get("approve_permission") not in (
             None,
             old.meta.get("approve_permission"),
         )
         if why and stricter:
-            why = None  # the new head touches protected paths: earlier approvers may not suffice
+            why = None  # the new head's guardrails ask more: earlier approvers may not suffice
         if why:
             ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
         else:

@@ -248,3 +248,10 @@ def test_other_verbs_on_a_protected_patch_keep_their_own_permission(verb: Verb) 
 def test_a_maintainer_still_cannot_approve_their_own_protected_patch() -> None:
     why = refusal(Verb.APPROVE, actor("author", "admin"), DEFAULT, PROTECTED)
     assert why is not None and "own patch" in why
+
+
+def test_nobody_approves_a_patch_its_guardrails_block() -> None:
+    blocked = PullFacts(author="author", session_bot="agent-bot", risk="low", blocked=True)
+    why = refusal(Verb.APPROVE, actor("root", "admin"), DEFAULT, blocked)
+    assert why is not None and "blocked by its guardrails" in why
+    assert refusal(Verb.REJECT, actor("root", "admin"), DEFAULT, blocked) is None

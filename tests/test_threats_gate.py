@@ -359,11 +359,15 @@ def test_attack_blocked_patch_cannot_be_queued_by_any_approval(rt, deliver, gith
         "(agents.default.on_protected: block)" in run["output"]["summary"]
     )
     sc.serve_permission("owner", "admin")
+    mark = len(github.api_requests())
     sc.comment("/approve", login="owner")
     drain(rt)
+    [why] = replies(github, mark)
+    assert "blocked by its guardrails" in why and "no approval can queue it" in why
     sc.suite_completed()  # CI reports green again: still blocked
     drain(rt)
-    assert latest_patch(rt).state == "quarantined"
+    patch = latest_patch(rt)
+    assert (patch.state, patch.meta["approvals"]) == ("quarantined", [])
     assert "success" not in conclusions(github)
 
 
