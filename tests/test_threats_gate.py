@@ -11,8 +11,9 @@ import json
 import pytest
 from sqlalchemy import select
 
+from minipipe_gh import ledger, registry
 from minipipe_gh.models import AgentSession, AuditEntry, NeutralCheckRun, Patch
-from tests.scenario import R, Scenario, check_run
+from tests.scenario import REPO, R, Scenario, check_run
 
 
 def drain(rt):
@@ -426,3 +427,39 @@ def test_attack_agent_writes_outside_its_allowed_paths_is_blocked(rt, deliver, g
     assert run["conclusion"] == "failure"
     for reason in reasons:
         assert reason in run["output"]["summary"]
+
+
+def test_attack_session_patch_recorded_while_the_neutral_run_is_posted_withdraws_it(
+    rt, deliver, github
+):
+    """The race: the other PR's neutral success is being posted when the session's patch
+    of that SHA commits. The executor looks at the ledger again after posting."""
+    copy = Scenario(deliver, github, number=3, branch="feature/copy")
+    copy.serve_policy(None)
+
+    def post(request):
+        with rt.database.unit() as s:  # the session's delivery commits meanwhile
+            session = registry.create_session(
+                s,
+                project_id=REPO,
+                agent_type="aider",
+                title="Fix",
+                actor="agent-bot",
+                source="api",
+                pr_number=2,
+            )
+            ledger.record_patch(s, session, copy.sha, actor="agent-bot", source="api")
+        return 201, {}, json.dumps({"id": 777})
+
+    github.rsps.add_callback("POST", github.url(f"{R}/check-runs"), callback=post)
+    github.add("PATCH", f"{R}/check-runs/777", {"id": 777})
+    copy.pr_event("opened")
+    [outcome] = drain(rt)
+    assert outcome.status == "done"
+    writes = check_writes(github)
+    assert [(m, p, b.get("conclusion")) for m, p, b in writes] == [
+        ("POST", f"{R}/check-runs", "success"),
+        ("PATCH", f"{R}/check-runs/777", "cancelled"),
+    ]
+    with rt.database.unit(write=False) as s:
+        assert s.get(NeutralCheckRun, (REPO, copy.sha)).withdrawn is True
