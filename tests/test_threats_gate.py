@@ -463,3 +463,21 @@ def test_attack_session_patch_recorded_while_the_neutral_run_is_posted_withdraws
     ]
     with rt.database.unit(write=False) as s:
         assert s.get(NeutralCheckRun, (REPO, copy.sha)).withdrawn is True
+
+
+def test_closed_acts_on_githubs_merge_state_not_the_bodys(rt, deliver, github):
+    """GitHub says the PR was merged: the patch is applied, whatever the body claims."""
+    sc = Scenario(deliver, github)
+    sc.serve_policy(None)
+    sc.serve_files("src/app.py")
+    sc.serve_green()
+    sc.serve_writes()
+    sc.pr_event("opened")
+    drain(rt)
+    assert latest_patch(rt).state == "queued"
+    sc.serve_pull("closed", merged=True)
+    sc.pr_event("closed", merged=False)
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.state, patch.meta["merge_commit_sha"]) == ("applied", "m" * 40)
+    assert the_session(rt).state == "completed"
