@@ -63,7 +63,9 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         own = api.check_runs(
             patch.patch_id, name=checkrun.NAME, app_id=ectx.app.app_id if ectx.app else None
         )
-        known = own[0]["id"] if own else None
+        # a session's run carries its ledger id; our neutral success on the SHA does not
+        sessions = [r for r in own if r.get("external_id")]
+        known = sessions[0]["id"] if sessions else None
     if known is not None:
         update = {k: v for k, v in body.items() if k != "head_sha"}
         api.update_check_run(known, update)
