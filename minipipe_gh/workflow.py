@@ -253,7 +253,7 @@ def record_head(
 def guard_meta(guard: GuardVerdict) -> dict[str, Any]:
     """What a guardrail verdict writes on a patch: ``review`` asks for a manual review
     that only ``maintain`` or more may approve, whatever the patch's risk."""
-    meta: dict[str, Any] = {"guardrails": guard.as_meta(), "approve_permission": None}
+    meta: dict[str, Any] = {"guardrails": guard.as_meta()}
     if guard.outcome == "review":
         meta.update(manual_review_required=True, approve_permission=guard.approve_permission)
     return meta

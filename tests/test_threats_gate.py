@@ -6,6 +6,7 @@ faked at the HTTP layer and the tests assert on the requests the app sent.
 
 from __future__ import annotations
 
+import base64
 import json
 
 import pytest
@@ -385,17 +386,23 @@ def test_a_complying_push_releases_a_blocked_session(rt, deliver, github):
     assert patch.meta["guardrails"]["verdict"] == "pass"
 
 
+def policy_changed_to(sc, text: str | None) -> None:
+    """The policy file on the default branch now says ``text`` (None: it was removed),
+    and the push that changed it arrives."""
+    url = sc.github.url(f"{R}/contents/.github/minipipe.yml")
+    if text is None:
+        sc.github.rsps.replace("GET", url, status=404, json={"message": "Not Found"})
+    else:
+        content = base64.b64encode(text.encode()).decode()
+        sc.github.rsps.replace("GET", url, json={"type": "file", "sha": "b2", "content": content})
+    assert sc.policy_pushed(".github/minipipe.yml").status_code == 202
+
+
 def test_a_policy_change_on_the_default_branch_releases_a_blocked_patch(rt, deliver, github):
     sc = Scenario(deliver, github)
     validated_with(rt, sc, github, ".github/workflows/ci.yml", policy=BLOCK)
-    sc.github.rsps.replace(
-        "GET",
-        sc.github.url(f"{R}/contents/.github/minipipe.yml"),
-        status=404,
-        json={"message": "Not Found"},
-    )  # the maintainers dropped the block: the defaults (review) apply again
     mark = len(github.api_requests())
-    assert sc.policy_pushed(".github/minipipe.yml").status_code == 202
+    policy_changed_to(sc, None)  # the maintainers dropped the block: defaults (review) apply
     drain(rt)
     patch = latest_patch(rt)
     assert patch.state == "awaiting_review"
@@ -481,3 +488,28 @@ def test_closed_acts_on_githubs_merge_state_not_the_bodys(rt, deliver, github):
     patch = latest_patch(rt)
     assert (patch.state, patch.meta["merge_commit_sha"]) == ("applied", "m" * 40)
     assert the_session(rt).state == "completed"
+
+
+def test_a_policy_change_that_still_blocks_moves_nothing(rt, deliver, github):
+    sc = Scenario(deliver, github)
+    validated_with(rt, sc, github, ".github/workflows/ci.yml", policy=BLOCK)
+    mark = len(github.api_requests())
+    policy_changed_to(sc, BLOCK + "    max_changed_files: 10\n")  # changed, still blocking
+    drain(rt)
+    assert latest_patch(rt).state == "quarantined"
+    assert check_writes(github, mark) == []
+    assert [p.split("?")[0] for m, p, _ in github.api_requests()[mark:]] == [
+        f"{R}/contents/.github/minipipe.yml"
+    ]
+
+
+def test_a_policy_change_that_lifts_every_guardrail_queues_a_green_low_risk_patch(
+    rt, deliver, github
+):
+    sc = Scenario(deliver, github)
+    validated_with(rt, sc, github, ".github/workflows/ci.yml", policy=BLOCK)
+    policy_changed_to(sc, "agents:\n  default:\n    protected_paths: []\n")
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.state, patch.meta["guardrails"]["verdict"]) == ("queued", "pass")
+    assert conclusions(github)[-1] == "success"
