@@ -178,8 +178,15 @@ def order_key(event: Event) -> str | None:
     return repo
 
 
-def natural_key(event: Event) -> str | None:
-    """The same event delivered under two ids (repo hook and app) acts once."""
+def natural_key(event: Event, body: bytes | None = None) -> str | None:
+    """A key that survives a new delivery id, so an event acts once however it is re-sent.
+
+    The same event delivered under two ids (repo hook and app, whose bodies differ)
+    is known by its own ids: comment id, review id, check run id with action. Any
+    other event is known by a digest of its body: GitHub signs only the body, so a
+    captured delivery re-sent under a new ``X-GitHub-Delivery`` is the same bytes.
+    Internal events (``minipipe.*``) are not from GitHub and repeat on purpose.
+    """
     p = event.payload
     ident: Any = None
     if event.name == "issue_comment":
@@ -192,9 +199,11 @@ def natural_key(event: Event) -> str | None:
         if ident is not None and requested.get("identifier"):
             # a button press is one person's act: two reviewers may press it
             ident = f"{ident}:{requested['identifier']}:{event.sender.get('id')}"
-    if ident is None:
+    if ident is not None:
+        return f"{event.name}:{event.action}:{ident}"
+    if body is None or (event.name or "").startswith("minipipe."):
         return None
-    return f"{event.name}:{event.action}:{ident}"
+    return f"sha256:{hashlib.sha256(body).hexdigest()}"
 
 
 def _int(value: Any) -> int | None:

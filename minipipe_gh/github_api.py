@@ -54,6 +54,7 @@ class FileChange:
     path: str
     additions: int
     deletions: int
+    previous: str | None = None  # a rename's old path: moving a file away touches it too
 
 
 class RepoAPI:
@@ -118,10 +119,20 @@ class RepoAPI:
 
     # -- pull requests ------------------------------------------------------------------
 
+    def pull(self, number: int) -> dict[str, Any]:
+        """The pull request as GitHub has it now (state, merged, head)."""
+        return self._call("GET", f"{self.base}/pulls/{number}")  # type: ignore[no-any-return]
+
     def pr_files(self, number: int) -> list[FileChange]:
         files = self._pages(f"{self.base}/pulls/{number}/files")
         return [
-            FileChange(f["filename"], f.get("additions", 0), f.get("deletions", 0)) for f in files
+            FileChange(
+                f["filename"],
+                f.get("additions", 0),
+                f.get("deletions", 0),
+                f.get("previous_filename"),
+            )
+            for f in files
         ]
 
     def commit_tree(self, sha: str) -> str:
