@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import checkrun
+from . import checkrun, people
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
@@ -43,12 +43,12 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         )[::-1]
         ref = s.get(CheckRunRef, (project, patch.patch_id))
         known = ref.check_run_id if ref else None
-        hold = session.meta.get("hold") if session else None
+        holds = people.holds(session.meta) if session else []
         if patch.state in (PatchState.DROPPED, PatchState.ROLLED_BACK):
-            hold = None
+            holds = []
         view = checkrun.View(
             required_approvals=spec.get("required_approvals", 1),
-            hold=hold,
+            holds=holds,
             policy_error=spec.get("policy_error"),
             stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,

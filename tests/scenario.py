@@ -195,10 +195,21 @@ class Scenario:
         data["repository"]["full_name"] = REPO
         return self.deliver("issue_comment", data, delivery_id=delivery_id)
 
-    def review(self, state: str, *, login: str, action: str = "submitted", body: str = "") -> Any:
+    def review(
+        self,
+        state: str,
+        *,
+        login: str,
+        action: str = "submitted",
+        body: str = "",
+        commit_id: str | None = None,
+    ) -> Any:
+        """A review of ``commit_id`` (default: the PR's current head, ``self.sha``)."""
         name = f"pull_request_review.{action}"
         data = payload(name, installation=INSTALLATION)
-        data["review"].update(state=state, user=user(login), body=body, id=next(_ids))
+        data["review"].update(
+            state=state, user=user(login), body=body, id=next(_ids), commit_id=commit_id or self.sha
+        )
         data["pull_request"]["number"] = self.number
         data["sender"] = user("maintainer" if action == "dismissed" else login)
         return self.deliver("pull_request_review", data)

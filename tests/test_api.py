@@ -728,8 +728,16 @@ def test_delete_session_removes_it_and_its_patches(api, rt):
 # --- moves ------------------------------------------------------------------------------
 
 
-def test_pause_resume_complete(api, rt):
-    sid = seed_session(rt)
+def serve_bot_write(github: Any, login: str = "agent-bot") -> None:
+    """Moves are decided as comments are: the policy and the token user's permission."""
+    github.allow_token_exchange()
+    serve_policy(github)
+    serve_permission(github, login, "write")
+
+
+def test_pause_resume_complete(api, rt, github):
+    sid = seed_session(rt, meta=PR_META)
+    serve_bot_write(github)
     paused = api("POST", f"/sessions/{sid}/pause")
     assert (paused.status_code, paused.get_json()["state"]) == (200, "paused")
     resumed = api("POST", f"/sessions/{sid}/resume", {"version": paused.get_json()["version"]})
@@ -742,18 +750,21 @@ def test_pause_resume_complete(api, rt):
         ("paused", "active", "agent-bot", "api:agent"),
         ("active", "completed", "agent-bot", "api:agent"),
     ]
+    permission = f"{R}/collaborators/agent-bot/permission"
+    assert [r[1] for r in github.api_requests() if r[1] == permission] == [permission]  # cached
 
 
 def test_complete_without_success_fails_the_session(api, rt):
-    sid = seed_session(rt)
+    sid = seed_session(rt, meta=PR_META)
     resp = api("POST", f"/sessions/{sid}/complete", {"success": False})
     assert resp.get_json()["state"] == "failed"
-    default = seed_session(rt)
+    default = seed_session(rt, meta=PR_META)
     assert api("POST", f"/sessions/{default}/complete").get_json()["state"] == "completed"
 
 
-def test_an_illegal_move_is_409_and_audited(api, rt):
-    sid = seed_session(rt, state="created")
+def test_an_illegal_move_is_409_and_audited(api, rt, github):
+    serve_bot_write(github)
+    sid = seed_session(rt, state="created", meta=PR_META)
     err = error(api("POST", f"/sessions/{sid}/pause"), 409, "illegal_transition")
     assert sid in err["message"] and "created" in err["message"] and "paused" in err["message"]
     with rt.database.unit(write=False) as s:
@@ -765,13 +776,14 @@ def test_an_illegal_move_is_409_and_audited(api, rt):
         "agent-bot",
     )
 
-    done = seed_session(rt, state="completed")
+    done = seed_session(rt, state="completed", meta=PR_META)
     error(api("POST", f"/sessions/{done}/resume"), 409, "illegal_transition")
     error(api("POST", f"/sessions/{done}/complete", {"success": False}), 409, "illegal_transition")
 
 
-def test_a_stale_version_is_409_conflict(api, rt):
-    sid = seed_session(rt)
+def test_a_stale_version_is_409_conflict(api, rt, github):
+    serve_bot_write(github)
+    sid = seed_session(rt, meta=PR_META)
     version = api("GET", f"/sessions/{sid}").get_json()["version"]
     err = error(api("POST", f"/sessions/{sid}/pause", {"version": version - 1}), 409, "conflict")
     assert f"version {version}" in err["message"]
