@@ -240,6 +240,8 @@ def _start_session(
     """The session row, new or the key's earlier one; (installation id, session id)."""
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
+        if existing is not None and existing.archived_at is not None:
+            raise ApiError(409, "deleted", "the session of this Idempotency-Key was deleted")
         if existing is not None and existing.pr_number is not None:
             raise _Done(session_dict(existing))
         if existing is not None and not existing.meta.get("github_error"):

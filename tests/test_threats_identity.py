@@ -398,3 +398,15 @@ def test_attack_renamed_author_escapes_their_own_record(rt, deliver, github):
     assert patch_at(rt, sc.sha).state == "awaiting_review"
     [reply] = replies(github, mark)
     assert "cannot approve their own patch" in reply
+
+
+def test_a_deleted_sessions_idempotency_key_does_not_bring_it_back(rt, client, github):
+    install(rt)
+    bot = Api(client, make_token(rt, "agent", "agent-bot"))
+    serve_session_pr(github, number=2)
+    key = {"Idempotency-Key": "task-1"}
+    sid = bot("POST", "/sessions", NEW_SESSION, headers=key).get_json()["session_id"]
+    assert bot("DELETE", f"/sessions/{sid}").status_code == 204
+    again = bot("POST", "/sessions", NEW_SESSION, headers=key)
+    assert (again.status_code, again.get_json()["error"]["code"]) == (409, "deleted")
+    assert bot("GET", f"/sessions/{sid}").status_code == 404
