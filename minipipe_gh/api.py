@@ -261,6 +261,7 @@ def _start_session(
         bot = Person(g.token.login)
         own = {
             "bot_login": bot.login,
+            "bot_token": g.token.name,
             "installation_id": inst.installation_id,
             "token_users": [bot.as_json()],
         }

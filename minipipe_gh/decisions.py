@@ -222,6 +222,9 @@ def move_session(
             moved = registry.complete_session(db, sid, move == "complete", **who)
     if by_token:
         moved.meta = people.with_token_user(moved.meta, actor.person)
+        bot = people.session_bot(moved.meta)
+        if bot is not None and bot.id is None and actor.id is not None and bot.same(actor.person):
+            moved.meta = {**moved.meta, "bot_id": actor.id}  # from now on, by id: renames too
     return moved
 
 

@@ -7,7 +7,8 @@ by the login folded to lower case.
 
 Session metadata keys (the app's own, see ``registry.RESERVED_METADATA``):
 ``bot_login``/``bot_id`` (the session's own bot: the token user that created
-it, or the PR's author for an adopted PR), ``pr_author``/``pr_author_id``,
+it, or the PR's author for an adopted PR; ``bot_token`` names that token),
+``pr_author``/``pr_author_id``,
 ``token_users`` (everyone whose API token created or moved the session) and
 ``holds``. Patch metadata: ``approvers`` (who approved which SHA, the record)
 and ``approvals`` (their logins, the display list the API has always shown).

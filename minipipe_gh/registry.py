@@ -30,6 +30,7 @@ RESERVED_METADATA = frozenset(
         "pr_author_id",
         "bot_login",
         "bot_id",
+        "bot_token",
         "token_users",
         "installation_id",
         "hold",
