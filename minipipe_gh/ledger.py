@@ -248,10 +248,6 @@ def approve_patch(
     return patch
 
 
-def has_approval(patch: Patch, reviewer: str | Person) -> bool:
-    return _who(reviewer).among(a.who for a in approvers(patch))
-
-
 def cancel_approval(
     db: Session,
     ledger_id: str | Patch,

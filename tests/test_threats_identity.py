@@ -219,6 +219,26 @@ def test_attack_review_of_an_older_commit_approves_the_newer_patch(rt, deliver, 
     assert patch_at(rt, new.patch_id).state == "queued"
 
 
+def test_dismissing_a_review_of_an_older_commit_keeps_the_approval_of_the_newer_one(
+    rt, deliver, github
+):
+    sc = Scenario(deliver, github)
+    old = awaiting(rt, sc)
+    sc.serve_permission("writer", "write")
+    sc.review("approved", login="writer")
+    drain(rt)
+    for sha, tree in ((old.patch_id, "tree-1"), ("b" * 40, "tree-2")):
+        github.add("GET", f"{R}/git/commits/{sha}", {"sha": sha, "tree": {"sha": tree}})
+    new = push(rt, sc, "b" * 40)
+    sc.comment("/approve", login="writer")
+    drain(rt)
+    assert patch_at(rt, new.patch_id).state == "queued"
+    sc.review("approved", login="writer", action="dismissed", commit_id=old.patch_id)
+    drain(rt)
+    now = patch_at(rt, new.patch_id)
+    assert (now.state, now.meta["approvals"]) == ("queued", ["writer"])
+
+
 # --- item 4: anyone lifts anyone's hold ---------------------------------------------------
 
 

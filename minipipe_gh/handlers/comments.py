@@ -166,7 +166,8 @@ def on_review(ctx: Context) -> None:
 
 @router.register("pull_request_review", action="dismissed")
 def on_review_dismissed(ctx: Context) -> None:
-    """A dismissed approving review withdraws that reviewer's approval."""
+    """A dismissed approving review withdraws that reviewer's approval of the reviewed
+    commit (carried over to the open patch or given on it), not one of another SHA."""
     review, pr = ctx.payload["review"], ctx.payload["pull_request"]
     repo = Repo.of(ctx)
     session = registry.find_by_pr(ctx.db, repo.project, pr["number"])
@@ -174,7 +175,11 @@ def on_review_dismissed(ctx: Context) -> None:
         return
     patch = ledger.open_patch(ctx.db, session.session_id)
     reviewer = person(review["user"])
-    if patch is None or reviewer is None or not ledger.has_approval(patch, reviewer):
+    if patch is None or reviewer is None:
+        return
+    sha = review.get("commit_id")
+    mine = [a for a in ledger.approvers(patch) if a.who.same(reviewer)]
+    if not mine or (sha and mine[0].sha and mine[0].sha != sha):
         return
     policy, error = repo.policy()
     by = (ctx.payload.get("sender") or {}).get("login", "github")
