@@ -430,3 +430,35 @@ def test_a_deleted_sessions_idempotency_key_does_not_bring_it_back(rt, client, g
     again = bot("POST", "/sessions", NEW_SESSION, headers=key)
     assert (again.status_code, again.get_json()["error"]["code"]) == (409, "deleted")
     assert bot("GET", f"/sessions/{sid}").status_code == 404
+
+
+def test_attack_bot_account_posing_as_a_person_approves(rt, deliver, github):
+    """A comment by a bot account (type Bot, or a ``[bot]`` login) is never a command."""
+    sc = Scenario(deliver, github)
+    awaiting(rt, sc)
+    mark = len(github.api_requests())
+    sc.comment("/approve", login="helper[bot]")
+    sc.comment("/approve", login="ci-helper", bot=True)
+    drain(rt)
+    assert patch_at(rt, sc.sha).state == "awaiting_review"
+    assert [r for r in github.api_requests()[mark:] if r[0] != "GET"] == []
+
+
+def test_attack_another_apps_check_run_button_approves(rt, deliver, github):
+    """Only the app's own check run has buttons that count."""
+    sc = Scenario(deliver, github)
+    patch = awaiting(rt, sc)
+    sc.serve_permission("writer", "write")
+    data = None
+
+    def other_app(event: str, body: dict[str, Any], **kw: Any) -> Any:
+        nonlocal data
+        body["check_run"]["app"]["id"] = APP_ID + 1
+        data = body
+        return deliver(event, body, **kw)
+
+    sc.deliver = other_app
+    sc.button("approve", login="writer", ledger_id=patch.ledger_id)
+    drain(rt)
+    assert data is not None and data["check_run"]["app"]["id"] != APP_ID
+    assert patch_at(rt, sc.sha).state == "awaiting_review"
