@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import actors, ledger, registry, stats, tokens
+from . import actors, ledger, people, registry, stats, tokens
 from .authz import SessionMove
 from .commands import Verb
 from .errors import (
@@ -205,6 +205,7 @@ def create_session() -> Any:
     api = r.github.repo(installation_id, project)
     try:
         policy, _error = load_policy(r.github, api, None)
+        _record_bot_id(session_id, api.collaborator(g.token.login).id)
         opened = open_session_pr(
             api,
             session_id=session_id,
@@ -288,6 +289,21 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id
+
+
+def _record_bot_id(session_id: str, user_id: int | None) -> None:
+    """The bot's GitHub user id, before its PR exists: a renamed bot stays itself."""
+    if user_id is None:
+        return
+    with rt().database.unit() as s:
+        session = registry.get_session(s, session_id)
+        if session.meta.get("bot_id") is None:
+            bot = Person(session.meta["bot_login"], user_id)
+            users = [
+                u.as_json() if not u.same(bot) else bot.as_json()
+                for u in people.token_users(session.meta)
+            ]
+            session.meta = {**session.meta, "bot_id": user_id, "token_users": users}
 
 
 def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:

@@ -223,6 +223,7 @@ def serve_session_pr(
     """Everything creating a session reads and writes on GitHub, answering as GitHub does."""
     github.allow_token_exchange()
     serve_policy(github, policy)
+    serve_permission(github, "agent-bot", "write")  # the bot's user id, kept with the session
     github.add("GET", R, {"full_name": REPO, "default_branch": "main"})
     github.add(
         "GET",
@@ -329,11 +330,13 @@ def test_create_session_opens_a_branch_and_a_draft_pr(api, rt, github):
     assert body["metadata"]["run"] == 42
     assert body["metadata"]["installation_id"] == 1
     assert body["metadata"]["bot_login"] == "agent-bot"
+    assert body["metadata"]["bot_id"] == user("agent-bot")["id"]  # the bot by id, not login
     assert body["head_sha"] == START_SHA
 
     sent = github.api_requests()
     assert [(m, p) for m, p, _ in sent] == [
         ("GET", POLICY_PATH),
+        ("GET", f"{R}/collaborators/agent-bot/permission"),
         ("GET", R),
         ("GET", f"{R}/git/ref/heads/main"),
         ("GET", f"{R}/git/commits/{BASE_SHA}"),
@@ -341,13 +344,13 @@ def test_create_session_opens_a_branch_and_a_draft_pr(api, rt, github):
         ("POST", f"{R}/git/refs"),
         ("POST", f"{R}/pulls"),
     ]
-    assert sent[4][2] == {
+    assert sent[5][2] == {
         "message": f"Start minipipe session {sid}\n\nFix the login form!",
         "tree": TREE_SHA,
         "parents": [BASE_SHA],
     }
-    assert sent[5][2] == {"ref": f"refs/heads/{branch}", "sha": START_SHA}
-    pr = sent[6][2]
+    assert sent[6][2] == {"ref": f"refs/heads/{branch}", "sha": START_SHA}
+    pr = sent[7][2]
     assert (pr["title"], pr["head"], pr["base"], pr["draft"]) == (
         "Fix the login form!",
         branch,
@@ -420,6 +423,7 @@ def test_idempotency_keys_belong_to_one_token(api, rt, github):
         "POST", github.url(f"{R}/pulls"), json={"number": 8, "html_url": "u"}, status=201
     )
     other = api.as_(make_token(rt, "other", "other-bot"))
+    serve_permission(github, "other-bot", "write")
     second = other("POST", "/sessions", NEW_SESSION, headers={"Idempotency-Key": "same"})
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.get_json()["session_id"] != second.get_json()["session_id"]

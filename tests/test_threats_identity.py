@@ -462,3 +462,15 @@ def test_attack_another_apps_check_run_button_approves(rt, deliver, github):
     drain(rt)
     assert data is not None and data["check_run"]["app"]["id"] != APP_ID
     assert patch_at(rt, sc.sha).state == "awaiting_review"
+
+
+def test_attack_renamed_session_bot_approves_its_own_patch(rt, client, deliver, github):
+    """The API's bot is kept by its GitHub id from the start: a rename changes nothing."""
+    _bot, sc, _sid = api_session_with_pr(rt, client, deliver, github)
+    sc.serve_permission("agent-bot-renamed", "write")
+    mark = len(github.api_requests())
+    sc.comment("/approve", login="agent-bot-renamed", user_id=user("agent-bot")["id"])
+    drain(rt)
+    assert patch_at(rt, sc.sha).state == "awaiting_review"
+    [reply] = replies(github, mark)
+    assert "cannot approve their own patch" in reply
