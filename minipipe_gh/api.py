@@ -17,8 +17,8 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import decisions, ledger, notify, registry, stats, tokens
-from .authz import Actor, needs_reviewer_list
+from . import actors, ledger, people, registry, stats, tokens
+from .authz import SessionMove
 from .commands import Verb
 from .errors import (
     Conflict,
@@ -32,11 +32,10 @@ from .errors import (
 from .limits import branch_problem
 from .models import AgentSession, InstalledRepository, utcnow
 from .openapi import SPEC
-from .patch_states import MACHINE as PATCH_MACHINE
+from .people import Person
 from .runtime import Runtime
 from .serialize import audit_dict, patch_dict, session_dict
 from .session_pr import open_session_pr
-from .transitions import check_version
 from .workflow import load_policy
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -206,6 +205,7 @@ def create_session() -> Any:
     api = r.github.repo(installation_id, project)
     try:
         policy, _error = load_policy(r.github, api, None)
+        _record_bot_id(session_id, api.collaborator(g.token.login).id)
         opened = open_session_pr(
             api,
             session_id=session_id,
@@ -222,13 +222,7 @@ def create_session() -> Any:
         session.branch, session.base_branch = opened.branch, opened.base_branch
         session.pr_number = session.pr_number or opened.pr_number
         session.head_sha = session.head_sha or opened.head_sha
-        session.meta = {
-            **session.meta,
-            "pr_url": opened.pr_url,
-            "bot_login": g.token.login,
-            "installation_id": installation_id,
-            "github_error": None,
-        }
+        session.meta = {**session.meta, "pr_url": opened.pr_url, "github_error": None}
         result = session_dict(session)
     return jsonify(result), 201
 
@@ -255,6 +249,8 @@ def _start_session(
     """The session row, new or the key's earlier one; (installation id, session id)."""
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
+        if existing is not None and existing.archived_at is not None:
+            raise ApiError(409, "deleted", "the session of this Idempotency-Key was deleted")
         if existing is not None and existing.pr_number is not None:
             raise _Done(session_dict(existing))
         if existing is not None and not existing.meta.get("github_error"):
@@ -268,6 +264,16 @@ def _start_session(
             raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
         installation_id = inst.installation_id
         project = inst.full_name  # GitHub's spelling, as webhooks carry it
+        # The bot (the token's user) and the installation are recorded with the row itself:
+        # a webhook for the PR may bind the session before GitHub's answer reaches us, or
+        # that answer may be lost, and the session must never be left without its bot.
+        bot = Person(g.token.login)
+        own = {
+            "bot_login": bot.login,
+            "bot_token": g.token.name,
+            "installation_id": inst.installation_id,
+            "token_users": [bot.as_json()],
+        }
         session = existing or registry.create_session(
             s,
             project_id=project,
@@ -275,7 +281,7 @@ def _start_session(
             title=title,
             base_branch=base,
             workstream_id=workstream,
-            metadata=metadata,
+            metadata={**(metadata or {}), **own},
             idempotency_key=scoped_key,
             actor=g.token.login,
             source=f"api:{g.token.name}",
@@ -283,6 +289,21 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id
+
+
+def _record_bot_id(session_id: str, user_id: int | None) -> None:
+    """The bot's GitHub user id, before its PR exists: a renamed bot stays itself."""
+    if user_id is None:
+        return
+    with rt().database.unit() as s:
+        session = registry.get_session(s, session_id)
+        if session.meta.get("bot_id") is None:
+            bot = Person(session.meta["bot_login"], user_id)
+            users = [
+                u.as_json() if not u.same(bot) else bot.as_json()
+                for u in people.token_users(session.meta)
+            ]
+            session.meta = {**session.meta, "bot_id": user_id, "token_users": users}
 
 
 def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:
@@ -322,10 +343,7 @@ def list_sessions() -> Any:
 
 
 def _session(s: Any, session_id: str) -> AgentSession:
-    session = registry.get_session(s, session_id)
-    if not g.token.allows(session.project_id):
-        raise NotFound(f"session {session_id} not found")
-    return session
+    return actors.visible_session(s, session_id, g.token.allows)
 
 
 @bp.get("/sessions/<session_id>")
@@ -342,31 +360,42 @@ def get_session(session_id: str) -> Any:
 @bp.delete("/sessions/<session_id>")
 @authenticated
 def delete_session(session_id: str) -> Any:
-    with rt().database.unit() as s:
-        _session(s, session_id)
-        registry.delete_session(s, session_id, actor=g.token.login, source=f"api:{g.token.name}")
+    """Archive: for the session's own bot or a maintainer; decided patches are kept."""
+    actors.move(
+        rt().database,
+        rt().github,
+        session_id,
+        "delete",
+        g.token.login,
+        source=f"api:{g.token.name}",
+        allowed=g.token.allows,
+    )
     return "", 204
 
 
 @bp.post("/sessions/<session_id>/<move>")
 @authenticated
 def move_session(session_id: str, move: str) -> Any:
+    """Pause and resume as ``/pause`` ``/resume`` comments; complete only for the
+    session's own bot or a maintainer (``authz.session_move_refusal``)."""
     if move not in ("pause", "resume", "complete"):
         raise ApiError(404, "not_found", f"no such action: {move}")
     data = body()
     success = field(data, "success", bool)
     version = field(data, "version", int)
-    who = {"actor": g.token.login, "source": f"api:{g.token.name}", "expected_version": version}
-    with rt().database.unit() as s:
-        _session(s, session_id)
-        if move == "pause":
-            session = registry.pause_session(s, session_id, **who)
-        elif move == "resume":
-            session = registry.resume_session(s, session_id, **who)
-        else:
-            session = registry.complete_session(s, session_id, success is not False, **who)
-        s.flush()
-        result = session_dict(session)
+    what: SessionMove = move  # type: ignore[assignment]
+    if move == "complete" and success is False:
+        what = "fail"
+    result = actors.move(
+        rt().database,
+        rt().github,
+        session_id,
+        what,
+        g.token.login,
+        source=f"api:{g.token.name}",
+        version=version,
+        allowed=g.token.allows,
+    )
     return jsonify(result)
 
 
@@ -390,6 +419,7 @@ def list_patches() -> Any:
             cursor=args.get("cursor"),
             limit=limit_arg(),
             within=g.token.repositories,
+            archived=False,
         )
         items = [patch_dict(p) for p in page.items]
     return jsonify(items=items, next_cursor=page.next_cursor)
@@ -400,7 +430,9 @@ def list_patches() -> Any:
 def get_patch(ledger_id: str) -> Any:
     with rt().database.unit(write=False) as s:
         patch = ledger.get_patch(s, ledger_id)
-        if not g.token.allows(patch.project_id):
+        session = s.get(AgentSession, patch.session_id)
+        hidden = session is None or session.archived_at is not None
+        if hidden or not g.token.allows(patch.project_id):
             raise NotFound(f"patch {ledger_id} not found")
         data = patch_dict(patch)
         data["history"] = [audit_dict(a) for a in ledger.history(s, ledger_id)]
@@ -442,46 +474,17 @@ def act_on_patch(
 ) -> dict[str, Any]:
     """A decision made off GitHub (API, dashboard), under exactly the comment rules."""
     r = rt()
-    with r.database.unit(write=False) as s:
-        patch = ledger.get_patch(s, ledger_id)
-        if not allowed(patch.project_id):
-            raise NotFound(f"patch {ledger_id} not found")
-        session = registry.get_session(s, patch.session_id)
-        installation_id = session.meta.get("installation_id")
-        project = patch.project_id
-    if installation_id is None:
-        raise ApiError(
-            409,
-            "no_installation",
-            f"session {patch.session_id} is not linked to a GitHub installation",
-        )
-    api = r.github.repo(installation_id, project)
-    policy, error = load_policy(r.github, api, None)
-    if error:
-        raise ApiError(409, "policy_invalid", error)
-    permission = api.permission(login)
-    facts = decisions.facts(session, patch)
-    teams: frozenset[str] = frozenset()
-    if needs_reviewer_list(verb, policy, facts) and login.lower() not in policy.reviewers:
-        teams = frozenset(t for t in policy.reviewer_teams if login.lower() in api.team_members(t))
-    with r.database.unit() as s:
-        patch = ledger.get_patch(s, ledger_id)
-        session = registry.get_session(s, patch.session_id)
-        check_version(patch, PATCH_MACHINE, version)
-        decisions.act(
-            s,
-            verb,
-            argument,
-            Actor(login, permission, teams=teams),
-            session,
-            patch,
-            policy,
-            source=source,
-        )
-        s.flush()
-        result = patch_dict(patch)
-    notify.publish_later(r.database, session, patch)
-    return result
+    return actors.decide(
+        r.database,
+        r.github,
+        ledger_id,
+        verb,
+        argument,
+        login,
+        source=source,
+        version=version,
+        allowed=allowed,
+    )
 
 
 # -- stats and the description ----------------------------------------------------------------

@@ -7,11 +7,16 @@ memberships); the answer is ``None`` (allowed) or the reason it is not.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from .commands import Verb
+from .people import Hold, Person, merged, person
 from .policy import Policy, permission_at_least
 
 DECISIONS = frozenset({Verb.APPROVE, Verb.REJECT})
+SessionMove = Literal["pause", "resume", "complete", "fail", "delete"]
+# Ending or deleting a session is for its own bot or a maintainer (README: "For agent bots").
+END_PERMISSION = "maintain"
 
 
 @dataclass(frozen=True)
@@ -20,16 +25,31 @@ class Actor:
     permission: str  # none | read | triage | write | maintain | admin
     is_bot: bool = False
     teams: frozenset[str] = frozenset()  # "org/slug" the actor belongs to, when looked up
+    id: int | None = None  # the GitHub user id, when known (payloads and the permission API)
+
+    @property
+    def person(self) -> Person:
+        return Person(self.login, self.id)
 
 
 @dataclass(frozen=True)
 class PullFacts:
-    author: str | None
-    session_bot: str | None
+    author: Person | str | None
+    session_bot: Person | str | None
     risk: str | None  # of the patch being decided, if any
     # the patch's guardrails may ask more of an approver (protected paths: maintain)
     approve_permission: str | None = None
     blocked: bool = False  # blocked by its guardrails: no approval can queue it
+    token_users: tuple[Person, ...] = ()  # whose API tokens created or moved the session
+
+    @property
+    def authors(self) -> list[Person]:
+        """Who may not approve as an independent reviewer: author, bot, token users."""
+        return merged([person(self.author), person(self.session_bot), *self.token_users])
+
+    @property
+    def bot(self) -> Person | None:
+        return person(self.session_bot)
 
 
 def required_permission(verb: Verb, policy: Policy) -> str | None:
@@ -76,11 +96,45 @@ def refusal(verb: Verb, actor: Actor, policy: Policy, facts: PullFacts) -> str |
                 f"this patch is high risk: only the configured reviewers "
                 f"({_who(policy)}) may {verb} it"
             )
-    if verb == Verb.APPROVE and not policy.allow_self_approval:
-        mine = {x.lower() for x in (facts.author, facts.session_bot) if x}
-        if actor.login.lower() in mine:
-            return f"@{actor.login} cannot approve their own patch (allow_self_approval is off)"
+    if (
+        verb == Verb.APPROVE
+        and not policy.allow_self_approval
+        and actor.person.among(facts.authors)
+    ):
+        return f"@{actor.login} cannot approve their own patch (allow_self_approval is off)"
     return None
+
+
+def hold_lift_refusal(actor: Actor, hold: Hold, facts: PullFacts) -> str | None:
+    """A holder lifts their own hold; another's needs at least the holder's permission,
+    and never the session's bot or the patch's authors."""
+    if hold.by.same(actor.person):
+        return None
+    if actor.person.among(facts.authors):
+        return f"@{actor.login} is an author of this patch and cannot lift @{hold.by.login}'s hold"
+    if not hold.liftable_by(actor.person, actor.permission):
+        return (
+            f"@{hold.by.login}'s hold was placed with `{hold.permission}` permission; "
+            f"@{actor.login} has `{actor.permission}`"
+        )
+    return None
+
+
+def session_move_refusal(
+    move: SessionMove, actor: Actor, policy: Policy, facts: PullFacts
+) -> str | None:
+    """Session moves off GitHub (API): pause and resume as the comments; ending or
+    deleting a session only for its own bot or someone with ``maintain``."""
+    if move in ("pause", "resume"):
+        return refusal(Verb.PAUSE if move == "pause" else Verb.RESUME, actor, policy, facts)
+    if actor.is_bot:
+        return "bots never act"
+    if actor.person.same(facts.bot) or permission_at_least(actor.permission, END_PERMISSION):
+        return None
+    return (
+        f"@{actor.login} has `{actor.permission}` permission and is not this session's bot; "
+        f"`{move}` needs the session's own bot or `{END_PERMISSION}`"
+    )
 
 
 def _who(policy: Policy) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 from .limits import fit_check_run
 from .models import AuditEntry, Patch
 from .patch_states import OPEN, PatchState
+from .people import Hold, approvals
 from .policy import blocked_by_guardrails
 
 NAME = "minipipe/review"
@@ -27,7 +28,7 @@ class View:
     """Everything the check run shows besides the patch itself."""
 
     required_approvals: int = 1
-    hold: dict[str, Any] | None = None
+    holds: Sequence[Hold] = ()  # every hold on the session, one per holder
     policy_error: str | None = None
     stale_approvals: Sequence[str] = ()  # "alice approved abc123" lines from a superseded SHA
     recent: Sequence[AuditEntry] = ()
@@ -45,7 +46,7 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
     }
     if conclusion:
         out["conclusion"] = conclusion
-    buttons = patch.state == P.AWAITING_REVIEW and not view.hold and not view.policy_error
+    buttons = patch.state == P.AWAITING_REVIEW and not view.holds and not view.policy_error
     if buttons:
         out["actions"] = ACTIONS
     elif status == "completed":
@@ -54,12 +55,13 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
 
 
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
-    approvals = len(patch.meta.get("approvals", []))
-    progress = f"{approvals} of {view.required_approvals} approvals"
+    given = len(approvals(patch.meta))
+    progress = f"{given} of {view.required_approvals} approvals"
     if view.policy_error and patch.state in OPEN:
         return "completed", "action_required", ".github/minipipe.yml is invalid"
-    if view.hold and patch.state not in (P.DROPPED, P.ROLLED_BACK):
-        return "completed", "action_required", f"On hold by @{view.hold.get('by')}"
+    if view.holds and patch.state not in (P.DROPPED, P.ROLLED_BACK):
+        holders = ", ".join(f"@{h.by.login}" for h in view.holds)
+        return "completed", "action_required", f"On hold by {holders}"[:200]
     match patch.state:
         case P.CREATED:
             return "in_progress", None, "Waiting for checks"
@@ -75,7 +77,7 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
             return (
                 "completed",
                 "success",
-                f"Approved ({progress})" if approvals else ("Low risk: queued automatically"),
+                f"Approved ({progress})" if given else ("Low risk: queued automatically"),
             )
         case P.APPLIED | P.VERIFIED | P.COMMITTED:
             return "completed", "success", f"Merged ({patch.state})"
@@ -94,10 +96,10 @@ def summary(patch: Patch, view: View, title: str) -> str:
     lines = [f"**{title}**", "", f"- State: `{patch.state}`", f"- Risk: `{patch.risk}`"]
     for reason in patch.risk_reasons:
         lines.append(f"  - {reason}")
-    approvals = patch.meta.get("approvals", [])
+    given = approvals(patch.meta)
     lines.append(
-        f"- Approvals: {len(approvals)} of {view.required_approvals}"
-        + (f" ({', '.join('@' + a for a in approvals)})" if approvals else "")
+        f"- Approvals: {len(given)} of {view.required_approvals}"
+        + (f" ({', '.join(_approval(a.who.login, a.sha, patch) for a in given)})" if given else "")
     )
     guardrails = patch.meta.get("guardrails") or {}
     if guardrails.get("lines"):
@@ -109,8 +111,10 @@ def summary(patch: Patch, view: View, title: str) -> str:
         lines.append(f"- Reviewer: @{patch.meta['reviewed_by']}")
     if patch.meta.get("review_reason"):
         lines.append(f"- Reason: {patch.meta['review_reason']}")
-    if view.hold:
-        lines.append(f"- Hold: @{view.hold.get('by')}: {view.hold.get('reason') or 'no reason'}")
+    for hold in view.holds:
+        lines.append(
+            f"- Hold: @{hold.by.login} (`{hold.permission}`): {hold.reason or 'no reason'}"
+        )
     if view.policy_error:
         lines += ["", f"Policy error: {view.policy_error}", "Nothing moves until it is fixed."]
     for stale in view.stale_approvals:
@@ -122,3 +126,10 @@ def summary(patch: Patch, view: View, title: str) -> str:
             verb = "refused" if row.outcome == "refused" else move
             lines.append(f"- {row.at:%Y-%m-%d %H:%M} {verb} by {row.actor}: {row.reason or ''}")
     return "\n".join(lines)
+
+
+def _approval(login: str, sha: str | None, patch: Patch) -> str:
+    """An approval names its SHA when it was given on another one (carried over)."""
+    if sha and sha != patch.patch_id:
+        return f"@{login} on {sha[:12]}"
+    return f"@{login}"

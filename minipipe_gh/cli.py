@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -10,10 +9,13 @@ from functools import wraps
 from typing import Any
 
 import click
+from github import GithubException
 
-from . import config, ledger, migrate, notify, registry
+from . import actors, config, ledger, migrate, registry
+from .commands import Verb
 from .db import Database
 from .errors import ConfigError, MinipipeError
+from .github_app import GitHubApp
 from .serialize import audit_dict, patch_dict, session_dict
 
 EXIT_REFUSED = 2
@@ -249,10 +251,19 @@ def reviews_list(
 reviewer_option = click.option(
     "--as",
     "reviewer",
-    default=getpass.getuser,
-    show_default="current user",
-    help="Who decides (recorded in the audit trail).",
+    required=True,
+    help="The GitHub login who decides: the rules of a PR comment by them apply.",
 )
+
+
+def _decide(ctx: Ctx, ledger_id: str, verb: Verb, text: str, reviewer: str) -> dict[str, Any]:
+    """Decide as ``reviewer``, exactly as their comment would: their permission read from
+    GitHub, reviewer lists, authors, required approvals (``actors.decide``)."""
+    github = GitHubApp(ctx.settings.app_id, ctx.settings.private_key, ctx.settings.api_url)
+    try:
+        return actors.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
+    except GithubException as err:
+        raise click.ClickException(f"GitHub answered {err.status}: {err.data}") from err
 
 
 @reviews.command("approve")
@@ -262,13 +273,9 @@ reviewer_option = click.option(
 @pass_ctx
 @core_errors
 def reviews_approve(ctx: Ctx, ledger_id: str, comment: str | None, reviewer: str) -> None:
-    """Approve a patch."""
-    with ctx.db.unit() as s:
-        patch = ledger.approve_patch(s, ledger_id, reviewer, comment, source="cli")
-        state = patch.state
-        session = registry.get_session(s, patch.session_id)
-    notify.publish_later(ctx.db, session, patch)
-    click.echo(f"{ledger_id}: approved by {reviewer}, now {state}")
+    """Approve a patch as a GitHub user, under the rules of their /approve comment."""
+    result = _decide(ctx, ledger_id, Verb.APPROVE, comment or "", reviewer)
+    click.echo(f"{ledger_id}: approved by {reviewer}, now {result['state']}")
 
 
 @reviews.command("reject")
@@ -278,12 +285,9 @@ def reviews_approve(ctx: Ctx, ledger_id: str, comment: str | None, reviewer: str
 @pass_ctx
 @core_errors
 def reviews_reject(ctx: Ctx, ledger_id: str, reason: str, reviewer: str) -> None:
-    """Reject a patch; a reason is required."""
-    with ctx.db.unit() as s:
-        patch = ledger.reject_patch(s, ledger_id, reviewer, reason, source="cli")
-        session = registry.get_session(s, patch.session_id)
-    notify.publish_later(ctx.db, session, patch)
-    click.echo(f"{ledger_id}: rejected by {reviewer}, now dropped")
+    """Reject a patch as a GitHub user; a reason is required."""
+    result = _decide(ctx, ledger_id, Verb.REJECT, reason, reviewer)
+    click.echo(f"{ledger_id}: rejected by {reviewer}, now {result['state']}")
 
 
 # --- audit --------------------------------------------------------------------

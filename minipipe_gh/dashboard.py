@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from . import api, audit, charts, ledger, scoped, stats, worker
+from . import api, audit, charts, ledger, people, scoped, stats, worker
 from .commands import Verb
 from .errors import Conflict, Invalid, MinipipeError, NotFound, PermissionDenied, Refused
 from .models import AgentSession, utcnow
@@ -164,7 +164,13 @@ def session_page(viewer: Viewer, session_id: str) -> Reply:
         session = scoped.visible_session(s, viewer, session_id)
         patches = ledger.list_patches(s, session_id=session_id, limit=500).items
         history = audit.history(s, "session", session_id)
-    return render_template("session.html", work=session, patches=patches, history=history)
+    return render_template(
+        "session.html",
+        work=session,
+        patches=patches,
+        history=history,
+        holds=people.holds(session.meta),
+    )
 
 
 # -- review ---------------------------------------------------------------------------------

@@ -50,6 +50,12 @@ def _missing(err: GithubException) -> bool:
 
 
 @dataclass(frozen=True)
+class Collaborator:
+    role: str  # none | read | triage | write | maintain | admin
+    id: int | None  # the user's GitHub id, when GitHub named the user
+
+
+@dataclass(frozen=True)
 class FileChange:
     path: str
     additions: int
@@ -96,21 +102,27 @@ class RepoAPI:
 
     def permission(self, login: str) -> str:
         """The user's role on the repository, cached briefly (role_name knows triage/maintain)."""
+        return self.collaborator(login).role
+
+    def collaborator(self, login: str) -> Collaborator:
+        """The user's role and GitHub user id (the permission API returns the user), cached."""
         key = (self.full_name.lower(), login.lower())
         cached = self.permissions.get(key)
-        if cached is not None:
-            return str(cached)
+        if isinstance(cached, Collaborator):
+            return cached
         try:
             data = self._call("GET", f"{self.base}/collaborators/{quote(login)}/permission")
         except GithubException as err:
             if not _missing(err):
                 raise
-            role = "none"  # not a collaborator (GitHub answers 404)
+            found = Collaborator("none", None)  # not a collaborator (GitHub answers 404)
         else:
             role = data.get("role_name") or data.get("permission") or "none"
             role = {"pull": "read", "push": "write"}.get(role, role)
-        self.permissions.put(key, role)
-        return str(role)
+            user_id = (data.get("user") or {}).get("id")
+            found = Collaborator(str(role), user_id if isinstance(user_id, int) else None)
+        self.permissions.put(key, found)
+        return found
 
     def team_members(self, team: str) -> set[str]:
         org, slug = team.split("/", 1)

@@ -2,8 +2,9 @@
 
 Review metadata lives in ``Patch.meta`` under the spec's keys
 (``manual_review_required``, ``review_status``, ``review_reason``,
-``reviewed_by``, ``reviewed_at``, ``review_comment``) plus ``approvals``, the
-distinct approvers of this SHA. Functions take the caller's ``Session``.
+``reviewed_by``, ``reviewed_at``, ``review_comment``) plus the distinct
+approvers of this SHA (``people.approvals``: who, by user id when known, and
+the SHA each saw). Functions take the caller's ``Session``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from .errors import Invalid, NotFound, Refused
 from .models import AgentSession, AuditEntry, Patch, utcnow
 from .pagination import Page
 from .patch_states import MACHINE, OPEN, PatchState
+from .people import Approval, Person, person, with_approvals
+from .people import approvals as _approvals
 from .registry import new_id
 from .transitions import advance, check_attached, check_version, note, refusal
 
@@ -182,48 +185,63 @@ def mark_for_review(
 
 
 def approvals(patch: Patch) -> list[str]:
-    return list(patch.meta.get("approvals", []))
+    """The approvers' logins, for display."""
+    return [a.who.login for a in _approvals(patch.meta)]
+
+
+def approvers(patch: Patch) -> list[Approval]:
+    return _approvals(patch.meta)
+
+
+def _who(reviewer: str | Person) -> Person:
+    who = person(reviewer)
+    if who is None:
+        raise Invalid("a reviewer is required", field="reviewer")
+    return who
 
 
 def approve_patch(
     db: Session,
     ledger_id: str | Patch,
-    reviewer: str,
+    reviewer: str | Person,
     comment: str | None = None,
     *,
     source: str = "api",
     required_approvals: int = 1,
     expected_version: int | None = None,
 ) -> Patch:
-    """Add ``reviewer``'s approval; enough distinct approvers queue the patch.
+    """Add ``reviewer``'s approval of this SHA; enough distinct approvers queue the patch.
 
-    An approval given while the checks still run is kept and takes effect when
-    the patch validates (``apply_pending_review``).
+    The same person (same user id, or same login in any case) counts once. An
+    approval given while the checks still run is kept and takes effect when the
+    patch validates (``apply_pending_review``).
     """
     patch = _patch(db, ledger_id)
+    who = _who(reviewer)
     check_version(patch, MACHINE, expected_version)
     if patch.state not in DECIDABLE | PENDING_CHECKS | {P.QUEUED}:
         # Decided or merged already: no state here may move to queued, so this
         # raises IllegalTransition carrying its audit row.
-        transition(db, patch, P.QUEUED, actor=reviewer, source=source)
-    given = approvals(patch)
-    if reviewer not in given:
-        given.append(reviewer)
-    _review(patch, approvals=given, review_comment=comment)
+        transition(db, patch, P.QUEUED, actor=who.login, source=source)
+    given = approvers(patch)
+    if not who.among(a.who for a in given):
+        given.append(Approval(who, patch.patch_id, utcnow().isoformat()))
+    patch.meta = with_approvals(patch.meta, given)
+    _review(patch, review_comment=comment)
     if patch.state in DECIDABLE and len(given) >= required_approvals:
         _review(
             patch,
             review_status="approved",
-            reviewed_by=reviewer,
+            reviewed_by=who.login,
             reviewed_at=utcnow().isoformat(),
         )
         return transition(
-            db, patch, P.QUEUED, actor=reviewer, source=source, reason=comment or "approved"
+            db, patch, P.QUEUED, actor=who.login, source=source, reason=comment or "approved"
         )
     _note(
         db,
         patch,
-        reviewer,
+        who.login,
         source,
         f"approval {len(given)} of {required_approvals}" + (f": {comment}" if comment else ""),
     )
@@ -233,34 +251,35 @@ def approve_patch(
 def cancel_approval(
     db: Session,
     ledger_id: str | Patch,
-    reviewer: str,
+    reviewer: str | Person,
     *,
     source: str = "api",
     required_approvals: int = 1,
     reason: str = "approval withdrawn",
 ) -> Patch:
     patch = _patch(db, ledger_id)
-    given = approvals(patch)
-    if reviewer not in given:
+    who = _who(reviewer)
+    given = approvers(patch)
+    kept = [a for a in given if not a.who.same(who)]
+    if len(kept) == len(given):
         raise Refused(
-            f"{reviewer} has no approval on patch {patch.ledger_id} to withdraw",
+            f"{who.login} has no approval on patch {patch.ledger_id} to withdraw",
             audit=refusal(
                 patch,
                 MACHINE,
                 None,
-                actor=reviewer,
+                actor=who.login,
                 source=source,
                 reason="no approval to withdraw",
             ),
         )
-    given.remove(reviewer)
-    _review(patch, approvals=given)
-    if patch.state == P.QUEUED and len(given) < required_approvals:
+    patch.meta = with_approvals(patch.meta, kept)
+    if patch.state == P.QUEUED and len(kept) < required_approvals:
         _review(patch, review_status="pending", reviewed_by=None, reviewed_at=None)
         return transition(
-            db, patch, P.AWAITING_REVIEW, actor=reviewer, source=source, reason=reason
+            db, patch, P.AWAITING_REVIEW, actor=who.login, source=source, reason=reason
         )
-    _note(db, patch, reviewer, source, reason)
+    _note(db, patch, who.login, source, reason)
     return patch
 
 
@@ -316,10 +335,16 @@ def list_patches(
     cursor: str | None = None,
     limit: int = 50,
     within: Collection[str] | None = None,
+    archived: bool = True,
 ) -> Page[Patch]:
-    """Oldest first (the review queue's order); ``within`` limits to those repositories."""
+    """Oldest first (the review queue's order); ``within`` limits to those repositories.
+
+    ``archived=False`` leaves out the patches of archived (deleted) sessions."""
     pagination.check_limit(limit)
     q = select(Patch)
+    if not archived:
+        gone = select(AgentSession.session_id).where(AgentSession.archived_at.is_not(None))
+        q = q.where(Patch.session_id.not_in(gone))
     if within is not None:
         q = q.where(func.lower(Patch.project_id).in_([w.lower() for w in within]))
     if state is not None:
@@ -414,17 +439,21 @@ def supersede(db: Session, old: Patch, new_sha: str, *, actor: str, source: str)
 
 
 def carry_over_approvals(db: Session, old: Patch, new: Patch, *, why: str, source: str) -> None:
-    """Keep the old SHA's approvals on the new one (same tree, or stale approvals kept)."""
-    given = approvals(old)
+    """Keep the old SHA's approvals on the new one (same tree, or stale approvals kept).
+
+    Each approval still names the SHA its approver saw."""
+    given = approvers(old)
     if not given:
         return
-    _review(new, approvals=given, carried_from=old.patch_id)
+    new.meta = with_approvals(new.meta, given)
+    _review(new, carried_from=old.patch_id)
+    names = ", ".join(a.who.login for a in given)
     _note(
         db,
         new,
         "minipipe",
         source,
-        f"approvals of {', '.join(given)} carried over from {old.patch_id[:12]}: {why}",
+        f"approvals of {names} carried over from {old.patch_id[:12]}: {why}",
     )
 
 

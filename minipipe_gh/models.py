@@ -76,6 +76,9 @@ class AgentSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_activity_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Deleted through the API: hidden from the bot API, but kept, so its PR stays bound to
+    # it (never adopted afresh) and its decided patches stay in the audit trail and stats.
+    archived_at: Mapped[datetime | None] = mapped_column()
     version: Mapped[int] = mapped_column(Integer, default=1)
 
     __mapper_args__ = {"version_id_col": version}

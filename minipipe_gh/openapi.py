@@ -63,7 +63,7 @@ def _session_move(summary: str, extra: dict[str, Any] | None = None) -> dict[str
             "summary": summary,
             "parameters": [SESSION_ID],
             "requestBody": _body({"type": "object", "properties": props}, required=False),
-            "responses": {"200": _json(_ref("Session")), **ERRORS, **CONFLICT},
+            "responses": {"200": _json(_ref("Session")), **ERRORS, **CONFLICT, **GITHUB},
         }
     }
 
@@ -132,15 +132,22 @@ SPEC: dict[str, Any] = {
                 "responses": {"200": _json(_ref("Session")), **ERRORS},
             },
             "delete": {
-                "summary": "Delete a session",
+                "summary": "Delete (archive) a session: its own bot or a maintainer; "
+                "its PR stays bound and its decided patches are kept",
                 "parameters": [SESSION_ID],
-                "responses": {"204": {"description": "Deleted"}, **ERRORS},
+                "responses": {
+                    "204": {"description": "Deleted"},
+                    **ERRORS,
+                    **CONFLICT,
+                    **GITHUB,
+                },
             },
         },
-        "/sessions/{session_id}/pause": _session_move("Pause"),
-        "/sessions/{session_id}/resume": _session_move("Resume"),
+        "/sessions/{session_id}/pause": _session_move("Pause (the /pause comment rules)"),
+        "/sessions/{session_id}/resume": _session_move("Resume (the /resume comment rules)"),
         "/sessions/{session_id}/complete": _session_move(
-            "Complete (success) or fail", {"success": {"type": "boolean"}}
+            "Complete (success) or fail: the session's own bot or a maintainer",
+            {"success": {"type": "boolean"}},
         ),
         "/patches": {
             "get": {

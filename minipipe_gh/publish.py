@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import checkrun, limits
+from . import checkrun, limits, people
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
@@ -47,12 +47,12 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         known = ref.check_run_id if ref else None
         stray = s.get(NeutralCheckRun, (project, patch.patch_id))
         stray_id = stray.check_run_id if stray and not stray.withdrawn else None
-        hold = session.meta.get("hold") if session else None
+        holds = people.holds(session.meta) if session else []
         if patch.state in (PatchState.DROPPED, PatchState.ROLLED_BACK):
-            hold = None
+            holds = []
         view = checkrun.View(
             required_approvals=spec.get("required_approvals", 1),
-            hold=hold,
+            holds=holds,
             policy_error=spec.get("policy_error"),
             stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,

@@ -25,6 +25,9 @@ import yaml
 from . import checkrun, commands, config, policy, resources
 from .models import Patch
 from .patch_states import PatchState
+from .people import Hold, Person
+
+HOLD = Hold(Person("LOGIN"), "triage", None, "")
 
 KINDS = {
     "permission": "one of " + ", ".join(f"`{p}`" for p in policy.PERMISSIONS[1:]),
@@ -99,7 +102,7 @@ def check_run_table() -> str:
     rows.append(
         _row(
             "any but dropped or rolled back, under `/hold`",
-            checkrun.body(_patch(PatchState.QUEUED), checkrun.View(hold={"by": "LOGIN"})),
+            checkrun.body(_patch(PatchState.QUEUED), checkrun.View(holds=[HOLD])),
         )
     )
     return "\n".join(rows)

@@ -10,13 +10,13 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
 from . import audit, pagination
 from .errors import Invalid, NotFound
-from .models import AgentSession, Patch, utcnow
+from .models import AgentSession, utcnow
 from .pagination import Page
 from .session_states import MACHINE, SessionState
 from .transitions import advance
@@ -24,7 +24,20 @@ from .transitions import advance
 # Keys the app keeps in a session's metadata; a caller may not set them (self-approval
 # and PR links depend on them).
 RESERVED_METADATA = frozenset(
-    {"pr_url", "pr_author", "bot_login", "installation_id", "hold", "github_error"}
+    {
+        "pr_url",
+        "pr_author",
+        "pr_author_id",
+        "bot_login",
+        "bot_id",
+        "bot_token",
+        "token_users",
+        "installation_id",
+        "hold",
+        "holds",
+        "github_error",
+        "archived_by",
+    }
 )
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
 
@@ -135,9 +148,12 @@ def list_sessions(
     limit: int = 50,
     within: Collection[str] | None = None,
 ) -> Page[AgentSession]:
-    """Newest first, one page at a time; ``within`` limits to those repositories."""
+    """Newest first, one page at a time; ``within`` limits to those repositories.
+
+    Archived (deleted) sessions are not listed.
+    """
     pagination.check_limit(limit)
-    q = select(AgentSession)
+    q = select(AgentSession).where(AgentSession.archived_at.is_(None))
     if project_id is not None:
         q = q.where(AgentSession.project_id == project_id)
     if within is not None:
@@ -199,10 +215,18 @@ def complete_session(db: Session, session_id: str, success: bool = True, **kw: A
     return update_session_state(db, session_id, to, **kw)
 
 
-def delete_session(db: Session, session_id: str, *, actor: str, source: str) -> None:
-    """Remove a session and its patches; their audit trail stays."""
+def delete_session(db: Session, session_id: str, *, actor: str, source: str) -> AgentSession:
+    """Archive the session: hidden from the bot API and its listings, but kept.
+
+    Its PR stays bound to it (a later push is never adopted as a fresh session
+    with a new bot), and its patches, their decisions and the audit trail stay,
+    so ``/stats`` still counts them.
+    """
     session = get_session(db, session_id)
-    db.execute(delete(Patch).where(Patch.session_id == session_id))
+    if session.archived_at is not None:
+        raise NotFound(f"session {session_id} not found")
+    session.archived_at = utcnow()
+    session.meta = {**session.meta, "archived_by": actor}
     audit.record(
         db,
         entity="session",
@@ -214,7 +238,7 @@ def delete_session(db: Session, session_id: str, *, actor: str, source: str) -> 
         source=source,
         reason="session deleted",
     )
-    db.delete(session)
+    return session
 
 
 def touch(session: AgentSession, when: datetime | None = None) -> None:

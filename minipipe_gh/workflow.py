@@ -122,7 +122,10 @@ def adoptable(repo: Repo, pr: dict[str, Any], policy: Policy) -> bool:
 def find_or_adopt(
     ctx: Context, repo: Repo, pr: dict[str, Any], policy: Policy
 ) -> AgentSession | None:
-    """The PR's session: bound already, named by the body's marker, or adopted by prefix."""
+    """The PR's session: bound already, named by the body's marker, or adopted by prefix.
+
+    A bound PR stays bound, even to an archived (deleted) session: it is never adopted
+    afresh, so a session's bot cannot shed its record by deleting the session."""
     number = pr["number"]
     session = registry.find_by_pr(ctx.db, repo.project, number)
     if session is not None:
@@ -150,12 +153,17 @@ def find_or_adopt(
     session.pr_number = number
     session.branch = session.branch or head.get("ref")
     session.base_branch = session.base_branch or (pr.get("base") or {}).get("ref")
+    author = pr["user"]
+    bot = {"bot_login": author["login"], "bot_id": author.get("id")}
+    if session.meta.get("bot_login"):  # recorded when the session was created: kept
+        bot = {}
     session.meta = {
         **session.meta,
+        **bot,
         "pr_url": pr.get("html_url"),
-        "pr_author": pr["user"]["login"],
-        "bot_login": session.meta.get("bot_login") or pr["user"]["login"],
-        "installation_id": ctx.event.installation_id,
+        "pr_author": author["login"],
+        "pr_author_id": author.get("id"),
+        "installation_id": session.meta.get("installation_id") or ctx.event.installation_id,
     }
     ctx.db.flush()
     return session

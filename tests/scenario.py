@@ -21,8 +21,10 @@ INSTALLATION = {"id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsb
 _ids = itertools.count(9000)
 
 
-def user(login: str, *, bot: bool = False) -> dict[str, Any]:
-    return {"login": login, "id": abs(hash(login)) % 10**8, "type": "Bot" if bot else "User"}
+def user(login: str, *, bot: bool = False, user_id: int | None = None) -> dict[str, Any]:
+    """A GitHub user; one account whatever the case of its login, as on GitHub."""
+    uid = user_id if user_id is not None else abs(hash(login.lower())) % 10**8
+    return {"login": login, "id": uid, "type": "Bot" if bot else "User"}
 
 
 def check_run(
@@ -256,21 +258,34 @@ class Scenario:
         comment_id: int | None = None,
         bot: bool = False,
         delivery_id: str | None = None,
+        user_id: int | None = None,
     ) -> Any:
         data = payload("issue_comment.created.with-installation", installation=INSTALLATION)
         data["issue"].update(
             number=self.number, pull_request={"url": f"https://api.github.com{R}/pulls/2"}
         )
-        data["comment"].update(id=comment_id or next(_ids), body=body, user=user(login, bot=bot))
+        who = user(login, bot=bot, user_id=user_id)
+        data["comment"].update(id=comment_id or next(_ids), body=body, user=who)
         data["comment"]["html_url"] = f"https://github.com/{REPO}/pull/2#issuecomment-1"
-        data["sender"] = user(login, bot=bot)
+        data["sender"] = who
         data["repository"]["full_name"] = REPO
         return self.deliver("issue_comment", data, delivery_id=delivery_id)
 
-    def review(self, state: str, *, login: str, action: str = "submitted", body: str = "") -> Any:
+    def review(
+        self,
+        state: str,
+        *,
+        login: str,
+        action: str = "submitted",
+        body: str = "",
+        commit_id: str | None = None,
+    ) -> Any:
+        """A review of ``commit_id`` (default: the PR's current head, ``self.sha``)."""
         name = f"pull_request_review.{action}"
         data = payload(name, installation=INSTALLATION)
-        data["review"].update(state=state, user=user(login), body=body, id=next(_ids))
+        data["review"].update(
+            state=state, user=user(login), body=body, id=next(_ids), commit_id=commit_id or self.sha
+        )
         data["pull_request"]["number"] = self.number
         data["sender"] = user("maintainer" if action == "dismissed" else login)
         return self.deliver("pull_request_review", data)

@@ -223,6 +223,7 @@ def serve_session_pr(
     """Everything creating a session reads and writes on GitHub, answering as GitHub does."""
     github.allow_token_exchange()
     serve_policy(github, policy)
+    serve_permission(github, "agent-bot", "write")  # the bot's user id, kept with the session
     github.add("GET", R, {"full_name": REPO, "default_branch": "main"})
     github.add(
         "GET",
@@ -329,11 +330,13 @@ def test_create_session_opens_a_branch_and_a_draft_pr(api, rt, github):
     assert body["metadata"]["run"] == 42
     assert body["metadata"]["installation_id"] == 1
     assert body["metadata"]["bot_login"] == "agent-bot"
+    assert body["metadata"]["bot_id"] == user("agent-bot")["id"]  # the bot by id, not login
     assert body["head_sha"] == START_SHA
 
     sent = github.api_requests()
     assert [(m, p) for m, p, _ in sent] == [
         ("GET", POLICY_PATH),
+        ("GET", f"{R}/collaborators/agent-bot/permission"),
         ("GET", R),
         ("GET", f"{R}/git/ref/heads/main"),
         ("GET", f"{R}/git/commits/{BASE_SHA}"),
@@ -341,13 +344,13 @@ def test_create_session_opens_a_branch_and_a_draft_pr(api, rt, github):
         ("POST", f"{R}/git/refs"),
         ("POST", f"{R}/pulls"),
     ]
-    assert sent[4][2] == {
+    assert sent[5][2] == {
         "message": f"Start minipipe session {sid}\n\nFix the login form!",
         "tree": TREE_SHA,
         "parents": [BASE_SHA],
     }
-    assert sent[5][2] == {"ref": f"refs/heads/{branch}", "sha": START_SHA}
-    pr = sent[6][2]
+    assert sent[6][2] == {"ref": f"refs/heads/{branch}", "sha": START_SHA}
+    pr = sent[7][2]
     assert (pr["title"], pr["head"], pr["base"], pr["draft"]) == (
         "Fix the login form!",
         branch,
@@ -420,6 +423,7 @@ def test_idempotency_keys_belong_to_one_token(api, rt, github):
         "POST", github.url(f"{R}/pulls"), json={"number": 8, "html_url": "u"}, status=201
     )
     other = api.as_(make_token(rt, "other", "other-bot"))
+    serve_permission(github, "other-bot", "write")
     second = other("POST", "/sessions", NEW_SESSION, headers={"Idempotency-Key": "same"})
     assert (first.status_code, second.status_code) == (201, 201)
     assert first.get_json()["session_id"] != second.get_json()["session_id"]
@@ -736,8 +740,16 @@ def test_delete_session_removes_it_and_its_patches(api, rt):
 # --- moves ------------------------------------------------------------------------------
 
 
-def test_pause_resume_complete(api, rt):
-    sid = seed_session(rt)
+def serve_bot_write(github: Any, login: str = "agent-bot") -> None:
+    """Moves are decided as comments are: the policy and the token user's permission."""
+    github.allow_token_exchange()
+    serve_policy(github)
+    serve_permission(github, login, "write")
+
+
+def test_pause_resume_complete(api, rt, github):
+    sid = seed_session(rt, meta=PR_META)
+    serve_bot_write(github)
     paused = api("POST", f"/sessions/{sid}/pause")
     assert (paused.status_code, paused.get_json()["state"]) == (200, "paused")
     resumed = api("POST", f"/sessions/{sid}/resume", {"version": paused.get_json()["version"]})
@@ -750,18 +762,21 @@ def test_pause_resume_complete(api, rt):
         ("paused", "active", "agent-bot", "api:agent"),
         ("active", "completed", "agent-bot", "api:agent"),
     ]
+    permission = f"{R}/collaborators/agent-bot/permission"
+    assert [r[1] for r in github.api_requests() if r[1] == permission] == [permission]  # cached
 
 
 def test_complete_without_success_fails_the_session(api, rt):
-    sid = seed_session(rt)
+    sid = seed_session(rt, meta=PR_META)
     resp = api("POST", f"/sessions/{sid}/complete", {"success": False})
     assert resp.get_json()["state"] == "failed"
-    default = seed_session(rt)
+    default = seed_session(rt, meta=PR_META)
     assert api("POST", f"/sessions/{default}/complete").get_json()["state"] == "completed"
 
 
-def test_an_illegal_move_is_409_and_audited(api, rt):
-    sid = seed_session(rt, state="created")
+def test_an_illegal_move_is_409_and_audited(api, rt, github):
+    serve_bot_write(github)
+    sid = seed_session(rt, state="created", meta=PR_META)
     err = error(api("POST", f"/sessions/{sid}/pause"), 409, "illegal_transition")
     assert sid in err["message"] and "created" in err["message"] and "paused" in err["message"]
     with rt.database.unit(write=False) as s:
@@ -773,13 +788,14 @@ def test_an_illegal_move_is_409_and_audited(api, rt):
         "agent-bot",
     )
 
-    done = seed_session(rt, state="completed")
+    done = seed_session(rt, state="completed", meta=PR_META)
     error(api("POST", f"/sessions/{done}/resume"), 409, "illegal_transition")
     error(api("POST", f"/sessions/{done}/complete", {"success": False}), 409, "illegal_transition")
 
 
-def test_a_stale_version_is_409_conflict(api, rt):
-    sid = seed_session(rt)
+def test_a_stale_version_is_409_conflict(api, rt, github):
+    serve_bot_write(github)
+    sid = seed_session(rt, meta=PR_META)
     version = api("GET", f"/sessions/{sid}").get_json()["version"]
     err = error(api("POST", f"/sessions/{sid}/pause", {"version": version - 1}), 409, "conflict")
     assert f"version {version}" in err["message"]

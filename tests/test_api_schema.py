@@ -52,7 +52,8 @@ def serve_github_generously(github: Any) -> None:
     github.rsps.add(
         "GET",
         re.compile(re.escape(f"{WIRE}{R}/collaborators/") + r"[^/]+/permission"),
-        json={"permission": "write", "role_name": "write", "user": user("someone")},
+        # maintain: the token user may also end and delete another bot's session
+        json={"permission": "write", "role_name": "maintain", "user": user("someone")},
     )
     github.add("POST", f"{R}/check-runs", {"id": 555}, status=201)
     github.add("PATCH", f"{R}/check-runs/555", {"id": 555})
@@ -61,7 +62,7 @@ def serve_github_generously(github: Any) -> None:
 @pytest.fixture
 def world(app: Any, rt: Any, github: Any) -> dict[str, Any]:
     """The app installed on one repository, one session with a patch awaiting review,
-    a writer's token, GitHub served, and the schema loaded from the app."""
+    a maintainer's token, GitHub served, and the schema loaded from the app."""
     install(rt)
     session_id, ledger_id = seed_patch(rt)
     serve_github_generously(github)

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from minipipe_gh.authz import Actor, PullFacts, refusal, required_permission
+from minipipe_gh.authz import (
+    Actor,
+    PullFacts,
+    hold_lift_refusal,
+    refusal,
+    required_permission,
+    session_move_refusal,
+)
 from minipipe_gh.commands import Verb
+from minipipe_gh.people import Hold, Person
 from minipipe_gh.policy import PERMISSIONS, Policy, parse
 
 LOW = PullFacts(author="author", session_bot="agent-bot", risk="low")
@@ -255,3 +263,55 @@ def test_nobody_approves_a_patch_its_guardrails_block() -> None:
     why = refusal(Verb.APPROVE, actor("root", "admin"), DEFAULT, blocked)
     assert why is not None and "blocked by its guardrails" in why
     assert refusal(Verb.REJECT, actor("root", "admin"), DEFAULT, blocked) is None
+
+
+# --- people, holds and session moves (issue 13) -------------------------------------
+
+
+def test_people_are_one_by_id_and_else_by_login_in_any_case() -> None:
+    assert Person("Writer").same(Person("writer"))
+    assert Person("renamed", 7).same(Person("old-name", 7))
+    assert not Person("writer", 7).same(Person("writer", 8))  # a login reused by another account
+    assert not Person("writer").same(None)
+
+
+def test_a_token_user_of_the_session_cannot_approve_it() -> None:
+    facts = PullFacts(
+        author="author", session_bot="agent-bot", risk="low", token_users=(Person("helper"),)
+    )
+    why = refusal(Verb.APPROVE, actor("Helper"), DEFAULT, facts)
+    assert why is not None and "own patch" in why
+
+
+HELD = Hold(Person("maint", 1), "maintain", "freeze", "2026-01-01T00:00:00+00:00")
+
+
+@pytest.mark.parametrize(
+    ("who", "permission", "allowed"),
+    [
+        (Person("maint", 1), "triage", True),  # the holder, whatever their permission now
+        (Person("boss", 2), "maintain", True),
+        (Person("boss", 2), "admin", True),
+        (Person("writer", 3), "write", False),
+        (Person("author", 4), "admin", False),  # the PR's author
+        (Person("agent-bot", 5), "admin", False),  # the session's bot
+    ],
+)
+def test_who_may_lift_a_hold(who: Person, permission: str, allowed: bool) -> None:
+    why = hold_lift_refusal(Actor(who.login, permission, id=who.id), HELD, LOW)
+    assert (why is None) == allowed
+
+
+@pytest.mark.parametrize("move", ["complete", "fail", "delete"])
+def test_ending_a_session_is_for_its_bot_or_a_maintainer(move: str) -> None:
+    assert session_move_refusal(move, actor("agent-bot", "read"), DEFAULT, LOW) is None  # type: ignore[arg-type]
+    assert session_move_refusal(move, actor("boss", "maintain"), DEFAULT, LOW) is None  # type: ignore[arg-type]
+    why = session_move_refusal(move, actor("other-bot", "write"), DEFAULT, LOW)  # type: ignore[arg-type]
+    assert why is not None and "`maintain`" in why
+
+
+@pytest.mark.parametrize("move", ["pause", "resume"])
+def test_pausing_a_session_through_the_api_follows_the_comment_rules(move: str) -> None:
+    why = session_move_refusal(move, actor("reader", "read"), DEFAULT, LOW)  # type: ignore[arg-type]
+    assert why is not None and "`write`" in why
+    assert session_move_refusal(move, actor("writer", "write"), DEFAULT, LOW) is None  # type: ignore[arg-type]

@@ -10,6 +10,7 @@ import pytest
 from minipipe_gh.checkrun import NAME, View, body
 from minipipe_gh.models import AuditEntry, Patch
 from minipipe_gh.patch_states import PatchState
+from minipipe_gh.people import Hold, Person
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 LEDGER_ID = "01J0000000000000000000LEDG"
@@ -177,6 +178,10 @@ def test_dropped_without_a_reason_still_fails() -> None:
 # --- holds ----------------------------------------------------------------------------
 
 
+def hold(login: str, reason: str, permission: str = "triage") -> Hold:
+    return Hold(Person(login), permission, reason, "2026-01-01T00:00:00+00:00")
+
+
 @pytest.mark.parametrize(
     "state",
     [PatchState.CREATED, PatchState.AWAITING_REVIEW, PatchState.QUEUED, PatchState.QUARANTINED],
@@ -184,8 +189,8 @@ def test_dropped_without_a_reason_still_fails() -> None:
 def test_a_hold_is_action_required_without_buttons_naming_holder_and_reason(
     state: PatchState,
 ) -> None:
-    hold = {"by": "hank", "reason": "waiting for the release freeze"}
-    out = body(patch(state, approvals=["alice"]), View(hold=hold))
+    holds = [hold("hank", "waiting for the release freeze")]
+    out = body(patch(state, approvals=["alice"]), View(holds=holds))
     assert status_of(out) == ("completed", "action_required")
     assert out["actions"] == []
     assert "@hank" in out["output"]["title"]
@@ -193,8 +198,18 @@ def test_a_hold_is_action_required_without_buttons_naming_holder_and_reason(
     assert "waiting for the release freeze" in out["output"]["summary"]
 
 
+def test_every_holder_and_reason_is_shown() -> None:
+    holds = [hold("hank", "release freeze", "write"), hold("Mona", "security review", "admin")]
+    out = body(patch(PatchState.QUEUED, approvals=["alice"]), View(holds=holds))
+    assert status_of(out) == ("completed", "action_required")
+    assert out["output"]["title"] == "On hold by @hank, @Mona"
+    summary = out["output"]["summary"]
+    assert "- Hold: @hank (`write`): release freeze" in summary
+    assert "- Hold: @Mona (`admin`): security review" in summary
+
+
 def test_a_hold_without_reason_says_so() -> None:
-    out = body(patch(PatchState.QUEUED), View(hold={"by": "hank", "reason": ""}))
+    out = body(patch(PatchState.QUEUED), View(holds=[hold("hank", "")]))
     assert status_of(out) == ("completed", "action_required")
     assert "@hank" in text_of(out)
     assert "no reason" in out["output"]["summary"]
@@ -202,7 +217,7 @@ def test_a_hold_without_reason_says_so() -> None:
 
 @pytest.mark.parametrize("state", [PatchState.DROPPED, PatchState.ROLLED_BACK])
 def test_a_hold_does_not_revive_a_finished_patch(state: PatchState) -> None:
-    out = body(patch(state), View(hold={"by": "hank", "reason": "x"}))
+    out = body(patch(state), View(holds=[hold("hank", "x")]))
     assert status_of(out) == ("completed", "failure")
 
 

@@ -15,6 +15,7 @@ from minipipe_gh import ledger, migrate, registry
 from minipipe_gh.cli import main
 from minipipe_gh.db import Database
 from minipipe_gh.patch_states import PatchState
+from tests.support import API, APP_ID, FakeGitHub
 
 P = PatchState
 
@@ -33,14 +34,39 @@ class Cli:
 
 
 @pytest.fixture
-def cli(tmp_path: Path) -> Iterator[Cli]:
+def cli(tmp_path: Path, private_key_pem: str) -> Iterator[Cli]:
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     env = {
         "DATABASE_URL": url,
         "MINIPIPE_INSTANCE_PATH": str(tmp_path / "instance"),
         "MINIPIPE_ENV_FILE": str(tmp_path / "no.env"),
+        # `reviews approve|reject --as LOGIN` reads LOGIN's permission from GitHub
+        "GITHUB_APP_ID": str(APP_ID),
+        "GITHUB_PRIVATE_KEY": private_key_pem,
+        "GITHUB_API_URL": API,
     }
     yield Cli(CliRunner(), env, url)
+
+
+ONE = "/repos/octo/one"
+
+
+def serve_reviewers(github: FakeGitHub, **roles: str) -> None:
+    """GitHub for octo/one: no policy file, and these users' roles."""
+    github.allow_token_exchange()
+    github.add("GET", f"{ONE}/contents/.github/minipipe.yml", {"message": "Not Found"}, status=404)
+    for login, role in roles.items():
+        github.add(
+            "GET",
+            f"{ONE}/collaborators/{login}/permission",
+            {"permission": role, "role_name": role, "user": {"login": login, "id": len(login)}},
+        )
+
+
+@pytest.fixture
+def gh(github: FakeGitHub) -> FakeGitHub:
+    serve_reviewers(github, alice="write", bob="write")
+    return github
 
 
 @pytest.fixture
@@ -60,6 +86,7 @@ def seeded(cli: Cli) -> dict[str, Any]:
                 source="test",
                 branch="minipipe/aaa-first",
                 pr_number=1,
+                metadata={"installation_id": 1, "bot_login": "bot", "pr_author": "bot"},
             )
             s2 = registry.create_session(
                 db,
@@ -231,7 +258,7 @@ def test_reviews_list_json(cli: Cli, seeded: dict[str, Any]) -> None:
     assert seeded["fresh"] not in table.stdout
 
 
-def test_reviews_approve(cli: Cli, seeded: dict[str, Any]) -> None:
+def test_reviews_approve(cli: Cli, seeded: dict[str, Any], gh: FakeGitHub) -> None:
     result = cli("reviews", "approve", seeded["waiting"], "--as", "alice", "--comment", "lgtm")
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == f"{seeded['waiting']}: approved by alice, now queued"
@@ -243,7 +270,7 @@ def test_reviews_approve(cli: Cli, seeded: dict[str, Any]) -> None:
     assert [p["ledger_id"] for p in remaining["items"]] == [seeded["other_waiting"]]
 
 
-def test_reviews_reject(cli: Cli, seeded: dict[str, Any]) -> None:
+def test_reviews_reject(cli: Cli, seeded: dict[str, Any], gh: FakeGitHub) -> None:
     result = cli(
         "reviews", "reject", seeded["waiting"], "--as", "bob", "--reason", "breaks the build"
     )
@@ -255,7 +282,7 @@ def test_reviews_reject(cli: Cli, seeded: dict[str, Any]) -> None:
     assert trail[-1] == ("moved", "bob", "cli")
 
 
-def test_reject_without_reason_fails(cli: Cli, seeded: dict[str, Any]) -> None:
+def test_reject_without_reason_fails(cli: Cli, seeded: dict[str, Any], gh: FakeGitHub) -> None:
     before = patch_state(cli, seeded["waiting"])
     missing = cli("reviews", "reject", seeded["waiting"], "--as", "bob")
     assert missing.exit_code == 2
@@ -270,7 +297,9 @@ def test_reject_without_reason_fails(cli: Cli, seeded: dict[str, Any]) -> None:
     assert trail[-1] == ("refused", "bob", "cli")
 
 
-def test_illegal_decision_exits_2_and_names_the_states(cli: Cli, seeded: dict[str, Any]) -> None:
+def test_illegal_decision_exits_2_and_names_the_states(
+    cli: Cli, seeded: dict[str, Any], gh: FakeGitHub
+) -> None:
     assert (
         cli("reviews", "reject", seeded["waiting"], "--as", "bob", "--reason", "no").exit_code == 0
     )
@@ -279,7 +308,7 @@ def test_illegal_decision_exits_2_and_names_the_states(cli: Cli, seeded: dict[st
     assert f"patch {seeded['waiting']} cannot move from dropped to queued" in again.stderr
 
 
-def test_audit_export_prints_json_lines(cli: Cli, seeded: dict[str, Any]) -> None:
+def test_audit_export_prints_json_lines(cli: Cli, seeded: dict[str, Any], gh: FakeGitHub) -> None:
     assert cli("reviews", "approve", seeded["waiting"], "--as", "alice").exit_code == 0
     result = cli("audit", "export")
     assert result.exit_code == 0, result.output

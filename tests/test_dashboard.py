@@ -943,3 +943,18 @@ def test_create_app_registers_the_dashboard(app: Flask):
     assert {"/auth/github/login", "/auth/github/callback", "/auth/logout"} <= rules
     assert {"/sessions", "/review", "/patches/<ledger_id>", "/deliveries", "/stats"} <= rules
     assert isinstance(app.extensions["minipipe"], Runtime)
+
+
+def test_the_session_page_shows_every_hold_with_its_holder_and_reason(client, users, rt):
+    session_id, _ledger_id = seed_patch(rt.database)
+    holds = [
+        {"by": "maint", "by_id": 1, "permission": "maintain", "reason": "release freeze"},
+        {"by": "tri", "by_id": 2, "permission": "triage", "reason": None},
+    ]
+    with rt.database.unit() as s:
+        session = registry.get_session(s, session_id)
+        session.meta = {**session.meta, "holds": holds}
+    sign_in(client, users, "carol")
+    detail = client.get(f"/sessions/{session_id}").text
+    assert "by @maint (maintain): release freeze" in detail
+    assert "by @tri (triage): no reason" in detail

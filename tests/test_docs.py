@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 from pathlib import Path
@@ -62,7 +63,15 @@ def test_every_setting_config_reads_is_in_the_settings_table() -> None:
 def test_the_readme_example_policy_is_the_defaults() -> None:
     text = README.read_text()
     block = text.split("```yaml\n", 1)[1].split("```", 1)[0]
-    assert policy.parse(block) == policy.Policy()
+    parsed, defaults = policy.parse(block), policy.Policy()
+    assert dataclasses.replace(parsed, agents=()) == defaults
+    for agent_type in ("unknown", "aider"):  # ``agents:`` as written, applied the same way
+        assert parsed.guardrails(agent_type).check(["x"]) == defaults.guardrails(agent_type).check(
+            ["x"]
+        )
+        assert parsed.guardrails(agent_type).protected_paths == (
+            defaults.guardrails(agent_type).protected_paths
+        )
 
 
 def test_readme_and_docs_point_to_nothing_a_user_does_not_have() -> None:

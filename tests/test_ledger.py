@@ -410,7 +410,10 @@ def test_review_metadata_uses_the_spec_keys(database: Database) -> None:
         ledger.mark_for_review(db, approved, "carol", "big change")
         ledger.approve_patch(db, approved, "alice", "fine by me")
     meta = load(database, approved).meta
-    assert set(meta) == REVIEW_KEYS | {"approvals"}
+    assert set(meta) == REVIEW_KEYS | {"approvals", "approvers"}
+    [approver] = meta["approvers"]
+    sha = load(database, approved).patch_id
+    assert (approver["login"], approver["id"], approver["sha"]) == ("alice", None, sha)
     assert meta["manual_review_required"] is True
     assert (meta["review_status"], meta["review_reason"]) == ("approved", "big change")
     assert (meta["reviewed_by"], meta["review_comment"]) == ("alice", "fine by me")

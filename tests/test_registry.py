@@ -270,12 +270,15 @@ def test_update_state_of_unknown_session_is_not_found(database: Database) -> Non
 # --- delete -----------------------------------------------------------------------
 
 
-def test_delete_removes_the_session_and_its_patches_but_keeps_the_audit_trail(
+def test_delete_archives_the_session_and_keeps_its_patches_and_audit_trail(
     database: Database,
 ) -> None:
+    """A deleted session is a tombstone: unlisted, but its PR stays bound to it and its
+    patches (and their decisions) stay for the audit trail and the statistics."""
     keep = create(database, project_id="octo/keep")
     sid = create(database)
     with database.unit() as db:
+        registry.get_session(db, sid).pr_number = 12
         doomed = [
             ledger.record_patch(db, registry.get_session(db, sid), sha * 40, actor="b", source="t")
             for sha in "ab"
@@ -291,9 +294,13 @@ def test_delete_removes_the_session_and_its_patches_but_keeps_the_audit_trail(
         registry.delete_session(db, sid, actor="admin", source="cli")
 
     with database.unit(write=False) as db:
-        with pytest.raises(NotFound):
-            registry.get_session(db, sid)
-        assert db.scalar(select(func.count()).where(Patch.ledger_id.in_(doomed_ids))) == 0
+        archived = registry.get_session(db, sid)
+        assert archived.archived_at is not None
+        assert archived.meta["archived_by"] == "admin"
+        assert registry.find_by_pr(db, archived.project_id, 12) == archived  # still bound
+        assert [x.session_id for x in registry.list_sessions(db).items] == [keep]
+        assert db.scalar(select(func.count()).where(Patch.ledger_id.in_(doomed_ids))) == 2
+        assert ledger.list_patches(db, archived=False).items == [ledger.get_patch(db, kept_id)]
         assert ledger.get_patch(db, kept_id).session_id == keep
         assert registry.get_session(db, keep).state == S.CREATED
         for pid in doomed_ids:
@@ -303,6 +310,8 @@ def test_delete_removes_the_session_and_its_patches_but_keeps_the_audit_trail(
     assert [r.outcome for r in rows] == ["moved", "noted"]
     assert (rows[-1].actor, rows[-1].source, rows[-1].reason) == ("admin", "cli", "session deleted")
     assert rows[-1].from_state == "created"
+    with pytest.raises(NotFound), database.unit() as db:
+        registry.delete_session(db, sid, actor="admin", source="cli")  # gone for a second delete
 
 
 def test_delete_unknown_session_is_not_found(database: Database) -> None:

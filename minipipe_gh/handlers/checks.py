@@ -9,7 +9,7 @@ import re
 
 from sqlalchemy import select
 
-from .. import ledger, registry
+from .. import ledger, people, registry
 from ..context import Context
 from ..models import Patch
 from ..patch_states import PatchState
@@ -128,7 +128,7 @@ def on_merge_group(ctx: Context) -> None:
                 patch is not None
                 and patch.state == P.QUEUED
                 and patch.patch_id == session.head_sha
-                and not session.meta.get("hold")
+                and not people.holds(session.meta)
             )
             conclusion = "success" if ok else "failure"
             title = (

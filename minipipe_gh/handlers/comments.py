@@ -7,14 +7,15 @@ says why when it did not. Comments by bots are never commands.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-from .. import authz, decisions, ledger, registry
-from ..authz import Actor
+from .. import actors, decisions, ledger, registry
 from ..commands import Command, Problem, Verb, help_text, parse
 from ..context import Context
 from ..db import attempt
 from ..errors import Conflict, Refused
-from ..models import AgentSession
+from ..models import AgentSession, Patch
+from ..people import person
 from ..policy import permission_at_least
 from ..routing import Router
 from ..workflow import Repo, publish
@@ -40,24 +41,23 @@ def run_commands(
     repo: Repo,
     session: AgentSession,
     items: list[Command | Problem],
-    login: str,
+    user: dict[str, Any],
     *,
     source: str,
+    target: Patch | None = None,
 ) -> Answer:
-    """Carry out commands in order; refusals are audited and do not stop the rest."""
+    """Carry out commands in order; refusals are audited and do not stop the rest.
+
+    ``user`` is the payload's user (login and id). ``target`` is the patch a
+    button or a review was given on; a comment acts on the open patch.
+    """
     policy, error = repo.policy()
-    patch = ledger.open_patch(ctx.db, session.session_id)
-    facts = decisions.facts(session, patch)
+    patch = target or ledger.open_patch(ctx.db, session.session_id)
+    login = user["login"]
     verbs = [i.verb for i in items if isinstance(i, Command)]
-    permission = "none"
-    if any(authz.required_permission(v, policy) for v in verbs):
-        permission = repo.api.permission(login)
-    teams: set[str] = set()
-    if any(authz.needs_reviewer_list(v, policy, facts) for v in verbs) and (
-        login.lower() not in policy.reviewers
-    ):
-        teams = {t for t in policy.reviewer_teams if login.lower() in repo.api.team_members(t)}
-    actor = Actor(login, permission, teams=frozenset(teams))
+    actor = actors.gather(
+        repo.api, login, policy, decisions.facts(session, patch), verbs, user_id=user.get("id")
+    )
     answer = Answer([], [])
     for item in items:
         if isinstance(item, Problem):
@@ -132,7 +132,7 @@ def on_comment(ctx: Context) -> None:
     items = _heard(repo, login, items)
     if not items:
         return
-    answer = run_commands(ctx, repo, session, items, login, source=comment["html_url"])
+    answer = run_commands(ctx, repo, session, items, comment["user"], source=comment["html_url"])
     respond(ctx, repo, issue["number"], login, answer, comment["id"])
 
 
@@ -148,6 +148,8 @@ def _heard(repo: Repo, login: str, items: list[Command | Problem]) -> list[Comma
 
 @router.register("pull_request_review", action="submitted")
 def on_review(ctx: Context) -> None:
+    """A review decides the patch of the commit it was given on (``commit_id``), not a
+    newer one its reviewer never saw."""
     review, pr = ctx.payload["review"], ctx.payload["pull_request"]
     verb = {"approved": Verb.APPROVE, "changes_requested": Verb.REVIEW}.get(
         str(review.get("state", "")).lower()
@@ -158,30 +160,47 @@ def on_review(ctx: Context) -> None:
     session = registry.find_by_pr(ctx.db, repo.project, pr["number"])
     if session is None:
         return
-    login = review["user"]["login"]
+    login, sha = review["user"]["login"], review.get("commit_id")
+    target = ledger.find_patch(ctx.db, repo.project, pr["number"], sha) if sha else None
+    if sha and target is None:
+        why = (
+            f"this review was given on {sha[:12]}, which is not a recorded patch of this "
+            "pull request; review its current head"
+        )
+        open_patch = ledger.open_patch(ctx.db, session.session_id)
+        decisions.refuse(ctx.db, session, open_patch, login, review["html_url"], why)
+        respond(ctx, repo, pr["number"], login, Answer([], [f"`/{verb}`: {why}"]), None)
+        return
     items: list[Command | Problem] = [Command(verb, review.get("body") or "", 0)]
-    answer = run_commands(ctx, repo, session, items, login, source=review["html_url"])
+    answer = run_commands(
+        ctx, repo, session, items, review["user"], source=review["html_url"], target=target
+    )
     respond(ctx, repo, pr["number"], login, answer, None)
 
 
 @router.register("pull_request_review", action="dismissed")
 def on_review_dismissed(ctx: Context) -> None:
-    """A dismissed approving review withdraws that reviewer's approval."""
+    """A dismissed approving review withdraws that reviewer's approval of the reviewed
+    commit (carried over to the open patch or given on it), not one of another SHA."""
     review, pr = ctx.payload["review"], ctx.payload["pull_request"]
     repo = Repo.of(ctx)
     session = registry.find_by_pr(ctx.db, repo.project, pr["number"])
     if session is None:
         return
     patch = ledger.open_patch(ctx.db, session.session_id)
-    login = review["user"]["login"]
-    if patch is None or login not in ledger.approvals(patch):
+    reviewer = person(review["user"])
+    if patch is None or reviewer is None:
+        return
+    sha = review.get("commit_id")
+    mine = [a for a in ledger.approvers(patch) if a.who.same(reviewer)]
+    if not mine or (sha and mine[0].sha and mine[0].sha != sha):
         return
     policy, error = repo.policy()
     by = (ctx.payload.get("sender") or {}).get("login", "github")
     ledger.cancel_approval(
         ctx.db,
         patch,
-        login,
+        reviewer,
         source=review["html_url"],
         required_approvals=policy.required_approvals,
         reason=f"approving review dismissed by {by}",
@@ -191,21 +210,23 @@ def on_review_dismissed(ctx: Context) -> None:
 
 @router.register("check_run", action="requested_action")
 def on_button(ctx: Context) -> None:
-    """Approve / Reject pressed on our check run acts for the user who pressed it."""
+    """Approve / Reject pressed on our check run acts for the user who pressed it, on
+    the patch that check run shows (its ``external_id``), never on a newer one."""
     run = ctx.payload["check_run"]
     repo = Repo.of(ctx)
     if (run.get("app") or {}).get("id") != repo.own_app_id:
         return
     identifier = (ctx.payload.get("requested_action") or {}).get("identifier")
-    login = ctx.payload["sender"]["login"]
+    sender = ctx.payload["sender"]
+    login = sender["login"]
     patch = ledger.find_patch_by_id(ctx.db, run.get("external_id") or "")
-    if patch is None or identifier not in ("approve", "reject"):
+    if patch is None or identifier not in ("approve", "reject") or is_bot(sender):
         return
     session = registry.get_session(ctx.db, patch.session_id)
     if identifier == "approve":
         item = Command(Verb.APPROVE, "", 0)
     else:
         item = Command(Verb.REJECT, f"rejected with the check run button by @{login}", 0)
-    answer = run_commands(ctx, repo, session, [item], login, source=run["html_url"])
+    answer = run_commands(ctx, repo, session, [item], sender, source=run["html_url"], target=patch)
     if answer.refused and session.pr_number is not None:
         respond(ctx, repo, session.pr_number, login, answer, None)
