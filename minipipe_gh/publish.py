@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from github import GithubException
 from sqlalchemy import select
 
 from . import checkrun
@@ -60,12 +61,7 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
             patch.patch_id, name=checkrun.NAME, app_id=ectx.app.app_id if ectx.app else None
         )
         known = own[0]["id"] if own else None
-    if known is not None:
-        update = {k: v for k, v in body.items() if k != "head_sha"}
-        api.update_check_run(known, update)
-        created = None
-    else:
-        created = api.create_check_run(body)["id"]
+    created = write_check_run(api, known, body)
     if created is not None or (known is not None and ref is None):
         with ectx.database.unit() as s:
             s.merge(
@@ -75,7 +71,40 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
             )
 
 
-@executor("react")
+def write_check_run(api: RepoAPI, known: int | None, body: dict[str, Any]) -> int | None:
+    """Update our check run in place, or create it; the id of a new one, else None.
+
+    A check run deleted on GitHub (404 on the update) is created again. A body
+    GitHub refuses (422: a bug in what we sent, which no retry fixes) is sent
+    once more reduced to the verdict, so the head still gets its gate.
+    """
+    try:
+        if known is not None:
+            try:
+                api.update_check_run(known, {k: v for k, v in body.items() if k != "head_sha"})
+                return None
+            except GithubException as err:
+                if err.status != 404:
+                    raise
+        return int(api.create_check_run(body)["id"])
+    except GithubException as err:
+        if err.status != 422 or body.get("output", {}).get("title") == REDUCED:
+            raise
+        return write_check_run(api, known, reduced(body))
+
+
+REDUCED = "The full text of this check run was refused by GitHub"
+
+
+def reduced(body: dict[str, Any]) -> dict[str, Any]:
+    """The verdict alone: status, conclusion and a fixed title, no text, no buttons."""
+    fields = ("name", "head_sha", "status", "conclusion", "external_id")
+    keep = {k: body[k] for k in fields if k in body}
+    summary = f"{body.get('output', {}).get('title', '')}"[:200] or "See the pull request."
+    return {**keep, "output": {"title": REDUCED, "summary": summary}, "actions": []}
+
+
+@executor("react", best_effort=True)
 def react(ectx: EffectContext, spec: dict[str, Any]) -> None:
     _api(ectx, spec["project"]).react(spec["comment_id"], spec["content"])
 
@@ -84,7 +113,7 @@ def reply_marker(delivery_id: str) -> str:
     return f"<!-- minipipe:reply={delivery_id} -->"
 
 
-@executor("reply")
+@executor("reply", best_effort=True)
 def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api = _api(ectx, spec["project"])
     marker = reply_marker(ectx.delivery_id)
@@ -93,7 +122,7 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api.comment(spec["number"], f"{spec['body']}\n\n{marker}")
 
 
-@executor("request_reviewers")
+@executor("request_reviewers", best_effort=True)
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])

@@ -35,14 +35,19 @@ from github import BadCredentialsException, GithubException, RateLimitExceededEx
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from . import audit, logs
 from . import effects as effects_mod
-from . import logs
 from .context import Context
 from .db import Database
 from .errors import NotFound
 from .events import Event
 from .github_app import GitHubApp
-from .metrics import DELIVERIES_PROCESSED, PROCESSING_SECONDS, counting_github_calls
+from .metrics import (
+    DELIVERIES_PROCESSED,
+    PROCESSING_SECONDS,
+    WRITES_REFUSED,
+    counting_github_calls,
+)
 from .models import Delivery, utcnow
 from .routing import Router
 
@@ -246,10 +251,18 @@ class Worker:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
-                    effects_mod.perform(ectx, pending)
-                    if not self._finish(seq):
+                    results = effects_mod.perform(
+                        ectx,
+                        pending,
+                        progress=lambda state: self._progress(seq, state),
+                        refused=lambda spec, err: self._refused(ident, spec, err),
+                    )
+                    if not self._finish(seq, results):
                         return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
+            except LeaseLost:
+                log.warning("lease on delivery %s was lost during its effects", seq)
+                outcome = Outcome(ident, "lost", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
             PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
@@ -307,13 +320,51 @@ class Worker:
                 return None
             return list(d.effects or [])
 
-    def _finish(self, seq: int) -> bool:
+    def _finish(self, seq: int, results: list[dict[str, Any]]) -> bool:
         try:
             with self.database.unit() as s:
-                self._settle(s, seq, "effects", **self._done())
+                self._settle(s, seq, "effects", effects=results, **self._done())
         except LeaseLost:
             return False
         return True
+
+    def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
+        """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
+        another worker holds the delivery now: this one must write no more)."""
+        with self.database.unit() as s:
+            self._settle(s, seq, "effects", effects=state)
+
+    def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
+        """A write GitHub refused for good: in the audit trail, the log and a metric."""
+        kind = str(spec.get("kind"))
+        WRITES_REFUSED.labels(kind, str(err.status)).inc()
+        with self.database.unit() as s:
+            audit.record(
+                s,
+                entity="delivery",
+                entity_id=ident,
+                project_id=spec.get("project"),
+                actor="github",
+                source=f"delivery:{ident}",
+                outcome="refused",
+                reason=f"{kind} skipped: {effects_mod.describe(err)}"[:2000],
+                details={"effect": spec, "status": err.status},
+            )
+
+    def _left_over(self, seq: int) -> list[dict[str, Any]] | None:
+        """At the last attempt of a delivery whose unfinished writes are all best-effort:
+        its effects with those marked ``gave_up`` (the delivery ends done, not dead)."""
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            if d is None or d.status != "effects" or not d.effects:
+                return None
+            effects = [dict(e) for e in d.effects]
+        left = effects_mod.pending(effects)
+        if not left or not all(effects_mod.is_best_effort(e) for e in left):
+            return None
+        for e in left:
+            e["result"] = "gave_up"
+        return effects
 
     @staticmethod
     def _done() -> dict[str, Any]:
@@ -334,7 +385,12 @@ class Worker:
             "lease_expires_at": None,
             "last_error": text[:4000],
         }
-        if attempt >= self.max_attempts:
+        left = self._left_over(seq) if attempt >= self.max_attempts else None
+        if left is not None:
+            # only best-effort writes failed, for too long: the gate is written; done
+            values.update(self._done(), effects=left, last_error=text[:4000])
+            outcome, delay = "done", 0.0
+        elif attempt >= self.max_attempts:
             values.update(status="dead", finished_at=utcnow())
             outcome, delay = "dead", 0.0
         else:
@@ -355,6 +411,8 @@ class Worker:
             return "retry"
         if outcome == "dead":
             log.error("delivery dead after %d attempts: %s", attempt, text)
+        elif outcome == "done":
+            log.error("gave up best-effort writes after %d attempts: %s", attempt, text)
         else:
             log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return outcome
