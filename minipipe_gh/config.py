@@ -33,6 +33,8 @@ class Settings:
     secret_key: str | None = None
     max_attempts: int = 8
     lease_seconds: int = 120
+    reconcile_seconds: int = 300
+    recover_seconds: int = 300
     env_file: Path | None = None
     problems: tuple[str, ...] = field(default=())
 
@@ -103,6 +105,8 @@ def load(
         secret_key=env.get("SECRET_KEY") or None,
         max_attempts=_int(env, "MINIPIPE_MAX_ATTEMPTS", 8, problems),
         lease_seconds=_int(env, "MINIPIPE_LEASE_SECONDS", 120, problems),
+        reconcile_seconds=_int(env, "MINIPIPE_RECONCILE_SECONDS", 300, problems),
+        recover_seconds=_int(env, "MINIPIPE_RECOVER_SECONDS", 300, problems),
         env_file=dotenv,
         problems=tuple(problems),
     )

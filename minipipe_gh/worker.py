@@ -35,7 +35,7 @@ from github import BadCredentialsException, GithubException, RateLimitExceededEx
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
-from . import audit, logs
+from . import audit, installations, logs
 from . import effects as effects_mod
 from .context import Context
 from .db import Database
@@ -49,6 +49,7 @@ from .metrics import (
     counting_github_calls,
 )
 from .models import Delivery, utcnow
+from .recover import RecoveryMemo
 from .routing import Router
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,8 @@ class Worker:
         lease_seconds: int = 120,
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        reconcile_every_s: float = 300.0,
+        recover_every_s: float = 300.0,
     ) -> None:
         self.database = database
         self.router = router
@@ -118,6 +121,9 @@ class Worker:
         self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = threading.Event()
         self.clock = clock  # tests move time forward instead of sleeping
+        self.reconcile_every_s = reconcile_every_s
+        self.recover_every_s = recover_every_s
+        self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
 
     @property
     def worker_id(self) -> str:
@@ -203,11 +209,17 @@ class Worker:
         ]
         for loop in loops:
             loop.start()
-        next_upkeep = time.monotonic()
+        # (due time, interval, job): recovery and reconciliation run at start, then periodically
+        jobs: list[list[Any]] = [
+            [time.monotonic(), upkeep_every_s, self.upkeep],
+            [time.monotonic(), self.recover_every_s, self.recover],
+            [time.monotonic(), self.reconcile_every_s, self.reconcile],
+        ]
         while not stop.is_set():
-            if time.monotonic() >= next_upkeep:
-                next_upkeep = time.monotonic() + upkeep_every_s
-                self.upkeep()
+            for job in jobs:
+                if time.monotonic() >= job[0]:
+                    job[0] = time.monotonic() + job[1]
+                    job[2]()
             self._step(poll_s)
         for loop in loops:
             loop.join(timeout=30)
@@ -234,6 +246,39 @@ class Worker:
             reap_stale(self.database, self.app)
         except Exception:
             log.exception("stale-session reaping failed; will try again")
+
+    def _can_act_as_app(self) -> bool:
+        return self.app is not None and self.app.app_id is not None and bool(self.app.private_key)
+
+    def reconcile(self) -> None:
+        """Compare GitHub with the ledger for every open session PR; queue the repairs."""
+        from .reconcile import reconcile
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            report = reconcile(self.database, self.app)
+        except Exception:
+            log.exception("reconciliation failed; will try again")
+            return
+        if report.repairs:
+            log.info("reconciliation queued %d repairs", len(report.repairs))
+
+    def recover(self) -> None:
+        """Ask GitHub to redeliver the deliveries it failed to make (its delivery log)."""
+        from .recover import recover
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            result = recover(self.database, self.app, memo=self.recovery)
+        except Exception:
+            log.exception("recovery of missed deliveries failed; will try again")
+            return
+        if result.asked:
+            log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
 
     def process(self, seq: int) -> Outcome:
         with self.database.unit(write=False) as s:
@@ -284,6 +329,7 @@ class Worker:
                 s.expunge(d)  # the delivery row changes only through _settle
                 ctx = Context(event, s, self.app, log, attempt=attempt)
                 self.router.dispatch(ctx)
+                installations.remember(s, event)  # after the handlers' GitHub reads
                 if ctx.effects:
                     self._settle(s, seq, "queued", status="effects", effects=ctx.effects)
                 else:
