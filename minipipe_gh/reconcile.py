@@ -124,7 +124,7 @@ def _repository(
     report.repositories += 1
     api = app.repo(installation_id, project)
     pulls = {p["number"]: p for p in api.open_pulls()}
-    policy, error = load_policy(app, api, None)
+    policy_of: list[tuple[Any, str | None]] = []  # read when first needed (cached a while)
     busy = _pending_keys(database, [order_key(project, s.pr_number or 0) for s in sessions])
     found: list[Repair] = []
     for session in sessions:
@@ -150,6 +150,9 @@ def _repository(
             )
             continue
         runs = api.own_check_runs(sha, name=checkrun.NAME, app_id=app.app_id)
+        if not policy_of:
+            policy_of.append(load_policy(app, api, None))
+        policy, error = policy_of[0]
         hold = session.meta.get("hold") if patch.state not in ("dropped", "rolled_back") else None
         view = checkrun.View(
             required_approvals=policy.required_approvals, hold=hold, policy_error=error

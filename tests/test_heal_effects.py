@@ -14,7 +14,7 @@ from minipipe_gh.metrics import WRITES_REFUSED
 from minipipe_gh.models import AuditEntry, CheckRunRef, Delivery
 from minipipe_gh.publish import REDUCED
 from tests.scenario import REPO, R, Scenario
-from tests.test_review_flow import opened_and_validated, only_patch, serve_tree
+from tests.test_review_flow import only_patch, opened_and_validated, serve_tree
 from tests.test_worker import Clock
 
 NOT_COLLABORATOR = (
