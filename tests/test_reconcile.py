@@ -296,3 +296,47 @@ def test_a_delivery_naming_an_unknown_repository_records_its_installation(rt, de
         [row] = s.scalars(select(InstalledRepository))
         assert (row.installation_id, row.full_name) == (1, REPO)
         assert s.get(Installation, 1) is not None
+
+
+# --- what waits, and since when ---------------------------------------------------------
+
+
+def test_patches_waiting_says_what_each_waits_for_and_since_when(
+    rt, deliver, github, cli_env, client
+):
+    import json
+    from datetime import timedelta
+
+    from minipipe_gh.models import utcnow
+    from minipipe_gh.waiting import waiting
+
+    sc = Scenario(deliver, github)
+    patch = opened_and_validated(rt, sc, github)  # high risk: awaiting review
+    later = utcnow() + timedelta(hours=3)
+    with rt.database.unit(write=False) as s:
+        [w] = waiting(s, older_than=timedelta(hours=1), now=later)
+        assert waiting(s, older_than=timedelta(hours=4), now=later) == []
+        item = w.as_dict(later)
+    assert (item["ledger_id"], item["state"]) == (patch.ledger_id, "awaiting_review")
+    assert item["waits_for"] == "approval by a reviewer"
+    assert 3 * 3600 - 60 <= item["waiting_seconds"] <= 3 * 3600 + 60
+
+    def cli(*args: str) -> str:
+        result = CliRunner().invoke(main, ["patches", "waiting", *args], env=cli_env)
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    [now_item] = json.loads(cli("--json"))["items"]
+    assert now_item["ledger_id"] == patch.ledger_id and now_item["waiting_seconds"] < 60
+    assert json.loads(cli("--older-than", "1h", "--json"))["items"] == []
+    table = cli()
+    assert "awaiting_review" in table and f"{REPO}#2" in table and "approval by a" in table
+
+    metrics = client.get("/metrics").get_data(as_text=True)
+    gauge = {
+        line.split('"')[1]: float(line.split()[-1])
+        for line in metrics.splitlines()
+        if line.startswith("minipipe_patch_wait_seconds{")
+    }
+    assert set(gauge) == {"created", "validated", "quarantined", "awaiting_review", "queued"}
+    assert 0 < gauge["awaiting_review"] < 60 and gauge["queued"] == 0.0
