@@ -19,8 +19,6 @@ from .github_app import GitHubApp
 from .models import Installation, InstalledRepository, utcnow
 
 log = logging.getLogger(__name__)
-_seen: set[tuple[int, int]] = set()  # (installation, repository) known recorded, per process
-_seen_lock = threading.Lock()
 
 
 def known(s: Session, project: str) -> InstalledRepository | None:
@@ -82,15 +80,24 @@ def look_up(database: Database, app: GitHubApp | None, project: str) -> tuple[in
     return result
 
 
-def remember(s: Session, event: Event) -> None:
+class Seen:
+    """(installation, repository) pairs known to be recorded: one lookup per pair, per
+    worker (its ``remember``), not per delivery."""
+
+    def __init__(self) -> None:
+        self.pairs: set[tuple[int, int]] = set()
+        self.lock = threading.Lock()
+
+
+def remember(s: Session, event: Event, seen: Seen) -> None:
     """A delivery names its installation and repository: record a pair not yet known
-    (its ``installation`` event may never have come). One lookup per pair and process."""
+    (its ``installation`` event may never have come)."""
     repo = event.payload.get("repository")
     inst_id = event.installation_id
     if inst_id is None or not isinstance(repo, dict) or not isinstance(repo.get("id"), int):
         return
     key = (inst_id, repo["id"])
-    if key in _seen:
+    if key in seen.pairs:
         return
     row = s.get(InstalledRepository, repo["id"])
     if row is None or row.installation_id != inst_id or row.full_name != repo.get("full_name"):
@@ -100,5 +107,5 @@ def remember(s: Session, event: Event) -> None:
             installation["account"] = {"login": owner.get("login"), "type": owner.get("type")}
         record(s, installation, repo)
         return  # known once this delivery commits; until then, looked at again
-    with _seen_lock:
-        _seen.add(key)
+    with seen.lock:
+        seen.pairs.add(key)

@@ -124,6 +124,7 @@ class Worker:
         self.reconcile_every_s = reconcile_every_s
         self.recover_every_s = recover_every_s
         self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
+        self.seen = installations.Seen()  # repositories known to be recorded
 
     @property
     def worker_id(self) -> str:
@@ -329,7 +330,7 @@ class Worker:
                 s.expunge(d)  # the delivery row changes only through _settle
                 ctx = Context(event, s, self.app, log, attempt=attempt)
                 self.router.dispatch(ctx)
-                installations.remember(s, event)  # after the handlers' GitHub reads
+                installations.remember(s, event, self.seen)  # after the handlers' reads
                 if ctx.effects:
                     self._settle(s, seq, "queued", status="effects", effects=ctx.effects)
                 else:
