@@ -11,6 +11,8 @@ import threading
 from typing import Any
 
 from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from .db import Database
@@ -29,30 +31,53 @@ def known(s: Session, project: str) -> InstalledRepository | None:
     ).first()
 
 
+def _insert_missing(s: Session, model: Any, values: dict[str, Any]) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: two workers may record one installation at once."""
+    insert = sqlite_insert if s.get_bind().dialect.name == "sqlite" else pg_insert
+    s.execute(insert(model).values(**values).on_conflict_do_nothing())
+
+
 def record(
     s: Session,
     installation: dict[str, Any],
     repository: dict[str, Any],
 ) -> InstalledRepository:
     """Upsert the installation and one of its repositories (GitHub's shapes)."""
-    inst = s.get(Installation, installation["id"])
     account = installation.get("account") or {}
+    inst = s.get(Installation, installation["id"])
     if inst is None:
-        inst = Installation(installation_id=installation["id"], account=account.get("login") or "?")
-        s.add(inst)
+        _insert_missing(
+            s,
+            Installation,
+            {
+                "installation_id": installation["id"],
+                "account": account.get("login") or "?",
+                "created_at": utcnow(),
+                "updated_at": utcnow(),
+            },
+        )
+        inst = s.get(Installation, installation["id"])
+        assert inst is not None
     if account.get("login"):
         inst.account = account["login"]
         inst.account_type = account.get("type")
     if installation.get("repository_selection"):
         inst.repository_selection = installation["repository_selection"]
     inst.updated_at = utcnow()
-    s.flush()
     row = s.get(InstalledRepository, repository["id"])
     if row is None:
-        row = InstalledRepository(
-            repository_id=repository["id"], installation_id=inst.installation_id
+        _insert_missing(
+            s,
+            InstalledRepository,
+            {
+                "repository_id": repository["id"],
+                "installation_id": inst.installation_id,
+                "full_name": repository["full_name"],
+                "private": bool(repository.get("private")),
+            },
         )
-        s.add(row)
+        row = s.get(InstalledRepository, repository["id"])
+        assert row is not None
     row.installation_id = inst.installation_id
     row.full_name = repository["full_name"]
     row.private = bool(repository.get("private"))
