@@ -131,6 +131,7 @@ class State:
 
 
 STATE = State()
+EXTRA_HEADERS: dict[str, str] = {}  # set by the request being answered (no await between)
 
 
 def handle(method: str, path: str, body: bytes, query: str = "") -> tuple[int, Any, bool]:
@@ -229,6 +230,11 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         page, per_page = int(q.get("page", 1)), int(q.get("per_page", 30))
         repo = f"{g['owner']}/{g['repo']}"
         pulls = [p for _n, p in sorted(STATE.pulls[repo].items()) if p["state"] == "open"]
+        if page * per_page < len(pulls):  # as GitHub: a Link header names the next page
+            EXTRA_HEADERS["Link"] = (
+                f"<http://{HOST}/repos/{repo}/pulls?state=open&per_page={per_page}"
+                f'&page={page + 1}>; rel="next"'
+            )
         return 200, pulls[(page - 1) * per_page : page * per_page]
     if name == "pulls/{n}":
         pull = STATE.pulls[f"{g['owner']}/{g['repo']}"].get(int(g["pr"]))
@@ -324,10 +330,11 @@ async def serve_conn(
                     status, data, delay = handle(method, path, body, query)
                 except (ValueError, KeyError) as err:
                     status, data, delay = 400, {"message": f"bad request: {err}"}, False
-            extra = ""
+            extra = "".join(f"{k}: {v}\r\n" for k, v in EXTRA_HEADERS.items())
+            EXTRA_HEADERS.clear()
             if method == "GET" and status == 200 and delay and STATE.etags:
                 etag = etag_of(data)
-                extra = f"ETag: {etag}\r\n"
+                extra += f"ETag: {etag}\r\n"
                 if headers.get("if-none-match") == etag:
                     status, data = 304, None
                     _t, m, route, _k = STATE.log[-1]  # handle() just logged this request

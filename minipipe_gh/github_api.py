@@ -53,24 +53,25 @@ class ETagCache:
 
     def __init__(self, max_entries: int = 20_000) -> None:
         self.max_entries = max_entries
-        self._data: dict[str, tuple[str, Any]] = {}
+        self._data: dict[str, tuple[str, Any, bool]] = {}
         self._lock = threading.Lock()
 
-    def get(self, key: str) -> tuple[str, Any] | None:
+    def get(self, key: str) -> tuple[str, Any, bool] | None:
         with self._lock:
             return self._data.get(key)
 
-    def put(self, key: str, etag: str, data: Any) -> None:
+    def put(self, key: str, etag: str, data: Any, more: bool) -> None:
         with self._lock:
             if len(self._data) >= self.max_entries and key not in self._data:
                 self._data.pop(next(iter(self._data)))  # the oldest entry
-            self._data[key] = (etag, data)
+            self._data[key] = (etag, data, more)
 
 
 def conditional_get(
     gh_requester: Any, etags: ETagCache | None, path: str, params: dict[str, Any] | None = None
-) -> tuple[Any, bool]:
-    """GET with ``If-None-Match``; (data, from cache). Errors raise as PyGithub's would."""
+) -> tuple[Any, bool, bool]:
+    """GET with ``If-None-Match``: (data, whether it came from the cache, whether the
+    ``Link`` header names a next page). Errors raise as PyGithub's would."""
     from github.Requester import Requester
 
     key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted((params or {}).items()))
@@ -78,14 +79,15 @@ def conditional_get(
     headers = {"If-None-Match": cached[0]} if cached else None
     status, resp_headers, body = gh_requester.requestJson("GET", path, params, headers)
     if status == 304 and cached:
-        return cached[1], True
+        return cached[1], True, cached[2]
     data = json.loads(body) if body else None
     if status >= 400:
         raise Requester.createException(status, resp_headers, data)
-    etag = {k.lower(): v for k, v in resp_headers.items()}.get("etag")
-    if etag and etags is not None:
-        etags.put(key, etag, data)
-    return data, False
+    lower = {k.lower(): v for k, v in resp_headers.items()}
+    more = 'rel="next"' in lower.get("link", "")
+    if lower.get("etag") and etags is not None:
+        etags.put(key, lower["etag"], data, more)
+    return data, False, more
 
 
 def _missing(err: GithubException) -> bool:
@@ -194,15 +196,16 @@ class RepoAPI:
         )
 
     def open_pulls(self, max_pages: int = 30) -> list[dict[str, Any]]:
-        """Every open PR, one conditional request per page of 100 (a 304 when unchanged)."""
+        """Every open PR, one conditional request per page of 100 (a 304 when unchanged);
+        the next page is read only when GitHub's ``Link`` header names one."""
         out: list[dict[str, Any]] = []
         for page in range(1, max_pages + 1):
             params = {"state": "open", "per_page": 100, "page": page}
-            items, _cached = conditional_get(
+            items, _cached, more = conditional_get(
                 self.gh.requester, self.etags, f"{self.base}/pulls", params
             )
             out.extend(items)
-            if len(items) < 100:
+            if not more or len(items) < 100:
                 break
         return out
 
@@ -214,7 +217,7 @@ class RepoAPI:
         params: dict[str, Any] = {"check_name": name, "per_page": 100}
         if app_id:
             params["app_id"] = app_id
-        data, _cached = conditional_get(
+        data, _cached, _more = conditional_get(
             self.gh.requester, self.etags, f"{self.base}/commits/{sha}/check-runs", params
         )
         return list(data.get("check_runs") or [])
