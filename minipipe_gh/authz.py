@@ -27,6 +27,9 @@ class PullFacts:
     author: str | None
     session_bot: str | None
     risk: str | None  # of the patch being decided, if any
+    # the patch's guardrails may ask more of an approver (protected paths: maintain)
+    approve_permission: str | None = None
+    blocked: bool = False  # blocked by its guardrails: no approval can queue it
 
 
 def required_permission(verb: Verb, policy: Policy) -> str | None:
@@ -51,6 +54,20 @@ def refusal(verb: Verb, actor: Actor, policy: Policy, facts: PullFacts) -> str |
         return (
             f"@{actor.login} has `{actor.permission}` permission; "
             f"`/{verb}` needs `{needed}` or more"
+        )
+    if verb == Verb.APPROVE and facts.blocked:
+        return (
+            "this patch is blocked by its guardrails (see the check run): no approval can "
+            "queue it; a push that complies, or a policy change, releases it"
+        )
+    if (
+        verb == Verb.APPROVE
+        and facts.approve_permission
+        and not permission_at_least(actor.permission, facts.approve_permission)
+    ):
+        return (
+            f"@{actor.login} has `{actor.permission}` permission; this patch touches "
+            f"protected paths, so approving it needs `{facts.approve_permission}` or more"
         )
     if needs_reviewer_list(verb, policy, facts):
         login = actor.login.lower()

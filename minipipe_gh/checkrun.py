@@ -9,8 +9,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import fit_check_run
 from .models import AuditEntry, Patch
 from .patch_states import OPEN, PatchState
+from .policy import blocked_by_guardrails
 
 NAME = "minipipe/review"
 P = PatchState
@@ -48,7 +50,7 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
         out["actions"] = ACTIONS
     elif status == "completed":
         out["actions"] = []
-    return out
+    return fit_check_run(out)
 
 
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
@@ -61,6 +63,8 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     match patch.state:
         case P.CREATED:
             return "in_progress", None, "Waiting for checks"
+        case P.QUARANTINED if blocked_by_guardrails(patch.meta):
+            return "completed", "failure", "Blocked by its guardrails"
         case P.QUARANTINED:
             return "completed", "failure", "Checks failed: patch quarantined"
         case P.VALIDATED:
@@ -95,6 +99,12 @@ def summary(patch: Patch, view: View, title: str) -> str:
         f"- Approvals: {len(approvals)} of {view.required_approvals}"
         + (f" ({', '.join('@' + a for a in approvals)})" if approvals else "")
     )
+    guardrails = patch.meta.get("guardrails") or {}
+    if guardrails.get("lines"):
+        lines.append(f"- Guardrails: `{guardrails.get('verdict')}`")
+        lines += [f"  - {line}" for line in guardrails["lines"]]
+    if patch.meta.get("approve_permission"):
+        lines.append(f"- Approvers need `{patch.meta['approve_permission']}` or more")
     if patch.meta.get("reviewed_by"):
         lines.append(f"- Reviewer: @{patch.meta['reviewed_by']}")
     if patch.meta.get("review_reason"):

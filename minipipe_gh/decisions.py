@@ -18,7 +18,7 @@ from .commands import Verb
 from .errors import PermissionDenied, Refused
 from .models import AgentSession, Patch, utcnow
 from .patch_states import MACHINE as PATCH_MACHINE
-from .policy import Policy
+from .policy import Policy, blocked_by_guardrails
 from .session_states import MACHINE as SESSION_MACHINE
 from .transitions import note, refusal
 
@@ -30,6 +30,8 @@ def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
         author=session.meta.get("pr_author"),
         session_bot=session.meta.get("bot_login"),
         risk=patch.risk if patch else None,
+        approve_permission=patch.meta.get("approve_permission") if patch else None,
+        blocked=blocked_by_guardrails(patch.meta) if patch else False,
     )
 
 

@@ -100,6 +100,7 @@ class FileChange:
     path: str
     additions: int
     deletions: int
+    previous: str | None = None  # a rename's old path: moving a file away touches it too
 
 
 class RepoAPI:
@@ -172,10 +173,20 @@ class RepoAPI:
 
     # -- pull requests ------------------------------------------------------------------
 
+    def pull(self, number: int) -> dict[str, Any]:
+        """The pull request as GitHub has it now (state, merged, head)."""
+        return self._call("GET", f"{self.base}/pulls/{number}")  # type: ignore[no-any-return]
+
     def pr_files(self, number: int) -> list[FileChange]:
         files = self._pages(f"{self.base}/pulls/{number}/files")
         return [
-            FileChange(f["filename"], f.get("additions", 0), f.get("deletions", 0)) for f in files
+            FileChange(
+                f["filename"],
+                f.get("additions", 0),
+                f.get("deletions", 0),
+                f.get("previous_filename"),
+            )
+            for f in files
         ]
 
     def commit_tree(self, sha: str) -> str:
@@ -208,9 +219,6 @@ class RepoAPI:
             if not more or len(items) < 100:
                 break
         return out
-
-    def pull(self, number: int) -> dict[str, Any]:
-        return self._call("GET", f"{self.base}/pulls/{number}")
 
     def own_check_runs(self, sha: str, *, name: str, app_id: int | None) -> list[dict[str, Any]]:
         """Our check runs of ``name`` on ``sha``, by one conditional request."""

@@ -56,7 +56,10 @@ def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]
     """The inbox row of an event; the raw body is kept as received when given."""
     if raw_body is None:
         raw_body = json.dumps(event.payload)
-    body = raw_body.decode() if isinstance(raw_body, bytes) else raw_body
+    if isinstance(raw_body, bytes):
+        raw, body = raw_body, raw_body.decode()
+    else:
+        raw, body = raw_body.encode(), raw_body
     now = utcnow()
     return {
         "delivery_id": event.delivery_id,
@@ -65,7 +68,7 @@ def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]
         "installation_id": event.installation_id,
         "repository": event.repository,
         "order_key": order_key(event),
-        "natural_key": natural_key(event),
+        "natural_key": natural_key(event, raw),
         "headers": event.headers,
         "payload": body,
         "status": "queued",

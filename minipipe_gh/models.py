@@ -246,6 +246,22 @@ class CheckRunRef(Base):
     check_run_id: Mapped[int] = mapped_column(BigInteger)
 
 
+class NeutralCheckRun(Base):
+    """A ``minipipe/review`` success we posted for a PR that is not a session.
+
+    Kept so that when the same SHA turns out to be a session's patch, that green
+    run is withdrawn without a GitHub read: check runs belong to the SHA, not the PR.
+    """
+
+    __tablename__ = "neutral_check_runs"
+
+    project_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    head_sha: Mapped[str] = mapped_column(String(64), primary_key=True)
+    check_run_id: Mapped[int] = mapped_column(BigInteger)
+    withdrawn: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiToken(Base):
     """A bearer token for the bot API; only its SHA-256 is stored."""
 

@@ -8,19 +8,21 @@ carries a hidden marker we look for before posting again.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from github import GithubException
 from sqlalchemy import select
 
-from . import checkrun
+from . import checkrun, limits
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
-from .models import AgentSession, AuditEntry, CheckRunRef
-from .patch_states import PatchState
+from .models import AgentSession, AuditEntry, CheckRunRef, NeutralCheckRun, Patch
+from .patch_states import TERMINAL, PatchState
 
 RECENT = 5
+log = logging.getLogger(__name__)
 
 
 def _api(ectx: EffectContext, project: str) -> RepoAPI:
@@ -44,6 +46,8 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         )[::-1]
         ref = s.get(CheckRunRef, (project, patch.patch_id))
         known = ref.check_run_id if ref else None
+        stray = s.get(NeutralCheckRun, (project, patch.patch_id))
+        stray_id = stray.check_run_id if stray and not stray.withdrawn else None
         hold = session.meta.get("hold") if session else None
         if patch.state in (PatchState.DROPPED, PatchState.ROLLED_BACK):
             hold = None
@@ -60,7 +64,9 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         own = api.check_runs(
             patch.patch_id, name=checkrun.NAME, app_id=ectx.app.app_id if ectx.app else None
         )
-        known = own[0]["id"] if own else None
+        # a session's run carries its ledger id; our neutral success on the SHA does not
+        sessions = [r for r in own if r.get("external_id")]
+        known = sessions[0]["id"] if sessions else None
     created = write_check_run(api, known, body)
     if created is not None or (known is not None and ref is None):
         with ectx.database.unit() as s:
@@ -69,6 +75,8 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
                     project_id=project, head_sha=patch.patch_id, check_run_id=created or known
                 )
             )
+    if stray_id is not None and stray_id != (created or known):
+        _withdraw_neutral(ectx, api, project, patch.patch_id, stray_id, patch.pr_number)
 
 
 def write_check_run(api: RepoAPI, known: int | None, body: dict[str, Any]) -> int | None:
@@ -119,7 +127,7 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     marker = reply_marker(ectx.delivery_id)
     if ectx.retrying and api.has_comment_with(spec["number"], marker):
         return
-    api.comment(spec["number"], f"{spec['body']}\n\n{marker}")
+    api.comment(spec["number"], limits.fit(spec["body"], limits.COMMENT_BODY, tail=f"\n\n{marker}"))
 
 
 @executor("request_reviewers", best_effort=True)
@@ -128,13 +136,62 @@ def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])
 
 
+def _gated(ectx: EffectContext, project: str, sha: str) -> Patch | None:
+    """The open patch of a session whose head is ``sha``, if any: no neutral success there."""
+    with ectx.database.unit(write=False) as s:
+        return s.scalars(
+            select(Patch)
+            .where(
+                Patch.project_id == project,
+                Patch.patch_id == sha,
+                Patch.state.not_in([str(state) for state in TERMINAL]),
+            )
+            .limit(1)
+        ).first()
+
+
+def _withdraw_neutral(
+    ectx: EffectContext, api: RepoAPI, project: str, sha: str, run_id: int, pr: int | None
+) -> None:
+    """Turn our neutral success on a session's patch into a failing conclusion (one PATCH):
+    a check run belongs to the SHA, so it would pass every PR with that head."""
+    where = f"pull request #{pr}" if pr else "a minipipe session"
+    api.update_check_run(
+        run_id,
+        {
+            "status": "completed",
+            "conclusion": "cancelled",
+            "output": {
+                "title": "Withdrawn: this commit is a session's patch",
+                "summary": (
+                    f"This commit is the head of {where}, a minipipe session. It passes only "
+                    f"when that patch is approved: see its `{checkrun.NAME}` check run."
+                ),
+            },
+            "actions": [],
+        },
+    )
+    with ectx.database.unit() as s:
+        row = s.get(NeutralCheckRun, (project, sha))
+        if row is not None and row.check_run_id == run_id:
+            row.withdrawn = True
+    log.info("withdrew neutral check run %s on %s: it is a session's patch", run_id, sha[:12])
+
+
 @executor("neutral_check")
 def neutral_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
-    """A PR that is not an agent session passes the required check at once."""
-    api = _api(ectx, spec["project"])
+    """A PR that is not an agent session passes the required check at once, unless its
+    head is an open patch of a session in the repository: that SHA passes only through
+    the session's own check run (checked before and after posting, so a patch recorded
+    meanwhile withdraws it)."""
+    project, sha = spec["project"], spec["sha"]
+    if _gated(ectx, project, sha) is not None:
+        log.info("no neutral check on %s: it is an open session patch", sha[:12])
+        return
+    api = _api(ectx, project)
     body = {
         "name": checkrun.NAME,
-        "head_sha": spec["sha"],
+        "head_sha": sha,
         "status": "completed",
         "conclusion": "success",
         "output": {
@@ -142,9 +199,19 @@ def neutral_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
             "summary": "This pull request is not a minipipe session: no review gate.",
         },
     }
-    if ectx.retrying and api.check_runs(spec["sha"], name=checkrun.NAME):
-        return
-    api.create_check_run(body)
+    run_id: int | None = None
+    if ectx.retrying:
+        found = api.check_runs(sha, name=checkrun.NAME)
+        if any(r.get("external_id") for r in found):
+            return  # a session's run stands there
+        run_id = found[0]["id"] if found else None
+    if run_id is None:
+        run_id = api.create_check_run(body)["id"]
+    with ectx.database.unit() as s:
+        s.merge(NeutralCheckRun(project_id=project, head_sha=sha, check_run_id=run_id))
+    patch = _gated(ectx, project, sha)
+    if patch is not None:
+        _withdraw_neutral(ectx, api, project, sha, run_id, patch.pr_number)
 
 
 @executor("merge_group_check")
@@ -159,4 +226,4 @@ def merge_group_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
     }
     if ectx.retrying and api.check_runs(spec["sha"], name=checkrun.NAME):
         return
-    api.create_check_run(body)
+    api.create_check_run(limits.fit_check_run(body))

@@ -159,6 +159,11 @@ def _repository(
         )
         want = checkrun.body(patch, view)
         want_says = (want["status"], want.get("conclusion"))
+        # the session's own run carries its ledger id (a neutral or withdrawn one does not)
+        runs = sorted(
+            (r for r in runs if r.get("external_id")),
+            key=lambda r: (r.get("external_id") != patch.ledger_id, r["id"] != ref_id),
+        )
         if not runs:
             found.append(
                 Repair(project, number, session.session_id, "check", f"no check run on {sha[:12]}")

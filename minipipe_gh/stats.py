@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from .models import AgentSession, Patch
@@ -15,7 +16,10 @@ from .session_states import SessionState
 TOP_REASONS = 5
 
 
-def agent_stats(db: Session, *, project_id: str | None = None) -> list[dict[str, Any]]:
+def agent_stats(
+    db: Session, *, project_id: str | None = None, within: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per agent type; ``within`` limits to those repositories (a token's scope)."""
     q = select(
         AgentSession.agent_type,
         AgentSession.state,
@@ -28,6 +32,10 @@ def agent_stats(db: Session, *, project_id: str | None = None) -> list[dict[str,
     if project_id:
         q = q.where(AgentSession.project_id == project_id)
         pq = pq.where(AgentSession.project_id == project_id)
+    if within is not None:
+        scope = func.lower(AgentSession.project_id).in_([w.lower() for w in within])
+        q = q.where(scope)
+        pq = pq.where(scope)
     sessions: dict[str, list[Any]] = defaultdict(list)
     for row in db.execute(q):
         sessions[row.agent_type].append(row)

@@ -33,19 +33,28 @@ def suites_verdict(suites: Iterable[dict[str, Any]], own_app_id: int | None) -> 
 def runs_verdict(
     runs: Iterable[dict[str, Any]], required: Iterable[str], own_app_id: int | None
 ) -> Verdict:
-    """Each named check must have completed and passed (the newest run of a name counts)."""
-    newest: dict[str, dict[str, Any]] = {}
+    """Every current run of each named check must have completed and passed.
+
+    Re-runs are de-duplicated per check suite (the newest run of a name in a suite
+    counts), never across suites: a job a PR adds under a required name, in a
+    workflow or app of its own, cannot hide a failing run of that name elsewhere.
+    """
+    newest: dict[tuple[str, Any], dict[str, Any]] = {}
     for run in runs:
         if own_app_id is not None and (run.get("app") or {}).get("id") == own_app_id:
             continue
-        name = run.get("name", "")
-        if name not in newest or run.get("id", 0) > newest[name].get("id", 0):
-            newest[name] = run
+        key = (run.get("name", ""), (run.get("check_suite") or {}).get("id"))
+        if key not in newest or run.get("id", 0) > newest[key].get("id", 0):
+            newest[key] = run
+    current: dict[str, list[dict[str, Any]]] = {}
+    for (name, _suite), run in newest.items():
+        current.setdefault(name, []).append(run)
     verdict: Verdict = "success"
     for name in required:
-        run = newest.get(name)
-        if run is None or run.get("status") != "completed":
-            verdict = "pending"
-        elif run.get("conclusion") not in PASSING:
+        found = current.get(name, [])
+        done = [r for r in found if r.get("status") == "completed"]
+        if any(r.get("conclusion") not in PASSING for r in done):
             return "failure"
+        if not found or any(r.get("status") != "completed" for r in found):
+            verdict = "pending"
     return verdict

@@ -47,6 +47,7 @@ from .metrics import (
     PROCESSING_SECONDS,
     WRITES_REFUSED,
     counting_github_calls,
+    event_label,
 )
 from .models import Delivery, utcnow
 from .recover import RecoveryMemo
@@ -311,8 +312,9 @@ class Worker:
                 outcome = Outcome(ident, "lost", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
-            PROCESSING_SECONDS.labels(name).observe(time.perf_counter() - started)
-            DELIVERIES_PROCESSED.labels(name, outcome.status).inc()
+            label = event_label(name)  # a replayed body can carry any event header
+            PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
+            DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
             log.info(
                 "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
             )

@@ -20,9 +20,11 @@ from .errors import Refused
 from .github_api import FileChange, RepoAPI
 from .github_app import GitHubApp
 from .models import AgentSession, Patch
+from .patch_states import MACHINE as PATCH_MACHINE
 from .patch_states import PatchState
-from .policy import PATH, Policy, PolicyError, parse
+from .policy import PATH, GuardVerdict, Policy, PolicyError, blocked_by_guardrails, parse
 from .session_states import SessionState
+from .transitions import note
 from .validation import Verdict, runs_verdict, suites_verdict
 
 P = PatchState
@@ -214,10 +216,12 @@ def record_head(
     head = head or read_head(repo, pr, policy)
     old = ledger.open_patch(ctx.db, session.session_id)
     files = head.files
-    paths = [f.path for f in files]
+    renamed_from = [f.previous for f in files if f.previous]
+    paths = list(dict.fromkeys([*(f.path for f in files), *renamed_from]))
     additions = sum(f.additions for f in files)
     deletions = sum(f.deletions for f in files)
     risk, reasons = policy.assess(paths, additions + deletions)
+    guard = policy.guardrails(session.agent_type).check(paths)
     new = ledger.record_patch(
         ctx.db,
         session,
@@ -230,12 +234,35 @@ def record_head(
         paths=paths,
         risk=risk,
         risk_reasons=reasons,
+        metadata=guard_meta(guard),
     )
+    if guard.outcome != "pass":
+        note(
+            ctx.db,
+            new,
+            PATCH_MACHINE,
+            actor="minipipe",
+            source=source(ctx),
+            reason=f"guardrails: {guard.outcome}: {'; '.join(guard.reasons)}",
+        )
     if old is not None:
         _supersede(ctx, repo, old, new, pr, policy, error)
     evaluate(ctx, repo, new, policy, error, head.verdict)
     publish(ctx, repo, new, policy, error)
     return new
+
+
+def guard_meta(guard: GuardVerdict) -> dict[str, Any]:
+    """What a guardrail verdict writes on a patch: ``review`` asks for a manual review
+    that only ``maintain`` or more may approve, whatever the patch's risk."""
+    meta: dict[str, Any] = {"guardrails": guard.as_meta()}
+    if guard.outcome == "review":
+        meta.update(manual_review_required=True, approve_permission=guard.approve_permission)
+    return meta
+
+
+def blocked(patch: Patch) -> bool:
+    return blocked_by_guardrails(patch.meta)
 
 
 def _supersede(
@@ -257,6 +284,12 @@ def _supersede(
             new.tree_sha = repo.api.commit_tree(new.patch_id)
             if old.tree_sha == new.tree_sha:
                 why = f"same tree {new.tree_sha[:12]} (reworded or re-signed commit)"
+        stricter = blocked(new) or new.meta.get("approve_permission") not in (
+            None,
+            old.meta.get("approve_permission"),
+        )
+        if why and stricter:
+            why = None  # the new head's guardrails ask more: earlier approvers may not suffice
         if why:
             ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
         else:
@@ -282,8 +315,25 @@ def evaluate(
     error: str | None,
     known: Verdict | None = None,
 ) -> None:
-    """Validate or quarantine the patch on its checks (read now unless ``known``)."""
+    """Validate or quarantine the patch on its checks (read now unless ``known``).
+
+    A patch its guardrails block is quarantined whatever its checks say, and stays
+    so: no approval can queue it until a complying push or a policy change."""
     if patch.state not in (P.CREATED, P.QUARANTINED):
+        return
+    if blocked(patch):
+        if error:
+            ctx.log.info("policy invalid: patch %s does not move on it", patch.ledger_id)
+        elif patch.state == P.CREATED:
+            ledger.transition(
+                ctx.db,
+                patch,
+                P.QUARANTINED,
+                actor="minipipe",
+                source=source(ctx),
+                reason="blocked by its guardrails: "
+                + "; ".join(patch.meta["guardrails"].get("reasons", [])),
+            )
         return
     result = known or verdict(repo, patch.patch_id, policy)
     if result == "pending":
@@ -317,6 +367,45 @@ def evaluate(
         auto_queue_low_risk=policy.auto_queue_low_risk,
         source=source(ctx),
     )
+
+
+def release_blocked(ctx: Context, repo: Repo) -> None:
+    """The policy on the default branch changed: judge blocked patches again.
+
+    A patch the new policy no longer blocks is evaluated on its checks as any other
+    (one read of its checks each); with an invalid policy nothing moves."""
+    held = list(
+        ctx.db.scalars(
+            select(Patch)
+            .where(Patch.project_id == repo.project, Patch.state == P.QUARANTINED)
+            .order_by(Patch.ledger_id)
+        )
+    )
+    held = [p for p in held if blocked(p)]
+    if not held:
+        return
+    policy, error = repo.policy()
+    if error:
+        return
+    released: list[tuple[Patch, GuardVerdict, Verdict]] = []
+    for patch in held:  # GitHub first, then the writes
+        session = ctx.db.get(AgentSession, patch.session_id)
+        guard = policy.guardrails(session.agent_type if session else None).check(patch.paths)
+        if guard.outcome != "block":
+            released.append((patch, guard, verdict(repo, patch.patch_id, policy)))
+    for patch, guard, checks in released:
+        patch.meta = {**patch.meta, **guard_meta(guard)}
+        note(
+            ctx.db,
+            patch,
+            PATCH_MACHINE,
+            actor="minipipe",
+            source=source(ctx),
+            reason=f"guardrails: {guard.outcome} under the changed policy: released"
+            + (f" ({'; '.join(guard.reasons)})" if guard.reasons else ""),
+        )
+        evaluate(ctx, repo, patch, policy, error, checks)
+        publish(ctx, repo, patch, policy, error)
 
 
 def patches_for_sha(ctx: Context, project: str, sha: str) -> list[Patch]:

@@ -25,6 +25,27 @@ def user(login: str, *, bot: bool = False) -> dict[str, Any]:
     return {"login": login, "id": abs(hash(login)) % 10**8, "type": "Bot" if bot else "User"}
 
 
+def check_run(
+    name: str,
+    conclusion: str | None = "success",
+    *,
+    sha: str,
+    suite: int,
+    app_id: int = 42,
+    run_id: int | None = None,
+) -> dict[str, Any]:
+    """A check run as GitHub lists it: in a check suite, made by an app."""
+    return {
+        "id": run_id or next(_ids),
+        "name": name,
+        "head_sha": sha,
+        "status": "completed" if conclusion else "in_progress",
+        "conclusion": conclusion,
+        "check_suite": {"id": suite},
+        "app": {"id": app_id, "slug": "minipipe" if app_id == APP_ID else "ci"},
+    }
+
+
 class Scenario:
     def __init__(
         self,
@@ -68,6 +89,14 @@ class Scenario:
         ]
         self.github.add("GET", f"{R}/pulls/{self.number}/files", files)
 
+    def serve_changes(self, *files: dict[str, Any]) -> None:
+        """The PR's files as GitHub lists them (``{"filename": ..., "status": "renamed",
+        "previous_filename": ...}``), replacing what was served before."""
+        listed = [{"additions": 10, "deletions": 0, "status": "modified", **f} for f in files]
+        self.github.rsps.upsert(
+            "GET", self.github.url(f"{R}/pulls/{self.number}/files"), json=listed
+        )
+
     def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
         suites = [
             {
@@ -103,6 +132,32 @@ class Scenario:
                         "head_sha": sha,
                     }
                 ],
+            },
+        )
+
+    def serve_runs(self, sha: str, *runs: dict[str, Any]) -> None:
+        """The check runs on ``sha`` (``check_run(...)`` dicts), whatever filter is asked."""
+        self.github.rsps.upsert(
+            "GET",
+            self.github.url(f"{R}/commits/{sha}/check-runs"),
+            json={"total_count": len(runs), "check_runs": list(runs)},
+        )
+
+    def serve_pull(
+        self, state: str = "open", *, merged: bool = False, sha: str | None = None
+    ) -> None:
+        """GitHub's own view of the PR (``GET /pulls/{n}``), as the app re-reads it."""
+        self.github.rsps.upsert(
+            "GET",
+            self.github.url(f"{R}/pulls/{self.number}"),
+            json={
+                "number": self.number,
+                "state": state,
+                "merged": merged,
+                "merge_commit_sha": "m" * 40 if merged else None,
+                "merged_by": user("maintainer") if merged else None,
+                "user": user(self.author),
+                "head": {"ref": self.branch, "sha": sha or self.sha, "repo": {"full_name": REPO}},
             },
         )
 
@@ -175,6 +230,23 @@ class Scenario:
             pull_requests=[{"number": self.number, "head": {}, "base": {}, "id": 1, "url": "x"}],
         )
         return self.deliver("check_suite", data)
+
+    def run_completed(self, run: dict[str, Any]) -> Any:
+        """``check_run.completed`` for ``run`` (a ``check_run(...)`` dict)."""
+        data = payload("check_run.completed", installation=INSTALLATION)
+        data["check_run"].update(run)
+        data["check_run"]["pull_requests"] = [
+            {"number": self.number, "head": {}, "base": {}, "id": 1, "url": "x"}
+        ]
+        data["repository"]["full_name"] = REPO
+        return self.deliver("check_run", data)
+
+    def policy_pushed(self, *paths: str) -> Any:
+        """A push to the default branch whose commit changes ``paths``."""
+        data = payload("push", installation=INSTALLATION, ref="refs/heads/master")
+        data["commits"] = [{"id": "c" * 40, "added": [], "removed": [], "modified": list(paths)}]
+        data["repository"]["full_name"] = REPO
+        return self.deliver("push", data)
 
     def comment(
         self,

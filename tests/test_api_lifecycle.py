@@ -74,6 +74,7 @@ def test_session_created_through_the_api_lives_through_its_pull_request(
     assert api("GET", f"/patches/{lid}").get_json()["state"] == "queued"
 
     # merged: the patch is applied, the session completed
+    sc.serve_pull("closed", merged=True)  # the app re-reads the PR before acting on `closed`
     sc.pr_event("closed", merged=True)
     drain(rt)
     final = api("GET", f"/sessions/{sid}").get_json()
@@ -155,6 +156,7 @@ def test_a_webhook_that_outruns_the_api_binds_the_session_by_its_marker(
     assert update[:2] == ("PATCH", f"{R}/check-runs/{sc.check_run_id}")
     assert update[2]["conclusion"] == "success"
 
+    sc.serve_pull("closed", merged=True)  # the app re-reads the PR before acting on `closed`
     sc.pr_event("closed", merged=True)
     drain(rt)
     final = api("GET", f"/sessions/{sid}").get_json()

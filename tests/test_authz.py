@@ -216,3 +216,42 @@ def test_help_needs_nothing(permission: str) -> None:
     assert required_permission(Verb.HELP, DEFAULT) is None
     for facts in (LOW, HIGH, NO_PATCH):
         assert refusal(Verb.HELP, actor("author", permission), WITH_REVIEWERS, facts) is None
+
+
+# --- guardrails: protected paths need a maintainer's approval ---------------------------
+
+
+PROTECTED = PullFacts(
+    author="author", session_bot="agent-bot", risk="low", approve_permission="maintain"
+)
+
+
+@pytest.mark.parametrize(
+    ("permission", "allowed"), [("write", False), ("maintain", True), ("admin", True)]
+)
+def test_a_protected_patch_is_approved_by_maintain_or_more(permission: str, allowed: bool) -> None:
+    why = refusal(Verb.APPROVE, actor("dave", permission), DEFAULT, PROTECTED)
+    if allowed:
+        assert why is None
+    else:
+        assert why == (
+            "@dave has `write` permission; this patch touches protected paths, "
+            "so approving it needs `maintain` or more"
+        )
+
+
+@pytest.mark.parametrize("verb", [Verb.REJECT, Verb.REVIEW, Verb.HOLD, Verb.APPROVE_CANCEL])
+def test_other_verbs_on_a_protected_patch_keep_their_own_permission(verb: Verb) -> None:
+    assert refusal(verb, actor("dave", "write"), DEFAULT, PROTECTED) is None
+
+
+def test_a_maintainer_still_cannot_approve_their_own_protected_patch() -> None:
+    why = refusal(Verb.APPROVE, actor("author", "admin"), DEFAULT, PROTECTED)
+    assert why is not None and "own patch" in why
+
+
+def test_nobody_approves_a_patch_its_guardrails_block() -> None:
+    blocked = PullFacts(author="author", session_bot="agent-bot", risk="low", blocked=True)
+    why = refusal(Verb.APPROVE, actor("root", "admin"), DEFAULT, blocked)
+    assert why is not None and "blocked by its guardrails" in why
+    assert refusal(Verb.REJECT, actor("root", "admin"), DEFAULT, blocked) is None

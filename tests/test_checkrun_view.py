@@ -316,3 +316,43 @@ def test_summary_lists_recent_transitions_and_refusals() -> None:
     assert "refused by author: cannot approve their own patch" in summary
     assert "2024-05-01 12:30" in summary
     assert summary.index("created → validated") < summary.index("refused by author")
+
+
+# --- guardrails --------------------------------------------------------------------------
+
+
+def test_a_blocked_patch_is_a_failure_titled_by_its_guardrails() -> None:
+    rails = {
+        "verdict": "block",
+        "lines": [
+            "protected paths: blocked, touches protected paths: CODEOWNERS "
+            "(agents.default.on_protected: block)",
+            "allowed paths: no limit",
+            "changed files: 1 (no limit)",
+        ],
+        "reasons": ["touches protected paths: CODEOWNERS (agents.default.on_protected: block)"],
+    }
+    out = body(patch(PatchState.QUARANTINED, guardrails=rails), View())
+    assert status_of(out) == ("completed", "failure")
+    assert out["output"]["title"] == "Blocked by its guardrails"
+    assert labels(out) == []
+    summary = out["output"]["summary"]
+    assert "- Guardrails: `block`" in summary
+    for line in rails["lines"]:
+        assert f"  - {line}" in summary
+
+
+def test_a_quarantined_patch_its_guardrails_pass_still_says_its_checks_failed() -> None:
+    rails = {"verdict": "pass", "lines": ["protected paths: none touched"], "reasons": []}
+    out = body(patch(PatchState.QUARANTINED, guardrails=rails), View())
+    assert out["output"]["title"] == "Checks failed: patch quarantined"
+    assert "- Guardrails: `pass`" in out["output"]["summary"]
+
+
+def test_a_protected_patch_says_who_may_approve_it() -> None:
+    rails = {"verdict": "review", "lines": ["protected paths: review, ..."], "reasons": ["x"]}
+    out = body(
+        patch(PatchState.AWAITING_REVIEW, guardrails=rails, approve_permission="maintain"), View()
+    )
+    assert status_of(out) == ("completed", "action_required")
+    assert "- Approvers need `maintain` or more" in out["output"]["summary"]

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from minipipe_gh import migrate
 from minipipe_gh.db import Database, default_url, make_engine
+from minipipe_gh.models import NeutralCheckRun
 
 CORE_TABLES = {"sessions", "patches", "audit_log"}
 CORE_INDEXES = {
@@ -125,6 +126,37 @@ def test_downgrade_to_base_and_back(empty_db_url: str) -> None:
         assert set(inspect(engine).get_table_names()) >= CORE_TABLES
     finally:
         engine.dispose()
+
+
+def test_0008_adds_the_neutral_check_runs_and_keeps_existing_rows(empty_db_url: str) -> None:
+    url = empty_db_url
+    command.upgrade(migrate.alembic_config(url), "0006")
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO check_runs (project_id, head_sha, check_run_id) VALUES (:p, :s, 5)"
+                ),
+                {"p": "o/r", "s": "a" * 40},
+            )
+        migrate.upgrade(url)
+        assert {c["name"] for c in inspect(engine).get_columns("neutral_check_runs")} == {
+            "project_id", "head_sha", "check_run_id", "withdrawn", "created_at"
+        }  # fmt: skip
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT check_run_id FROM check_runs")).scalar() == 5
+    finally:
+        engine.dispose()
+    database = Database(url)
+    try:
+        with database.unit() as s:
+            s.add(NeutralCheckRun(project_id="o/r", head_sha="b" * 40, check_run_id=7))
+        with database.unit(write=False) as s:
+            row = s.get(NeutralCheckRun, ("o/r", "b" * 40))
+            assert row is not None and (row.check_run_id, row.withdrawn) == (7, False)
+    finally:
+        database.dispose()
 
 
 def test_default_url_is_a_file_in_the_instance_folder(tmp_path: Path) -> None:

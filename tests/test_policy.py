@@ -402,3 +402,97 @@ def test_unknown_or_missing_permission_counts_as_none(actual: str | None) -> Non
 
 def test_permission_list_matches_github_levels() -> None:
     assert PERMISSIONS == ("none", "read", "triage", "write", "maintain", "admin")
+
+
+# --- agents: guardrails ------------------------------------------------------------------
+
+
+def test_guardrail_defaults_apply_with_no_agents_section() -> None:
+    rails = Policy().guardrails("aider")
+    assert rails.protected_paths == (
+        ".github/workflows/**",
+        ".github/minipipe.yml",
+        "CODEOWNERS",
+        ".github/CODEOWNERS",
+        "AGENTS.md",
+        "CLAUDE.md",
+    )
+    assert (rails.on_protected, rails.allowed_paths, rails.max_changed_files) == ("review", (), 0)
+    verdict = rails.check(["src/app.py", ".github/workflows/ci.yml"])
+    assert verdict.outcome == "review"
+    assert verdict.approve_permission == "maintain"
+    assert verdict.reasons == (
+        "touches protected paths: .github/workflows/ci.yml (agents.default.on_protected: "
+        "review, only `maintain` or more may approve)",
+    )
+    assert Policy().guardrails(None).check(["src/app.py"]).outcome == "pass"
+
+
+def test_an_agent_type_entry_overrides_default_key_by_key() -> None:
+    policy = parse(
+        "agents:\n"
+        "  default:\n"
+        "    on_protected: block\n"
+        "    max_changed_files: 5\n"
+        "  aider:\n"
+        '    allowed_paths: ["src/**", "tests/**"]\n'
+        "    max_changed_files: 0\n"
+    )
+    aider = policy.guardrails("aider")
+    assert (aider.on_protected, aider.allowed_paths, aider.max_changed_files) == (
+        "block",
+        ("src/**", "tests/**"),
+        0,
+    )
+    assert aider.rule("on_protected") == "agents.default.on_protected"
+    assert aider.rule("allowed_paths") == "agents.aider.allowed_paths"
+    other = policy.guardrails("claude")
+    assert (other.on_protected, other.allowed_paths, other.max_changed_files) == ("block", (), 5)
+    assert other.protected_paths == Policy().guardrails(None).protected_paths
+
+
+def test_block_names_every_offending_file_and_the_rule() -> None:
+    rails = parse(
+        "agents:\n  default:\n    on_protected: block\n"
+        '    allowed_paths: ["src/**"]\n    max_changed_files: 2\n'
+    ).guardrails("x")
+    verdict = rails.check(["src/a.py", "CODEOWNERS", "docs/x.md"])
+    assert verdict.outcome == "block"
+    assert verdict.approve_permission is None
+    assert verdict.reasons == (
+        "touches protected paths: CODEOWNERS (agents.default.on_protected: block)",
+        "outside agents.default.allowed_paths: CODEOWNERS, docs/x.md",
+        "3 changed files, over agents.default.max_changed_files (2)",
+    )
+    assert len(verdict.lines) == 3
+
+
+def test_protected_paths_can_be_replaced() -> None:
+    rails = parse('agents:\n  default:\n    protected_paths: ["infra/**"]\n').guardrails("x")
+    assert rails.check(["CODEOWNERS"]).outcome == "pass"
+    assert rails.check(["infra/main.tf"]).outcome == "review"
+
+
+D = "agents:\n  default:\n"  # the default entry, its keys on line 3
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "line", "words"),
+    [
+        (D + "    on_protected: ask\n", "agents.default.on_protected", 3, "review or block"),
+        (D + "    allowed_paths: src\n", "agents.default.allowed_paths", 3, "list of strings"),
+        (D + "    protected_paths: ['!']\n", "agents.default.protected_paths", 3, "invalid glob"),
+        (D + "    max_changed_files: -2\n", "agents.default.max_changed_files", 3, "at least 0"),
+        (D + "    protect: []\n", "agents.default.protect", 3, "known key"),
+        ("agents:\n  aider:\n    max_open_sessions: 3\n", "agents.aider.max_open_sessions", 3,
+         "not enforced"),
+        ("agents:\n  default: [a]\n", "agents.default", 2, "mapping"),
+        ("agents: [default]\n", "agents", 1, "mapping"),
+        ("\nagents:\n  'two words':\n    on_protected: block\n", "agents", 3, "agent type"),
+        ("provenance:\n  foreign_commits: review\n", "provenance", 1, "known section"),
+    ],
+)  # fmt: skip
+def test_invalid_agents_name_key_and_line(text: str, key: str, line: int, words: str) -> None:
+    err = error_of(text)
+    assert (err.key, err.line) == (key, line)
+    assert words in str(err)

@@ -95,8 +95,11 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
     assert sent[2][2] == {"content": "+1"}
 
     # merged → applied, session completed
+    sc.serve_pull("closed", merged=True)  # the app re-reads the PR before acting on `closed`
+    mark = len(github.api_requests())
     sc.pr_event("closed", merged=True)
     drain(rt)
+    assert ("GET", f"{R}/pulls/2", None) in github.api_requests()[mark:]
     assert only_patch(rt).state == "applied"
     assert the_session(rt).state == "completed"
     with rt.database.unit(write=False) as s:

@@ -40,14 +40,18 @@ def run(
     *,
     run_id: int = 1,
     app: int | None = CI,
+    suite_id: int | None = None,
 ) -> dict[str, Any]:
-    return {
+    out = {
         "id": run_id,
         "name": name,
         "status": status,
         "conclusion": conclusion if status == "completed" else None,
         "app": {"id": app} if app is not None else None,
     }
+    if suite_id is not None:
+        out["check_suite"] = {"id": suite_id}
+    return out
 
 
 FAILING = ["failure", "timed_out", "cancelled", "action_required", "stale"]
@@ -202,3 +206,21 @@ def test_no_required_names_is_success() -> None:
 def test_runs_verdict_reads_any_iterables() -> None:
     runs = iter([run("a", run_id=1), run("b", run_id=2)])
     assert runs_verdict(runs, iter(["a", "b"]), OWN) == "success"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_newer_run_of_the_same_name_in_another_suite_cannot_mask_a_failure(order: int) -> None:
+    real = run("test", conclusion="failure", run_id=10, suite_id=1)
+    mask = run("test", conclusion="success", run_id=11, suite_id=2)
+    assert runs_verdict([real, mask][::order], ["test"], OWN) == "failure"
+    other_app = run("test", conclusion="success", run_id=12, suite_id=3, app=OTHER)
+    assert runs_verdict([real, other_app][::order], ["test"], OWN) == "failure"
+
+
+@pytest.mark.parametrize("order", [1, -1])
+def test_reruns_are_deduplicated_within_their_suite(order: int) -> None:
+    failed = run("test", conclusion="failure", run_id=10, suite_id=1)
+    rerun = run("test", conclusion="success", run_id=11, suite_id=1)
+    assert runs_verdict([failed, rerun][::order], ["test"], OWN) == "success"
+    elsewhere_going = run("test", status="in_progress", run_id=12, suite_id=2)
+    assert runs_verdict([failed, rerun, elsewhere_going][::order], ["test"], OWN) == "pending"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -61,6 +62,25 @@ def test_the_same_comment_under_two_delivery_ids_is_stored_once(deliver, rt):
     assert deliver("issue_comment", data, delivery_id="from-app").status_code == 202
     assert deliver("issue_comment", data, delivery_id="from-repo-hook").status_code == 200
     assert [d.delivery_id for d in stored(rt)] == ["from-app"]
+
+
+def test_any_event_resent_byte_for_byte_under_a_new_delivery_id_is_stored_once(deliver, rt):
+    """GitHub signs the body only: its digest is the key a new delivery id cannot change."""
+    body = json.dumps(payload("pull_request.closed"), indent=2).encode()
+    assert deliver("pull_request", body, delivery_id="first").status_code == 202
+    again = deliver("pull_request", body, delivery_id="replayed")
+    assert (again.status_code, again.json["duplicate"]) == (200, True)
+    [row] = stored(rt)
+    assert row.delivery_id == "first"
+    assert row.natural_key == "sha256:" + hashlib.sha256(body).hexdigest()
+
+
+def test_events_with_other_bytes_are_each_stored(deliver, rt):
+    opened = payload("pull_request.opened")
+    assert deliver("pull_request", opened, delivery_id="one").status_code == 202
+    pushed = payload("pull_request.opened", pull_request__head__sha="b" * 40)
+    assert deliver("pull_request", pushed, delivery_id="two").status_code == 202
+    assert [d.delivery_id for d in stored(rt)] == ["one", "two"]
 
 
 def test_ping_answers_200_and_stores_nothing(deliver, rt):

@@ -7,6 +7,7 @@ PyGithub's real requests, exceptions and headers reach the worker.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from datetime import datetime, timedelta
@@ -62,8 +63,19 @@ def row(rt: Runtime, delivery_id: str) -> Delivery:
         return d
 
 
+_EDITS = itertools.count()
+
+
 def pr_payload(number: int) -> dict[str, Any]:
-    return payload("pull_request.opened", number=number, pull_request__number=number)
+    """A distinct event each call, as GitHub's are (``updated_at`` moves on): the same
+    body twice would be one event, recognised by its digest."""
+    updated = datetime(2019, 5, 15, 15, 20) + timedelta(seconds=next(_EDITS))
+    return payload(
+        "pull_request.opened",
+        number=number,
+        pull_request__number=number,
+        pull_request__updated_at=updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
 
 
 def commenting_router(handled: list[str]) -> Router:

@@ -38,6 +38,8 @@ def test_threads_share_the_queue_but_never_one_pull_request(rt: Any, deliver: An
         for i in range(3):
             data = payload("pull_request.opened", number=number)
             data["pull_request"]["number"] = number
+            # three events of one PR: GitHub's bodies differ (the same body is one event)
+            data["pull_request"]["updated_at"] = f"2019-05-15T15:20:{i:02d}Z"
             deliver("pull_request", data, delivery_id=f"pr{number}-{i}")
     stop = threading.Event()
     worker = rt.worker()

@@ -7,6 +7,8 @@ failed (open patch → dropped). A push (synchronize) supersedes the open patch.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import ledger, registry
 from ..context import Context
 from ..db import attempt
@@ -23,6 +25,7 @@ from ..workflow import (
     publish,
     read_head,
     record_head,
+    release_blocked,
     source,
 )
 
@@ -42,6 +45,17 @@ def on_pull_request(ctx: Context) -> None:
     if bound is None and action in ("converted_to_draft", "closed"):
         return
     policy, error = repo.policy()
+    if action == "closed":
+        # GitHub signs only the body: a captured `closed` can be re-sent at any time.
+        # Act on the PR's state as GitHub has it now, never on the body's word.
+        pr = _as_github_has_it(repo, pr)
+        if pr.get("state") != "closed":
+            ctx.log.warning(
+                "pull_request.closed for #%s ignored: GitHub says the PR is %s",
+                pr["number"],
+                pr.get("state"),
+            )
+            return
     tracked = action in HEAD_ACTIONS and (bound is not None or adoptable(repo, pr, policy))
     new_head = tracked and not ledger.find_patch(
         ctx.db, repo.project, pr["number"], pr["head"]["sha"]
@@ -60,6 +74,13 @@ def on_pull_request(ctx: Context) -> None:
         move_session(ctx, session, S.PAUSED, "pull request converted to draft")
     else:
         _closed(ctx, repo, session, pr, policy, error)
+
+
+def _as_github_has_it(repo: Repo, pr: dict[str, Any]) -> dict[str, Any]:
+    """The payload's PR with its state and merge facts read from GitHub (one request)."""
+    live = repo.api.pull(pr["number"])
+    facts = ("state", "merged", "merge_commit_sha", "merged_by")
+    return {**pr, **{key: live.get(key) for key in facts}}
 
 
 def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # type: ignore[no-untyped-def]
@@ -97,7 +118,8 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
 
 @router.register("push")
 def on_push(ctx: Context) -> None:
-    """A change to the policy file on the default branch drops the cached policy."""
+    """A change to the policy file on the default branch drops the cached policy and
+    judges the patches its guardrails blocked again."""
     repo = ctx.payload.get("repository") or {}
     if ctx.payload.get("ref") != f"refs/heads/{repo.get('default_branch')}":
         return
@@ -109,3 +131,4 @@ def on_push(ctx: Context) -> None:
     }
     if PATH in touched and ctx.app is not None:
         ctx.app.policies.drop(repo["full_name"])
+        release_blocked(ctx, Repo.of(ctx))  # a policy change releases what it no longer blocks
