@@ -341,3 +341,17 @@ def test_patches_waiting_says_what_each_waits_for_and_since_when(
     }
     assert set(gauge) == {"created", "validated", "quarantined", "awaiting_review", "queued"}
     assert 0 < gauge["awaiting_review"] < 60 and gauge["queued"] == 0.0
+
+
+def test_a_neutral_run_on_the_head_does_not_count_as_the_sessions_check(rt, deliver, github):
+    """Our withdrawn "not a session" run may stand on a SHA: only the session's run counts."""
+    sc = Scenario(deliver, github)
+    opened_and_validated(rt, sc, github)
+    serve_open_pulls(github, pr_object(sc, sc.sha))
+    neutral = {**our_run(sc.sha, "completed", "cancelled", ident=4040), "external_id": None}
+    serve_own_runs(github, sc.sha, neutral)
+    report = reconcile(rt.database, rt.github)
+    assert [(r.kind, r.detail) for r in report.repairs] == [
+        ("check", f"no check run on {sc.sha[:12]}")
+    ]
+    assert sc.check_run_ref(rt.database).check_run_id == 555  # not pointed at the neutral run
