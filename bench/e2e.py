@@ -409,9 +409,12 @@ async def warm_up(port: int, secret: str, watcher: DoneWatcher | None, n: int) -
         "installation": {"id": 1},
         "sender": {"login": "octocat", "id": 1, "type": "User"},
     }
-    body = json.dumps(data).encode()
     idents = [f"warmup-{uuid.uuid4()}" for _ in range(n)]
-    sent = [post(port, signed_request(port, "watch", i, body, secret)) for i in idents]
+    # each its own body: the inbox keeps one of identical bodies under several ids
+    sent = [
+        post(port, signed_request(port, "watch", i, json.dumps({**data, "id": i}).encode(), secret))
+        for i in idents
+    ]
     statuses = [s for s, _t in await asyncio.gather(*sent)]
     if any(not 200 <= s < 300 for s in statuses):
         raise RuntimeError(f"warm-up deliveries answered {collections.Counter(statuses)}")
@@ -1113,6 +1116,7 @@ def reconcile_bench(
                     "sha": sha,
                     "ref": session.branch,
                     "check": [body["status"], body.get("conclusion")],
+                    "external_id": patch.ledger_id,
                 }
             )
     fake_control(fake_port, "/_fake/reset", {})

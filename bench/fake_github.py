@@ -17,7 +17,8 @@ for any repository, in GitHub's shapes:
   ``POST /repos/{o}/{r}/pulls/{n}/requested_reviewers``,
 * ``GET  /app/hook/deliveries`` (the app's delivery log: empty, nothing failed),
 * ``GET  /repos/{o}/{r}/pulls`` (the open PRs seeded with ``POST /_fake/pulls``,
-  paginated by ``page``/``per_page``) and ``GET /repos/{o}/{r}/pulls/{n}``.
+  paginated by ``page``/``per_page``) and ``GET /repos/{o}/{r}/pulls/{n}`` (a PR
+  not seeded is one the drive merged: closed, merged, as its last webhook says).
 
 Conditional requests, as GitHub answers them: every 200 to a GET carries an
 ``ETag`` (a hash of the body), and a GET whose ``If-None-Match`` matches is
@@ -238,7 +239,11 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         return 200, pulls[(page - 1) * per_page : page * per_page]
     if name == "pulls/{n}":
         pull = STATE.pulls[f"{g['owner']}/{g['repo']}"].get(int(g["pr"]))
-        return (200, pull) if pull else (404, {"message": "Not Found"})
+        if pull is None:  # a PR of the drive: read only when its closed+merged arrives
+            user = {"login": "maintainer", "id": 2, "type": "User"}
+            pull = {"number": int(g["pr"]), "state": "closed", "merged": True, "merged_by": user}
+            pull["merge_commit_sha"] = "m" * 40
+        return 200, pull
     raise AssertionError(name)
 
 
@@ -277,6 +282,7 @@ def _seed_pulls(body: dict[str, Any]) -> None:
                 "head_sha": sha,
                 "status": status,
                 "conclusion": conclusion,
+                "external_id": item.get("external_id"),
                 "app": {"id": 0},
             }
 
