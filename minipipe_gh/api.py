@@ -7,6 +7,7 @@ move or conflict, 502 when GitHub failed.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from functools import wraps
 from typing import Any
@@ -29,11 +30,12 @@ from .errors import (
     PermissionDenied,
     Refused,
 )
-from .models import AgentSession, InstalledRepository, utcnow
+from .models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from .openapi import SPEC
+from .pagination import check_limit, decode, encode
 from .patch_states import MACHINE as PATCH_MACHINE
 from .runtime import Runtime
-from .serialize import audit_dict, patch_dict, session_dict
+from .serialize import audit_dict, change_version, patch_dict, session_dict
 from .session_pr import open_session_pr
 from .transitions import check_version
 from .workflow import load_policy
@@ -320,15 +322,80 @@ def _session(s: Any, session_id: str) -> AgentSession:
     return session
 
 
+MAX_WAIT = 60.0
+POLL_EVERY = 0.15  # seconds between two cheap version reads while a bot waits
+
+
+def _wait_args() -> tuple[float, int | None]:
+    """``wait`` (seconds, capped at MAX_WAIT) and ``since`` (a version) of a long-poll."""
+    raw_wait, raw_since = request.args.get("wait"), request.args.get("since")
+    wait = 0.0
+    if raw_wait is not None:
+        try:
+            wait = float(raw_wait)
+        except ValueError:
+            raise ApiError(400, "invalid", "wait must be a number of seconds", "wait") from None
+        if not 0 <= wait < float("inf"):
+            raise ApiError(400, "invalid", "wait must be 0 to 60 seconds", "wait")
+    since = None
+    if raw_since is not None:
+        if not (raw_since.isascii() and raw_since.isdigit()) or len(raw_since) > 18:
+            raise ApiError(400, "invalid", "since must be a version (a whole number)", "since")
+        since = int(raw_since)
+    return min(wait, MAX_WAIT), since
+
+
+def _await_change(session_id: str, since: int, wait: float) -> None:
+    """Return once the session's version differs from ``since``, or after ``wait`` seconds.
+
+    Each look is one short read; no connection is held while sleeping, so a
+    change made by any process (web or worker, SQLite or PostgreSQL) is seen
+    within POLL_EVERY.
+    """
+    deadline = time.monotonic() + wait
+    db = rt().database
+    while True:
+        with db.unit(write=False) as s:
+            version = change_version(s, session_id)
+        left = deadline - time.monotonic()
+        if version is None or version != since or left <= 0:
+            return
+        time.sleep(min(POLL_EVERY, left))
+
+
+def _etag(kind: str, ident: str, version: int) -> str:
+    """The entity tag (unquoted): the version changes with every change of the body."""
+    return f"{kind}-{ident}-{version}"
+
+
+def _conditional(data: dict[str, Any], etag: str, *, allow_304: bool = True) -> Any:
+    """200 with an ``ETag``, or 304 when the caller already holds this version."""
+    if allow_304 and request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison
+        resp = current_app.response_class(status=304)
+    else:
+        resp = jsonify(data)
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = "private, no-cache"
+    return resp
+
+
 @bp.get("/sessions/<session_id>")
 @authenticated
 def get_session(session_id: str) -> Any:
+    wait, since = _wait_args()
+    if since is not None and wait > 0:
+        with rt().database.unit(write=False) as s:
+            _session(s, session_id)  # 404 before anyone waits on a session they cannot see
+        _await_change(session_id, since, wait)
     with rt().database.unit(write=False) as s:
         data = session_dict(_session(s, session_id))
         data["patches"] = [
             patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
         ]
-    return jsonify(data)
+    # A long-poll always answers 200 (the same version when nothing changed).
+    return _conditional(
+        data, _etag("session", session_id, data["version"]), allow_304="wait" not in request.args
+    )
 
 
 @bp.delete("/sessions/<session_id>")
@@ -387,16 +454,45 @@ def list_patches() -> Any:
     return jsonify(items=items, next_cursor=page.next_cursor)
 
 
+def _patch(s: Any, ledger_id: str) -> Any:
+    patch = ledger.get_patch(s, ledger_id)
+    if not g.token.allows(patch.project_id):
+        raise NotFound(f"patch {ledger_id} not found")
+    return patch
+
+
 @bp.get("/patches/<ledger_id>")
 @authenticated
 def get_patch(ledger_id: str) -> Any:
+    """The patch and its typed review; the audit history pages at ``/history``."""
     with rt().database.unit(write=False) as s:
-        patch = ledger.get_patch(s, ledger_id)
-        if not g.token.allows(patch.project_id):
-            raise NotFound(f"patch {ledger_id} not found")
+        patch = _patch(s, ledger_id)
         data = patch_dict(patch)
-        data["history"] = [audit_dict(a) for a in ledger.history(s, ledger_id)]
-    return jsonify(data)
+    return _conditional(data, _etag("patch", ledger_id, patch.version))
+
+
+@bp.get("/patches/<ledger_id>/history")
+@authenticated
+def patch_history(ledger_id: str) -> Any:
+    """The patch's audit trail, oldest first, keyset-paged on the entry id."""
+    limit = check_limit(limit_arg())
+    after = decode(request.args.get("cursor"))
+    if after is not None and not after.isdigit():
+        raise ApiError(400, "invalid", "cursor is not one this server gave out", "cursor")
+    with rt().database.unit(write=False) as s:
+        _patch(s, ledger_id)
+        q = (
+            select(AuditEntry)
+            .where(AuditEntry.entity == "patch", AuditEntry.entity_id == ledger_id)
+            .order_by(AuditEntry.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            q = q.where(AuditEntry.id > int(after))
+        rows = list(s.scalars(q))
+        items = [audit_dict(a) for a in rows[:limit]]
+    next_cursor = encode(str(rows[limit - 1].id)) if len(rows) > limit else None
+    return jsonify(items=items, next_cursor=next_cursor)
 
 
 @bp.post("/patches/<ledger_id>/<verb>")

@@ -866,12 +866,20 @@ def test_get_patch_with_its_history(api, rt):
         "level": "high",
         "reasons": ["touches high-risk paths: src/auth/login.py"],
     }
-    assert [(h["from"], h["to"], h["outcome"]) for h in body["history"]] == [
+    assert "history" not in body  # paged on its own, never embedded whole
+    assert body["review"]["status"] == "pending"
+    first = api("GET", f"/patches/{lid}/history", query_string={"limit": 2}).get_json()
+    rest = api(
+        "GET", f"/patches/{lid}/history", query_string={"limit": 2, "cursor": first["next_cursor"]}
+    ).get_json()
+    assert rest["next_cursor"] is None
+    assert [(h["from"], h["to"], h["outcome"]) for h in first["items"] + rest["items"]] == [
         (None, "created", "moved"),
         ("created", "validated", "moved"),
         ("validated", "awaiting_review", "moved"),
     ]
     error(api("GET", "/patches/01nosuchpatch00000000000000"), 404, "not_found")
+    error(api("GET", "/patches/01nosuchpatch00000000000000/history"), 404, "not_found")
 
 
 def test_approve_by_a_writer_queues_the_patch_and_publishes_through_the_worker(api, rt, github):
