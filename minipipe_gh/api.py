@@ -392,10 +392,42 @@ def get_session(session_id: str) -> Any:
         data["patches"] = [
             patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
         ]
+        data["usage"] = stats.session_usage(s, session_id)
     # A long-poll always answers 200 (the same version when nothing changed).
     return _conditional(
         data, _etag("session", session_id, data["version"]), allow_304="wait" not in request.args
     )
+
+
+MAX_TOKENS = 10**12
+MAX_COST = 10.0**9
+
+
+@bp.post("/sessions/<session_id>/usage")
+@authenticated
+def report_usage(session_id: str) -> Any:
+    """Add what a piece of the session's work cost; answers the session's totals."""
+    data = body()
+    counts = {}
+    for name in ("tokens_in", "tokens_out"):
+        value = field(data, name, int)
+        if value is not None and not 0 <= value <= MAX_TOKENS:
+            raise ApiError(400, "invalid", f"{name} must be 0 to {MAX_TOKENS}", name)
+        counts[name] = value or 0
+    cost = field(data, "cost_usd", (int, float))
+    if cost is not None and not 0 <= cost <= MAX_COST:  # NaN fails both comparisons
+        raise ApiError(400, "invalid", f"cost_usd must be 0 to {MAX_COST:.0f}", "cost_usd")
+    model = field(data, "model", str)
+    if model is not None and not 0 < len(model) <= 200:
+        raise ApiError(400, "invalid", "model must be 1-200 characters", "model")
+    if not any(data.get(k) is not None for k in ("tokens_in", "tokens_out", "cost_usd")):
+        raise ApiError(400, "invalid", "report tokens_in, tokens_out or cost_usd", "tokens_in")
+    with rt().database.unit() as s:
+        _session(s, session_id)
+        stats.record_usage(s, session_id, cost_usd=float(cost or 0), model=model, **counts)
+        s.flush()
+        usage = stats.session_usage(s, session_id)
+    return jsonify(session_id=session_id, usage=usage)
 
 
 @bp.delete("/sessions/<session_id>")

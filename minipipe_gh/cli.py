@@ -573,3 +573,17 @@ def token_revoke(ctx: Ctx, name: str) -> None:
     with ctx.db.unit() as s:
         tokens.revoke(s, name)
     click.echo(f"token {name!r} revoked")
+
+
+# --- MCP --------------------------------------------------------------------------
+
+
+@main.command("mcp")
+def mcp_command() -> None:
+    """Model Context Protocol server on stdio, over the bot API.
+
+    Reads MINIPIPE_URL (this server's address) and MINIPIPE_TOKEN (a bot token).
+    """
+    from .mcp_server import serve
+
+    serve()
