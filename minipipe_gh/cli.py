@@ -483,7 +483,7 @@ def sessions_reap(ctx: Ctx, older_than: str | None, dry_run: bool, as_json: bool
 @pass_ctx
 @core_errors
 def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
-    """Per agent type: sessions, success rate, time to completion, review outcomes."""
+    """Per agent type: sessions, success rate, time to completion, review outcomes, cost."""
     from .stats import agent_stats
 
     with ctx.db.unit(write=False) as s:
@@ -495,6 +495,7 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
         row["top_rejection_reasons"] = (
             "; ".join(f"{r['reason']} ({r['count']})" for r in row["top_rejection_reasons"]) or None
         )
+        row["cost_usd"] = row["usage"]["cost_usd"]
     emit_table(
         rows,
         (
@@ -505,6 +506,9 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
             "approval_rate",
             "rejection_rate",
             "top_rejection_reasons",
+            "cost_usd",
+            "merged_patches",
+            "cost_per_merged_patch",
         ),
     )
 
