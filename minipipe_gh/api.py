@@ -31,7 +31,7 @@ from .errors import (
     Refused,
 )
 from .models import AgentSession, AuditEntry, InstalledRepository, utcnow
-from .openapi import SPEC
+from .openapi import served
 from .pagination import check_limit, decode, encode
 from .patch_states import MACHINE as PATCH_MACHINE
 from .runtime import Runtime
@@ -52,9 +52,17 @@ STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.field = status, code, field
+        self.headers = headers or {}
 
 
 def rt() -> Runtime:
@@ -70,7 +78,12 @@ def error_response(status: int, code: str, message: str, field: str | None = Non
 
 @bp.errorhandler(ApiError)
 def _api_error(err: ApiError) -> Any:
-    return error_response(err.status, err.code, str(err), err.field)
+    resp, status = error_response(err.status, err.code, str(err), err.field)
+    resp.headers.update(err.headers)
+    if status == 401:  # RFC 6750: say which scheme, and why the token was refused
+        why = ', error="invalid_token"' if request.headers.get("Authorization") else ""
+        resp.headers["WWW-Authenticate"] = f'Bearer realm="minipipe-gh"{why}'
+    return resp, status
 
 
 @bp.errorhandler(MinipipeError)
@@ -89,9 +102,13 @@ def _github_error(err: GithubException) -> Any:
 
 @bp.errorhandler(HTTPException)
 def _http_error(err: HTTPException) -> Any:
-    return error_response(
+    resp, status = error_response(
         err.code or 500, (err.name or "error").lower().replace(" ", "_"), err.description or ""
     )
+    for name, value in err.get_headers():  # 405's Allow, and the like
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp, status
 
 
 def authenticated(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -619,4 +636,4 @@ def get_stats() -> Any:
 
 @bp.get("/openapi.json")
 def openapi() -> Any:
-    return jsonify(SPEC)
+    return jsonify(served(request.host_url))

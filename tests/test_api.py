@@ -1121,20 +1121,30 @@ def test_stats_of_a_repository_outside_the_token_is_403(api, rt):
 def test_openapi_description_lists_every_endpoint(api):
     spec = api("GET", "/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
+    assert spec["servers"] == [{"url": "http://localhost", "description": "This server"}]
     assert set(spec["paths"]) == {
-        "/sessions",
-        "/sessions/{session_id}",
-        "/sessions/{session_id}/pause",
-        "/sessions/{session_id}/resume",
-        "/sessions/{session_id}/complete",
-        "/patches",
-        "/patches/{ledger_id}",
-        "/patches/{ledger_id}/approve",
-        "/patches/{ledger_id}/reject",
-        "/patches/{ledger_id}/review",
-        "/stats",
-        "/openapi.json",
+        f"/api/v1{p}"
+        for p in (
+            "/sessions",
+            "/sessions/{session_id}",
+            "/sessions/{session_id}/pause",
+            "/sessions/{session_id}/resume",
+            "/sessions/{session_id}/complete",
+            "/sessions/{session_id}/usage",
+            "/patches",
+            "/patches/{ledger_id}",
+            "/patches/{ledger_id}/history",
+            "/patches/{ledger_id}/approve",
+            "/patches/{ledger_id}/reject",
+            "/patches/{ledger_id}/review",
+            "/stats",
+            "/openapi.json",
+        )
     }
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) == 16
+    assert {"createSession", "getSession", "approvePatch", "getPatchHistory"} <= set(ids)
+    assert "Error" not in spec["components"]["schemas"]
 
 
 # --- the CLI: tokens, reaping, stats --------------------------------------------------------
