@@ -12,7 +12,7 @@ from collections.abc import Callable
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from github import GithubException
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -241,7 +241,9 @@ def create_session() -> Any:
             "github_error": None,
         }
         result = session_dict(session)
-    return jsonify(result), 201
+    resp = jsonify(result)
+    resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
+    return resp, 201
 
 
 IN_PROGRESS = "a request with this Idempotency-Key is still creating the session; retry shortly"

@@ -130,7 +130,7 @@ def _errors(*statuses: str) -> dict[str, Any]:
     return {s: {"$ref": f"#/components/responses/{names[s]}"} for s in statuses}
 
 
-BASIC = ("400", "401", "403", "404")
+BASIC = ("400", "401", "403", "404", "405")
 PAGE = [
     {
         "name": "cursor",
@@ -521,7 +521,7 @@ SPEC: dict[str, Any] = {
                 "meta",
                 "This description",
                 "The OpenAPI 3.1 description of the bot API.",
-                {"200": _json({"type": "object"}, "The description")},
+                {"200": _json({"type": "object"}, "The description"), **_errors("405")},
                 security=[],
             ),
         },
