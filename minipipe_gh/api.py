@@ -7,11 +7,16 @@ move or conflict, 502 when GitHub failed.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
+import requests
 from flask import Blueprint, current_app, g, jsonify, request, url_for
 from github import GithubException
 from sqlalchemy import func, select
@@ -94,14 +99,15 @@ def _core_error(err: MinipipeError) -> Any:
 
 @bp.errorhandler(GithubException)
 def _github_error(err: GithubException) -> Any:
-    message = (err.data or {}).get("message") if isinstance(err.data, dict) else None
-    return error_response(
-        502, "github_error", f"GitHub answered {err.status}: {message or 'no message'}"
-    )
+    resp, status = error_response(502, "github_error", _upstream_message(err))
+    resp.headers.update(_retry_after(err))
+    return resp, status
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Any:
+def http_error(err: HTTPException) -> Any:
+    """The JSON error for a routing or HTTP error (the dashboard's app handler calls it
+    for URLs under the API it does not route): keeps 405's ``Allow``."""
     resp, status = error_response(
         err.code or 500, (err.name or "error").lower().replace(" ", "_"), err.description or ""
     )
@@ -205,17 +211,18 @@ def create_session() -> Any:
             400, "invalid", "Idempotency-Key must be 1-150 characters", "Idempotency-Key"
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
+    fingerprint = _fingerprint(data)
     r = rt()
     try:
-        installation_id, session_id = _start_session(
-            project, agent_type, title, base, workstream, metadata, scoped_key
+        installation_id, session_id, limit_headers = _start_session(
+            project, agent_type, title, base, workstream, metadata, scoped_key, fingerprint
         )
     except _Done as done:
         return jsonify(done.session), 200
-    except IntegrityError:  # the same key, raced by a concurrent request that won
-        raise ApiError(409, "in_progress", IN_PROGRESS) from None
-    api = r.github.repo(installation_id, project)
+    except (IntegrityError, Conflict):  # the same key, raced by a concurrent request that won
+        raise ApiError(409, "in_progress", IN_PROGRESS, headers={"Retry-After": "1"}) from None
     try:
+        api = r.github.repo(installation_id, project)
         policy, _error = load_policy(r.github, api, None)
         opened = open_session_pr(
             api,
@@ -225,9 +232,11 @@ def create_session() -> Any:
             prefix=policy.branch_prefix,
             base_branch=base,
         )
-    except GithubException as err:
-        _record_failure(session_id, err, resumable=scoped_key is not None)
-        raise
+    except UPSTREAM_ERRORS as err:
+        short = f"GitHub answered {err.status}" if isinstance(err, GithubException) else None
+        message = _upstream_message(err)
+        _record_failure(session_id, short or message, resumable=scoped_key is not None)
+        raise ApiError(502, "github_error", message, headers=_retry_after(err)) from err
     with r.database.unit() as s:
         session = registry.get_session(s, session_id)
         session.branch, session.base_branch = opened.branch, opened.base_branch
@@ -243,10 +252,16 @@ def create_session() -> Any:
         result = session_dict(session)
     resp = jsonify(result)
     resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
+    resp.headers.update(limit_headers)
     return resp, 201
 
 
 IN_PROGRESS = "a request with this Idempotency-Key is still creating the session; retry shortly"
+# A claim on a key (a create under way) older than this was left by a request that died:
+# the next retry takes it over. Opening the branch and PR is safe to repeat.
+CLAIM_SECONDS = 120
+# A failed create: GitHub answered an error, or could not be reached at all.
+UPSTREAM_ERRORS = (GithubException, requests.RequestException, OSError)
 
 
 class _Done(Exception):
@@ -254,6 +269,80 @@ class _Done(Exception):
 
     def __init__(self, session: dict[str, Any]) -> None:
         self.session = session
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    """What a create asked for, so a key reused with another body is told so."""
+    fields = ("project_id", "agent_type", "title", "base_branch", "workstream_id", "metadata")
+    asked = {k: data.get(k) for k in fields}
+    asked["project_id"] = str(asked["project_id"]).lower()  # GitHub's names are case-blind
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _upstream_message(err: BaseException) -> str:
+    if isinstance(err, GithubException):
+        message = (err.data or {}).get("message") if isinstance(err.data, dict) else None
+        return f"GitHub answered {err.status}: {message or 'no message'}"
+    return f"GitHub could not be reached ({type(err).__name__})"
+
+
+def _retry_after(err: BaseException) -> dict[str, str]:
+    """GitHub's own ``Retry-After`` (its secondary rate limits send one), passed through."""
+    headers = getattr(err, "headers", None) or {}
+    value = next((str(v) for k, v in headers.items() if k.lower() == "retry-after"), None)
+    return {"Retry-After": value} if value and value.isdigit() else {}
+
+
+def _claim_left(meta: dict[str, Any]) -> float:
+    """Seconds until the key's claim expires (0 or less: expired, or never recorded)."""
+    raw = meta.get("idempotency_claimed_at")
+    try:
+        claimed = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        claimed = None
+    if claimed is None:
+        return 0.0
+    return CLAIM_SECONDS - (utcnow() - claimed).total_seconds()
+
+
+def _rate_limit(s: Any) -> dict[str, str]:
+    """Refuse a creation over the token's limit (429); the ``X-RateLimit-*`` of this one.
+
+    The count is the token's session creations in the window, read from the
+    audit trail, so every web process, on any host, sees the same one.
+    """
+    settings = rt().settings
+    limit, window = settings.session_rate_limit, settings.session_rate_window
+    since = utcnow() - timedelta(seconds=window)
+    times = list(
+        s.scalars(
+            select(AuditEntry.at)
+            .where(
+                AuditEntry.entity == "session",
+                AuditEntry.from_state.is_(None),
+                AuditEntry.to_state == "created",
+                AuditEntry.source == f"api:{g.token.name}",
+                AuditEntry.at > since,
+            )
+            .order_by(AuditEntry.at)
+            .limit(limit)
+        )
+    )
+    reset = window if not times else max(1, math.ceil((times[0] - since).total_seconds()))
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - len(times) - 1)),
+        "X-RateLimit-Reset": str(reset),
+    }
+    if len(times) >= limit:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this token created {limit} sessions in the last {window} s; retry in {reset} s",
+            headers={**headers, "X-RateLimit-Remaining": "0", "Retry-After": str(reset)},
+        )
+    return headers
 
 
 def _start_session(
@@ -264,14 +353,31 @@ def _start_session(
     workstream: str | None,
     metadata: dict[str, Any] | None,
     scoped_key: str | None,
-) -> tuple[int, str]:
-    """The session row, new or the key's earlier one; (installation id, session id)."""
+    fingerprint: str,
+) -> tuple[int, str, dict[str, str]]:
+    """The session row, new or the key's earlier one, claimed by this request.
+
+    Returns (installation id, session id, rate-limit headers). A key's session
+    is answered again once its PR exists; a key whose create failed, or whose
+    claim expired, is taken over by this retry; a live claim is 409 in_progress.
+    """
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
-        if existing is not None and existing.pr_number is not None:
-            raise _Done(session_dict(existing))
-        if existing is not None and not existing.meta.get("github_error"):
-            raise ApiError(409, "in_progress", IN_PROGRESS)
+        if existing is not None:
+            known = existing.meta.get("idempotency_fingerprint")
+            if known is not None and known != fingerprint:
+                raise ApiError(
+                    422,
+                    "idempotency_mismatch",
+                    "this Idempotency-Key was used with another body; use a new key",
+                    "Idempotency-Key",
+                )
+            if existing.pr_number is not None:
+                raise _Done(session_dict(existing))
+            left = _claim_left(existing.meta)
+            if not existing.meta.get("github_error") and left > 0:
+                retry = str(max(1, min(5, math.ceil(left))))
+                raise ApiError(409, "in_progress", IN_PROGRESS, headers={"Retry-After": retry})
         inst = s.scalars(
             select(InstalledRepository).where(
                 func.lower(InstalledRepository.full_name) == project.lower()
@@ -281,6 +387,9 @@ def _start_session(
             raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
         installation_id = inst.installation_id
         project = inst.full_name  # GitHub's spelling, as webhooks carry it
+        headers: dict[str, str] = {}
+        if existing is None:
+            headers = _rate_limit(s)
         session = existing or registry.create_session(
             s,
             project_id=project,
@@ -293,16 +402,22 @@ def _start_session(
             actor=g.token.login,
             source=f"api:{g.token.name}",
         )
+        if scoped_key:  # the claim; a concurrent takeover loses on the row's version
+            session.meta = {
+                **session.meta,
+                "idempotency_fingerprint": fingerprint,
+                "idempotency_claimed_at": utcnow().isoformat(),
+            }
         session_id = session.session_id
 
-    return installation_id, session_id
+    return installation_id, session_id, headers
 
 
-def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:
+def _record_failure(session_id: str, message: str, *, resumable: bool) -> None:
     """No half-made session: resumable with its key, or clearly failed without one."""
     with rt().database.unit() as s:
         session = registry.get_session(s, session_id)
-        session.meta = {**session.meta, "github_error": f"GitHub answered {err.status}"}
+        session.meta = {**session.meta, "github_error": message}
         if not resumable:
             registry.complete_session(
                 s,
@@ -323,7 +438,7 @@ def list_sessions() -> Any:
     with rt().database.unit(write=False) as s:
         page = registry.list_sessions(
             s,
-            project,
+            _spelled(s, project),
             request.args.get("state"),
             request.args.get("agent_type"),
             cursor=request.args.get("cursor"),
@@ -332,6 +447,18 @@ def list_sessions() -> Any:
         )
         items = [session_dict(x) for x in page.items]
     return jsonify(items=items, next_cursor=page.next_cursor)
+
+
+def _spelled(s: Any, project: str | None) -> str | None:
+    """A ``project_id`` filter as GitHub spells the repository: names compare case-blind."""
+    if not project:
+        return project
+    name = s.scalars(
+        select(InstalledRepository.full_name).where(
+            func.lower(InstalledRepository.full_name) == project.lower()
+        )
+    ).first()
+    return name or project
 
 
 def _session(s: Any, session_id: str) -> AgentSession:
@@ -496,7 +623,7 @@ def list_patches() -> Any:
             session_id=args.get("session_id"),
             run_id=args.get("run_id"),
             workstream_id=args.get("workstream_id"),
-            project_id=args.get("project_id"),
+            project_id=_spelled(s, args.get("project_id")),
             cursor=args.get("cursor"),
             limit=limit_arg(),
             within=g.token.repositories,

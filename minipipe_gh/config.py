@@ -33,6 +33,8 @@ class Settings:
     secret_key: str | None = None
     max_attempts: int = 8
     lease_seconds: int = 120
+    session_rate_limit: int = 30  # sessions one API token may create per window
+    session_rate_window: int = 600  # seconds
     env_file: Path | None = None
     problems: tuple[str, ...] = field(default=())
 
@@ -103,6 +105,8 @@ def load(
         secret_key=env.get("SECRET_KEY") or None,
         max_attempts=_int(env, "MINIPIPE_MAX_ATTEMPTS", 8, problems),
         lease_seconds=_int(env, "MINIPIPE_LEASE_SECONDS", 120, problems),
+        session_rate_limit=_int(env, "MINIPIPE_SESSION_RATE_LIMIT", 30, problems),
+        session_rate_window=_int(env, "MINIPIPE_SESSION_RATE_WINDOW", 600, problems),
         env_file=dotenv,
         problems=tuple(problems),
     )

@@ -41,7 +41,7 @@ ERROR_CODES: list[tuple[str, int, str]] = [
     (
         "github_error",
         502,
-        "GitHub failed. Retry (with the same Idempotency-Key) after `Retry-After`.",
+        "GitHub failed. Retry (same Idempotency-Key), after `Retry-After` when sent.",
     ),
 ]
 CODE_TABLE = "\n".join(
