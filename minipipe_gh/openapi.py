@@ -394,7 +394,12 @@ SPEC: dict[str, Any] = {
                         "name": "wait",
                         "in": "query",
                         "description": "Seconds to wait for a change after `since` (capped at 60).",
-                        "schema": {"type": "number", "minimum": 0, "examples": [60]},
+                        "schema": {
+                            "type": "number",
+                            "minimum": 0,
+                            "maximum": 60,
+                            "examples": [60],
+                        },
                     },
                     {
                         "name": "since",
