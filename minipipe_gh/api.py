@@ -540,9 +540,9 @@ def get_session(session_id: str) -> Any:
         ]
         data["usage"] = stats.session_usage(s, session_id)
     # A long-poll always answers 200 (the same version when nothing changed).
-    return _conditional(
-        data, _etag("session", session_id, data["version"]), allow_304="wait" not in request.args
-    )
+    # Usage reports change the body but not the version (they wake no waiting bot).
+    etag = f"{_etag('session', session_id, data['version'])}-u{data['usage']['reports']}"
+    return _conditional(data, etag, allow_304="wait" not in request.args)
 
 
 MAX_TOKENS = 10**12
