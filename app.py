@@ -1,10 +1,9 @@
 """The production web tier: ``gunicorn app:app`` (or ``granian --interface wsgi app:app``).
 
-Start-up stops with a message naming any missing or malformed setting.
+The same callable as ``minipipe_gh.wsgi:app``, which an installed wheel serves. Start-up
+stops with one message naming any missing or malformed setting, no traceback.
 """
 
-from minipipe_gh.runtime import freeze_startup_heap
-from minipipe_gh.web import create_app
+from minipipe_gh.wsgi import app
 
-app = create_app(production=True)
-freeze_startup_heap()
+__all__ = ["app"]

@@ -35,6 +35,7 @@ from .errors import (
     PermissionDenied,
     Refused,
 )
+from .limits import branch_problem
 from .models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from .openapi import served
 from .pagination import check_limit, decode, encode
@@ -202,7 +203,14 @@ def create_session() -> Any:
     agent_type = field(data, "agent_type", str, required=True)
     title = field(data, "title", str, required=True)
     base = field(data, "base_branch", str)
+    if base is not None and (why := branch_problem(base)):
+        # it becomes a path under /git/ref/heads/: ".." would reach another endpoint
+        raise ApiError(400, "invalid", f"base_branch {why}", "base_branch")
     workstream = field(data, "workstream_id", str)
+    if workstream is not None and len(workstream) > 200:
+        raise ApiError(
+            400, "invalid", "workstream_id must be at most 200 characters", "workstream_id"
+        )
     metadata = field(data, "metadata", dict)
     registry.check_caller_metadata(metadata)
     key = request.headers.get("Idempotency-Key")
@@ -760,7 +768,8 @@ def get_stats() -> Any:
     if project:
         allowed(project)
     with rt().database.unit(write=False) as s:
-        return jsonify(items=stats.agent_stats(s, project_id=project))
+        items = stats.agent_stats(s, project_id=project, within=g.token.repositories)
+        return jsonify(items=items)
 
 
 @bp.get("/openapi.json")

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .limits import fit_check_run
 from .models import AuditEntry, Patch
 from .patch_states import OPEN, PatchState
 
@@ -48,7 +49,7 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
         out["actions"] = ACTIONS
     elif status == "completed":
         out["actions"] = []
-    return out
+    return fit_check_run(out)
 
 
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:

@@ -13,7 +13,7 @@ import click
 
 from . import config, ledger, migrate, notify, registry
 from .db import Database
-from .errors import MinipipeError
+from .errors import ConfigError, MinipipeError
 from .serialize import audit_dict, patch_dict, session_dict
 
 EXIT_REFUSED = 2
@@ -29,6 +29,9 @@ class Ctx:
     @property
     def db(self) -> Database:
         if self._db is None:
+            from .startup import check_database
+
+            check_database(self.settings)  # a sentence, not a traceback, when it is wrong
             self.settings.instance_path.mkdir(parents=True, exist_ok=True)
             self._db = Database(self.settings.database_url)
         return self._db
@@ -44,6 +47,8 @@ def core_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*a: Any, **kw: Any) -> Any:
         try:
             return fn(*a, **kw)
+        except ConfigError:
+            raise  # the group prints it, the same for every command
         except MinipipeError as err:
             click.echo(f"error: {err}", err=True)
             sys.exit(EXIT_REFUSED)
@@ -99,7 +104,20 @@ def paged(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group()
+class Main(click.Group):
+    """Every command stops on a configuration error with its one message, no traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from .startup import EXIT_CONFIG
+
+        try:
+            return super().invoke(ctx)
+        except ConfigError as err:
+            click.echo(str(err), err=True)
+            ctx.exit(EXIT_CONFIG)
+
+
+@click.group(cls=Main)
 @click.version_option(package_name="minipipe-gh")
 def main() -> None:
     """minipipe-gh: agent sessions as PRs, every patch gated by review."""
@@ -118,6 +136,9 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(ctx: Ctx, revision: str) -> None:
     """Create or migrate the schema to the newest revision."""
+    from .startup import check_database
+
+    check_database(ctx.settings, migrated=False)
     ctx.settings.instance_path.mkdir(parents=True, exist_ok=True)
     migrate.upgrade(ctx.settings.database_url, revision)
     click.echo(f"database at {revision}: {_safe_url(ctx.settings.database_url)}")
@@ -303,27 +324,66 @@ def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3000, show_default=True, type=int)
-@click.option("--public-url", default=None, help="Where GitHub reaches this server (setup flow).")
+@click.option(
+    "--public-url", default=None, help="Where GitHub and browsers reach this server (PUBLIC_URL)."
+)
 @click.option("--no-worker", is_flag=True, help="Do not start the in-process worker.")
 def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
     """Development server with an in-process worker (migrates the database first)."""
-    import dataclasses
+    from .runtime import freeze_startup_heap
 
-    from .runtime import Runtime, freeze_startup_heap
-    from .web import create_app
-
-    settings = config.load()
-    if public_url:
-        settings = dataclasses.replace(settings, public_url=public_url)
-    rt = Runtime.build(settings)
-    rt.upgrade_db()
-    app = create_app(runtime_obj=rt)
-    if not settings.has_app_credentials:
-        click.echo(f"setup mode: open http://{host}:{port}/ to register the GitHub App")
+    rt, app = prepare_run(host, port, public_url)
     if not no_worker:
         rt.start_worker_thread()
     freeze_startup_heap()
     app.run(host=host, port=port, threaded=True, use_reloader=False)
+
+
+def prepare_run(host: str, port: int, public_url: str | None) -> tuple[Any, Any]:
+    """Everything ``run`` does before it serves: checks, ``SECRET_KEY``, migrations, the
+    smee.io subscription, and the setup link on the console."""
+    import dataclasses
+
+    from . import startup
+    from .runtime import Runtime
+    from .web import create_app
+
+    settings = config.load()
+    if public_url:
+        settings = dataclasses.replace(settings, public_url=public_url.rstrip("/"))
+    startup.check_development(settings)
+    settings = keep_secret_key(settings)
+    rt = Runtime.build(settings)
+    rt.upgrade_db()
+    app = create_app(runtime_obj=rt)
+    local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
+    if settings.webhook_proxy_url:
+        from .smee import subscribe
+
+        subscribe(rt, settings.webhook_proxy_url)
+        click.echo(f"forwarding webhooks from {settings.webhook_proxy_url}")
+    if not settings.has_app_credentials:
+        base = settings.public_url or local
+        click.echo("setup mode: no GitHub App credentials yet. To register the app, open")
+        click.echo(f"    {base}/?token={rt.setup_token}")
+        click.echo("(the token is this run's; anyone else who opens the server cannot register)")
+    return rt, app
+
+
+def keep_secret_key(settings: config.Settings) -> config.Settings:
+    """The development server's ``SECRET_KEY``, made once and kept in ``.env``, so
+    sign-ins survive a restart."""
+    import dataclasses
+    import secrets
+    from pathlib import Path
+
+    if settings.secret_key:
+        return settings
+    key = secrets.token_hex(32)
+    env_file = settings.env_file or Path(".env")
+    config.write_env(env_file, {"SECRET_KEY": key})
+    click.echo(f"wrote a new SECRET_KEY to {env_file} (it signs sign-ins; keep it)", err=True)
+    return dataclasses.replace(settings, secret_key=key)
 
 
 @main.command()
@@ -344,11 +404,15 @@ def worker(ctx: Ctx, once: bool, threads: int) -> None:
 
     from . import logs
     from .runtime import Runtime, freeze_startup_heap
+    from .startup import check_database, check_production
 
+    if once:
+        ctx.settings.require_credentials()
+        check_database(ctx.settings)
+    else:
+        check_production(ctx.settings)
     logs.setup()
     rt = Runtime.build(ctx.settings)
-    if not once:
-        ctx.settings.require_app()
     w = rt.worker()
     if once:
         outcomes = w.run_once()
@@ -413,7 +477,7 @@ def deliveries() -> None:
 @pass_ctx
 @core_errors
 def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> None:
-    """Newest first."""
+    """Deliveries in the inbox, newest first."""
     from sqlalchemy import select
 
     from .models import Delivery
@@ -448,6 +512,63 @@ def deliveries_replay(ctx: Ctx, ident: str) -> None:
 
     d = replay(ctx.db, ident)
     click.echo(f"delivery {d.delivery_id} queued again ({d.status})")
+
+
+@deliveries.command("send")
+@click.argument("event")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--url",
+    default="http://127.0.0.1:3000/webhook",
+    show_default=True,
+    help="The running app's webhook URL.",
+)
+@click.option("--delivery-id", default=None, help="X-GitHub-Delivery (default: a new UUID).")
+@pass_ctx
+@core_errors
+def deliveries_send(ctx: Ctx, event: str, file: str, url: str, delivery_id: str | None) -> None:
+    """Sign a recorded payload with the configured secret and post it, as `probot receive`
+    does: EVENT is the X-GitHub-Event name (issue_comment), FILE the JSON payload."""
+    send_delivery(ctx.settings, event, file, url, delivery_id)
+
+
+def send_delivery(
+    settings: config.Settings, event: str, file: str, url: str, delivery_id: str | None
+) -> None:
+    import uuid
+    from pathlib import Path
+
+    import requests
+
+    from .errors import Invalid
+    from .events import signature
+
+    if not settings.webhook_secrets:
+        raise ConfigError(
+            "minipipe-gh cannot start:\n  - GITHUB_WEBHOOK_SECRET is not set: deliveries send "
+            "signs with the running app's webhook secret; set it (or run in the app's folder, "
+            "where its .env is)"
+        )
+    body = Path(file).read_bytes()
+    try:
+        json.loads(body)
+    except ValueError:
+        raise Invalid(f"{file} is not JSON: give a recorded webhook payload") from None
+    headers = {
+        "X-GitHub-Event": event,
+        "X-GitHub-Delivery": delivery_id or str(uuid.uuid4()),
+        "X-Hub-Signature-256": signature(body, settings.webhook_secrets[0]),
+        "Content-Type": "application/json",
+        "User-Agent": "minipipe-gh-deliveries-send",
+    }
+    try:
+        resp = requests.post(url, data=body, headers=headers, timeout=30)
+    except requests.RequestException as err:
+        why = err.__class__.__name__
+        raise Invalid(f"cannot reach {url} ({why}): is `minipipe-gh run` running?") from None
+    click.echo(f"{resp.status_code} {resp.reason}: {resp.text.strip()}")
+    if resp.status_code >= 300:
+        sys.exit(EXIT_REFUSED)
 
 
 @sessions.command("reap")

@@ -65,13 +65,22 @@ class Command:
     line: int
 
 
+MAX_COMMANDS = 10  # per comment: more is noise, and each one costs a refusal row and a line
+ECHO = 40  # characters of an unknown command's name quoted back
+
+
 @dataclass(frozen=True)
 class Problem:
-    """A command line that cannot be carried out as written; ``message`` says why."""
+    """A command line that cannot be carried out as written; ``message`` says why.
+
+    ``noise``: not a command at all (an unknown name, or lines past ``MAX_COMMANDS``).
+    Only a user who can read the repository is answered and audited for it.
+    """
 
     text: str
     message: str
     line: int
+    noise: bool = False
 
 
 def _command_lines(body: str) -> list[tuple[int, str]]:
@@ -96,16 +105,24 @@ def _command_lines(body: str) -> list[tuple[int, str]]:
 
 
 def parse(body: str | None) -> list[Command | Problem]:
-    """Every command in a comment, in order, or a ``Problem`` for each one that is wrong."""
+    """Every command in a comment, in order, or a ``Problem`` for each one that is wrong.
+
+    At most ``MAX_COMMANDS`` lines are read; one more ``Problem`` says the rest were not.
+    """
     results: list[Command | Problem] = []
-    for number, line in _command_lines(body or ""):
+    lines = _command_lines(body or "")
+    for number, line in lines[:MAX_COMMANDS]:
         text = line[1:]
         folded = " ".join(text.split()).lower()
         verb = next((Verb(p) for p in _PHRASES if folded == p or folded.startswith(p + " ")), None)
         if verb is None:
             name = text.split()[0]
+            if len(name) > ECHO:
+                name = name[:ECHO] + "…"
             results.append(
-                Problem(line, f"unknown command `/{name}`: try `/minipipe help`", number)
+                Problem(
+                    line[:200], f"unknown command `/{name}`: try `/minipipe help`", number, True
+                )
             )
             continue
         words = len(str(verb).split())
@@ -119,6 +136,13 @@ def parse(body: str | None) -> list[Command | Problem]:
             results.append(Problem(line, f"`{spec.usage}` takes no argument", number))
         else:
             results.append(Command(verb, argument, number))
+    if len(lines) > MAX_COMMANDS:
+        number, line = lines[MAX_COMMANDS]
+        message = (
+            f"only the first {MAX_COMMANDS} commands of a comment are read; "
+            f"{len(lines) - MAX_COMMANDS} more were not"
+        )
+        results.append(Problem(line[:200], message, number, True))
     return results
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -83,6 +84,8 @@ def verify(body: bytes, header: str | None, secrets: Sequence[str]) -> None:
         raise BadSignature("missing X-Hub-Signature-256 header (the SHA-1 header is not accepted)")
     if not header.startswith("sha256="):
         raise BadSignature("X-Hub-Signature-256 must start with sha256=")
+    if not header.isascii():  # compare_digest raises TypeError on non-ASCII str: a 500
+        raise BadSignature("X-Hub-Signature-256 must be sha256= and a hex digest")
     ok = False
     for secret in secrets:
         ok |= hmac.compare_digest(signature(body, secret), header)
@@ -108,7 +111,40 @@ def parse(headers: Mapping[str, str], body: bytes, secrets: Sequence[str]) -> Ev
     if not isinstance(payload, dict):
         raise BadRequest("body is not a JSON object")
     kept = {h: headers[h] for h in KEPT_HEADERS if headers.get(h)}
-    return Event(delivery_id, name, payload, kept)
+    event = Event(delivery_id, name, payload, kept)
+    _check_storable(event)
+    return event
+
+
+EVENT_NAME = re.compile(r"[a-z][a-z0-9_]{0,59}")
+HEADER_MAX = 500
+INT64_MAX = 2**63 - 1
+
+
+def _check_storable(event: Event) -> None:
+    """Every value the inbox stores fits its column, so one odd delivery cannot fail
+    the commit of the batch it is stored with (PostgreSQL refuses a whole statement)."""
+    if not EVENT_NAME.fullmatch(event.name):
+        raise BadRequest("malformed X-GitHub-Event header")
+    for header, value in event.headers.items():
+        if len(value) > HEADER_MAX or not value.isprintable():
+            raise BadRequest(f"malformed {header} header")
+    inst = event.payload.get("installation")
+    ident = inst.get("id") if isinstance(inst, dict) else None
+    if ident is not None and (not isinstance(ident, int) or not 0 <= ident <= INT64_MAX):
+        raise BadRequest("installation.id is not a GitHub id")
+    repo = event.payload.get("repository")
+    name = repo.get("full_name") if isinstance(repo, dict) else None
+    for what, value, limit in (
+        ("action", event.action, 60),
+        ("repository.full_name", name, 200),
+        ("the ordering key", order_key(event), 300),
+        ("the natural key", natural_key(event), 300),
+    ):
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise BadRequest(f"{what} is not a string of at most {limit} characters")
+        if value is not None and "\x00" in value:
+            raise BadRequest(f"{what} contains a NUL character")
 
 
 def pr_number(event: Event) -> int | None:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextlib
 import hmac
 import logging
+import re
 import secrets
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
 from flask import Blueprint, abort, current_app, g, redirect, request, url_for
@@ -35,6 +36,12 @@ bp = Blueprint("auth", __name__, url_prefix="/auth")
 TIMEOUT_S = 15
 MAX_PAGES = 10  # 1,000 installations or repositories per installation is plenty for a dashboard
 DEFAULT_NEXT = "/sessions"
+# https://docs.github.com/en/apps/oauth-apps/maintaining-oauth-apps/troubleshooting-authorization-request-errors
+OAUTH_ERRORS = {
+    "access_denied": "the request to sign in was declined",
+    "application_suspended": "this app is suspended on GitHub",
+    "redirect_uri_mismatch": "the callback URL does not match the app's settings",
+}
 
 
 def rt() -> Runtime:
@@ -49,11 +56,23 @@ def authorize_url(web_url: str, client_id: str, state: str, redirect_uri: str) -
     return f"{web_url}/login/oauth/authorize?{query}"
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def safe_next(target: str | None) -> str:
-    """Only a path on this site: ``//evil.example`` or ``https://…`` would be an open redirect."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    """Only a path on this site: ``//evil.example`` or ``https://…`` would be an open redirect.
+
+    Browsers drop tabs and newlines from a URL and read ``\\`` as ``/``, so
+    ``/%09/evil.example`` is ``//evil.example`` to them: the target is rebuilt from
+    the parsed URL with those removed, and refused if anything names a scheme or host.
+    """
+    cleaned = _CONTROL.sub("", target or "").replace("\\", "/")
+    parts = urlsplit(cleaned)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
         return DEFAULT_NEXT
-    return target
+    if parts.path.startswith("//"):
+        return DEFAULT_NEXT
+    return urlunsplit(("", "", parts.path, parts.query, parts.fragment))
 
 
 def redirect_uri(settings: Settings) -> str:
@@ -197,8 +216,9 @@ def callback() -> Response:
     expected = cookie.pop("oauth_state", None)
     target = safe_next(cookie.pop("oauth_next", None))
     if request.args.get("error"):
-        why = request.args.get("error_description") or request.args["error"]
-        abort(403, f"GitHub did not sign you in: {why}")
+        # The query is anyone's to write: only a fixed sentence reaches the page.
+        why = OAUTH_ERRORS.get(request.args["error"], "GitHub sent an error back")
+        abort(403, f"GitHub did not sign you in: {why}. Sign in again.")
     state = request.args.get("state") or ""
     if not expected or not hmac.compare_digest(state.encode(), str(expected).encode()):
         abort(

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import checkrun
+from . import checkrun, limits
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
@@ -90,7 +90,7 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     marker = reply_marker(ectx.delivery_id)
     if ectx.retrying and api.has_comment_with(spec["number"], marker):
         return
-    api.comment(spec["number"], f"{spec['body']}\n\n{marker}")
+    api.comment(spec["number"], limits.fit(spec["body"], limits.COMMENT_BODY, tail=f"\n\n{marker}"))
 
 
 @executor("request_reviewers")
@@ -130,4 +130,4 @@ def merge_group_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
     }
     if ectx.retrying and api.check_runs(spec["sha"], name=checkrun.NAME):
         return
-    api.create_check_run(body)
+    api.create_check_run(limits.fit_check_run(body))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import secrets
 import threading
 from dataclasses import dataclass, field
 
@@ -38,6 +39,8 @@ class Runtime:
     router: Router
     worker_thread: threading.Thread | None = field(default=None)
     stop: threading.Event = field(default_factory=threading.Event)
+    # Setup mode's one-time token: ``minipipe-gh run`` prints the link that carries it.
+    setup_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
     def build(cls, settings: Settings | None = None, *, router: Router | None = None) -> Runtime:

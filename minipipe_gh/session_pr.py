@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from github import GithubException
 
 from .github_api import RepoAPI
+from .limits import PR_TITLE, fit_line, plain
 from .workflow import session_marker
 
 SLUG = re.compile(r"[^a-z0-9]+")
@@ -25,8 +26,10 @@ def branch_name(prefix: str, session_id: str, title: str) -> str:
 
 
 def pr_body(session_id: str, agent_type: str) -> str:
+    """The draft PR's body. The caller's ``agent_type`` is shown as plain text: it can add
+    no second session marker (the app binds a PR by the first one) and mention no one."""
     return (
-        f"Agent session `{session_id}` ({agent_type}), tracked by minipipe-gh.\n\n"
+        f"Agent session `{session_id}` ({plain(agent_type, 100)}), tracked by minipipe-gh.\n\n"
         "Every pushed commit is a patch in the ledger; `/approve` or `/reject <reason>` "
         "decides it (`/minipipe help` lists the commands).\n\n"
         f"{session_marker(session_id)}"
@@ -70,7 +73,10 @@ def open_session_pr(
     owner = api.full_name.split("/", 1)[0]
     try:
         pr = api.create_pull(
-            title=title, head=branch, base=base, body=pr_body(session_id, agent_type)
+            title=fit_line(title, PR_TITLE),
+            head=branch,
+            base=base,
+            body=pr_body(session_id, agent_type),
         )
     except GithubException as err:
         existing = api.find_pull(owner, branch) if err.status == 422 else None

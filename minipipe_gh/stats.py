@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import func, select
@@ -71,9 +72,12 @@ def session_usage(db: Session, session_id: str) -> dict[str, Any]:
 
 
 def _usage_by_agent(
-    db: Session, project_id: str | None
+    db: Session, project_id: str | None, within: Collection[str] | None
 ) -> tuple[dict[str, dict[str, Any]], dict[str, float], dict[str, int]]:
-    """Per agent type: usage totals, the cost of sessions that landed, merged patches."""
+    """Per agent type: usage totals, the cost of sessions that landed, merged patches.
+
+    ``within`` (a token's repositories) scopes them as it scopes the other figures.
+    """
     per_session = (
         select(
             UsageReport.session_id,
@@ -97,6 +101,9 @@ def _usage_by_agent(
     if project_id:
         q = q.where(func.lower(AgentSession.project_id) == project_id.lower())
         mq = mq.where(func.lower(AgentSession.project_id) == project_id.lower())
+    if within is not None:
+        scope = func.lower(AgentSession.project_id).in_([w.lower() for w in within])
+        q, mq = q.where(scope), mq.where(scope)
     merged: dict[str, int] = Counter()
     landed_sessions: set[str] = set()
     for agent, session_id, count in db.execute(mq):
@@ -115,7 +122,10 @@ def _usage_by_agent(
     return usage, landed, merged
 
 
-def agent_stats(db: Session, *, project_id: str | None = None) -> list[dict[str, Any]]:
+def agent_stats(
+    db: Session, *, project_id: str | None = None, within: Collection[str] | None = None
+) -> list[dict[str, Any]]:
+    """One row per agent type; ``within`` limits to those repositories (a token's scope)."""
     q = select(
         AgentSession.agent_type,
         AgentSession.state,
@@ -128,6 +138,10 @@ def agent_stats(db: Session, *, project_id: str | None = None) -> list[dict[str,
     if project_id:
         q = q.where(func.lower(AgentSession.project_id) == project_id.lower())
         pq = pq.where(func.lower(AgentSession.project_id) == project_id.lower())
+    if within is not None:
+        scope = func.lower(AgentSession.project_id).in_([w.lower() for w in within])
+        q = q.where(scope)
+        pq = pq.where(scope)
     sessions: dict[str, list[Any]] = defaultdict(list)
     for row in db.execute(q):
         sessions[row.agent_type].append(row)
@@ -139,7 +153,7 @@ def agent_stats(db: Session, *, project_id: str | None = None) -> list[dict[str,
             reviews[agent][status] += 1
         if status == "rejected" and meta.get("review_reason"):
             reasons[agent][meta["review_reason"]] += 1
-    usage, landed, merged = _usage_by_agent(db, project_id)
+    usage, landed, merged = _usage_by_agent(db, project_id, within)
     out = []
     for agent in sorted(set(sessions) | set(reviews)):
         rows = sessions.get(agent, [])

@@ -384,6 +384,14 @@ def test_create_session_on_a_given_base_skips_the_default_branch_lookup(api, git
     assert pr["base"] == "develop"
 
 
+@pytest.mark.parametrize("base", ["release/1.2", "feature/login-form_v2", "Hotfix_1", "v1.0"])
+def test_a_base_branch_with_slashes_and_dots_is_accepted(api, github, base):
+    serve_session_pr(github, base=base)
+    resp = api("POST", "/sessions", {**NEW_SESSION, "base_branch": base})
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    assert f"{R}/git/ref/heads/{base}" in [p for _, p, _ in github.api_requests()]
+
+
 def test_create_session_honours_the_policy_branch_prefix(api, github):
     serve_session_pr(github, policy='sessions:\n  branch_prefix: "bots/"\n')
     body = api("POST", "/sessions", NEW_SESSION).get_json()

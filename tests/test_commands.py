@@ -382,3 +382,22 @@ def test_known_commands_parse_back_in_order(case: tuple[str, list[Verb], list[st
     assert all(isinstance(x, Command) for x in found), found
     assert [x.verb for x in found] == verbs
     assert [x.argument for x in found] == arguments
+
+
+def test_at_most_ten_commands_are_read_and_the_rest_are_named_once() -> None:
+    items = parse("\n".join("/approve" for _ in range(15)))
+    assert items[:10] == [Command(Verb.APPROVE, "", n) for n in range(1, 11)]
+    [rest] = items[10:]
+    assert isinstance(rest, Problem) and rest.noise
+    assert rest.message == "only the first 10 commands of a comment are read; 5 more were not"
+
+
+def test_an_unknown_command_is_noise_and_quoted_short() -> None:
+    problem = only_problem("/" + "q" * 5_000)
+    assert problem.noise
+    assert "`/" + "q" * 40 + "…`" in problem.message
+    assert len(problem.message) < 100 and len(problem.text) <= 200
+
+
+def test_a_known_command_used_wrongly_is_not_noise() -> None:
+    assert not only_problem("/reject").noise

@@ -159,6 +159,8 @@ def test_setup_mode_starts_and_offers_to_register_the_app(db_url, tmp_path):
     app = create_app(settings, test_config={"TESTING": True})
     client = app.test_client()
 
+    assert "Register a GitHub App" not in client.get("/").text  # only with the setup link
+    client.get(f"/?token={app.extensions['minipipe'].setup_token}")
     page = client.get("/")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
@@ -177,12 +179,13 @@ def test_setup_mode_starts_and_offers_to_register_the_app(db_url, tmp_path):
     app.extensions["minipipe"].database.dispose()
 
 
-def test_setup_mode_lists_a_malformed_setting_too(db_url, tmp_path):
+def test_a_malformed_setting_is_a_start_up_error_not_setup_mode(db_url, tmp_path):
+    """It was listed on the setup page; a credential present but wrong now stops start-up."""
     settings = config.load({"DATABASE_URL": db_url, "GITHUB_APP_ID": "abc"}, instance_path=tmp_path)
-    app = create_app(settings, test_config={"TESTING": True})
-    html = app.test_client().get("/").get_data(as_text=True)
-    assert "GITHUB_APP_ID must be a number (the App ID)" in html
-    app.extensions["minipipe"].database.dispose()
+    with pytest.raises(ConfigError) as err:
+        create_app(settings, test_config={"TESTING": True})
+    assert "GITHUB_APP_ID must be a number (the App ID), not 'abc'" in str(err.value)
+    assert "GITHUB_WEBHOOK_SECRET is not set" in str(err.value)
 
 
 def test_production_needs_a_shared_secret_key(env: dict[str, str], tmp_path: Path) -> None:

@@ -353,7 +353,8 @@ def test_a_user_who_declines_on_github_is_told_so(client):
         "/auth/github/callback?error=access_denied&error_description=The+user+has+denied"
     )
     assert resp.status_code == 403
-    assert "GitHub did not sign you in: The user has denied" in resp.text
+    assert "GitHub did not sign you in: the request to sign in was declined" in resp.text
+    assert "The user has denied" not in resp.text  # the query's own text is never shown
 
 
 def test_a_code_github_refuses_is_a_clear_error(client, users):
@@ -547,6 +548,8 @@ def test_a_post_without_the_csrf_token_is_refused(client, users, rt, sc):
 
 def test_the_setup_form_carries_its_csrf_token(rt, client):
     rt.settings = dataclasses.replace(rt.settings, app_id=None, private_key=None)
+    assert "Register a GitHub App" not in client.get("/").text  # not without the setup link
+    client.get(f"/?token={rt.setup_token}")
     page = client.get("/")
     assert "Register a GitHub App" in page.text
     assert CSRF_RE.search(page.text)

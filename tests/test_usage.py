@@ -135,6 +135,18 @@ def test_stats_report_usage_and_cost_per_merged_patch(api, rt):
     assert codex["usage"]["cost_usd"] == 0 and codex["cost_per_merged_patch"] is None
 
 
+def test_a_scoped_token_sees_only_its_repositories_usage(api, rt):
+    mine = seed_session(rt, agent_type="claude")
+    theirs = seed_session(rt, agent_type="claude", project="octo/other")
+    merged_patch(rt, theirs, "4" * 40)
+    api("POST", f"/sessions/{mine}/usage", {"cost_usd": 1})
+    api("POST", f"/sessions/{theirs}/usage", {"cost_usd": 50})
+    scoped = api.as_(make_token(rt, "scoped", "agent-bot", [REPO]))
+    [claude] = scoped("GET", "/stats").get_json()["items"]
+    assert (claude["usage"]["cost_usd"], claude["merged_patches"]) == (1.0, 0)
+    assert claude["landed_cost_usd"] == 0 and claude["cost_per_merged_patch"] is None
+
+
 def test_cli_sessions_stats_shows_the_cost(api, rt, cli):
     sid = seed_session(rt, agent_type="claude")
     merged_patch(rt, sid, "1" * 40)

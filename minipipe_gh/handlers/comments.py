@@ -15,6 +15,7 @@ from ..context import Context
 from ..db import attempt
 from ..errors import Conflict, Refused
 from ..models import AgentSession
+from ..policy import permission_at_least
 from ..routing import Router
 from ..workflow import Repo, publish
 
@@ -128,8 +129,21 @@ def on_comment(ctx: Context) -> None:
         if any(isinstance(i, Command) and i.verb == Verb.HELP for i in items):
             respond(ctx, repo, issue["number"], login, Answer([], [], help=True), comment["id"])
         return
+    items = _heard(repo, login, items)
+    if not items:
+        return
     answer = run_commands(ctx, repo, session, items, login, source=comment["html_url"])
     respond(ctx, repo, issue["number"], login, answer, comment["id"])
+
+
+def _heard(repo: Repo, login: str, items: list[Command | Problem]) -> list[Command | Problem]:
+    """Noise (unknown commands, lines past the cap) from a user who cannot read the
+    repository is neither answered nor audited: a drive-by comment writes nothing."""
+    if not any(isinstance(i, Problem) and i.noise for i in items):
+        return items
+    if permission_at_least(repo.api.permission(login), "read"):
+        return items
+    return [i for i in items if not (isinstance(i, Problem) and i.noise)]
 
 
 @router.register("pull_request_review", action="submitted")
