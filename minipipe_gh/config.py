@@ -43,6 +43,12 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("GITHUB_WEB_URL", f"`{DEFAULT_WEB_URL}`", "where sign-in and app registration go"),
     ("MINIPIPE_MAX_ATTEMPTS", "`8`", "attempts before a delivery is dead"),
     ("MINIPIPE_LEASE_SECONDS", "`120`", "how long a worker's claim on a delivery lasts"),
+    ("MINIPIPE_SESSION_RATE_LIMIT", "`30`", "sessions one API token may create per window"),
+    (
+        "MINIPIPE_SESSION_RATE_WINDOW",
+        "`600`",
+        "that window, in seconds (then 429 with Retry-After)",
+    ),
     ("MINIPIPE_INSTANCE_PATH", "`./instance`", "folder of the SQLite database"),
     ("MINIPIPE_ENV_FILE", "`.env`", "the `.env` file read in development and written by setup"),
 )
