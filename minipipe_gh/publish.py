@@ -11,14 +11,22 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from github import GithubException
 from sqlalchemy import select
 
-from . import checkrun, limits, people
+from . import checkrun, limits, owners, people
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
-from .models import AgentSession, AuditEntry, CheckRunRef, NeutralCheckRun, Patch
-from .patch_states import TERMINAL, PatchState
+from .models import (
+    AgentSession,
+    AuditEntry,
+    CheckRunRef,
+    NeutralCheckRun,
+    Patch,
+    ReviewRequest,
+)
+from .patch_states import OPEN, TERMINAL, PatchState
 
 RECENT = 5
 log = logging.getLogger(__name__)
@@ -56,6 +64,7 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
             policy_error=spec.get("policy_error"),
             stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,
+            owners=owners.patch_coverage(patch.meta),
         )
         body = checkrun.body(patch, view)
     api = _api(ectx, project)
@@ -105,6 +114,66 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])
+
+
+@executor("owner_reviews")
+def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
+    """Ask a small covering set of code owners to review what still waits, never an
+    author; a request made before (``ReviewRequest``) is not sent again, and one whose
+    paths are covered since is withdrawn. Best effort: GitHub refusing for good (403,
+    404, 422: not a collaborator, a team without access) is logged and skipped."""
+    project = spec["project"]
+    with ectx.database.unit(write=False) as s:
+        patch = get_patch(s, spec["ledger_id"])
+        session = s.get(AgentSession, patch.session_id)
+        cov = owners.patch_coverage(patch.meta)
+        if session is None or patch.pr_number is None or cov is None or patch.state not in OPEN:
+            return  # a superseded patch: the new one's effect asks
+        number = patch.pr_number
+        asked = list(
+            s.scalars(
+                select(ReviewRequest.reviewer)
+                .where(ReviewRequest.project_id == project, ReviewRequest.pr_number == number)
+                .order_by(ReviewRequest.created_at, ReviewRequest.reviewer)
+            )
+        )
+        authors = [p.login for p in people.authors(session.meta)]
+        want = list(owners.suggest(cov, authors, asked))
+        # asked again already by this push (the stale-approval rule): not sent twice
+        rerequested = {f"@{login.lower()}" for login in patch.meta.get("rerequested") or []}
+    add = [o for o in want if o not in asked]
+    drop = [o for o in asked if o not in want]
+    api = _api(ectx, project)
+    send = [o for o in add if o not in rerequested]
+    if send:
+        users, teams = owners.split(send)
+        if not _best_effort(lambda: api.request_reviewers(number, users, teams), "request", send):
+            add = [o for o in add if o not in send]
+    if drop:
+        users, teams = owners.split(drop)
+        if not _best_effort(
+            lambda: api.remove_requested_reviewers(number, users, teams), "withdraw", drop
+        ):
+            drop = []
+    if add or drop:
+        with ectx.database.unit() as s:
+            for owner in drop:
+                row = s.get(ReviewRequest, (project, number, owner))
+                if row is not None:
+                    s.delete(row)
+            for owner in add:
+                s.merge(ReviewRequest(project_id=project, pr_number=number, reviewer=owner))
+
+
+def _best_effort(call: Any, what: str, who: list[str]) -> bool:
+    try:
+        call()
+    except GithubException as err:
+        if err.status not in (403, 404, 422):
+            raise  # for a while (5xx, rate limit): the effect is retried
+        log.warning("review %s for %s refused by GitHub (%s): skipped", what, who, err.status)
+        return False
+    return True
 
 
 def _gated(ectx: EffectContext, project: str, sha: str) -> Patch | None:

@@ -50,6 +50,9 @@ MEANING = {
     "review.dismiss_stale_approvals": "a new push drops the approvals of the superseded patch",
     "review.required_approvals": "distinct approvers a patch needs",
     "review.hold_permission": "permission needed to `/hold`",
+    "review.require_code_owners": (
+        "every touched path needs an approval from one of its CODEOWNERS owners"
+    ),
     "risk.high_paths": "a patch touching these is high risk",
     "risk.max_auto_queue_changes": "patches with more changed lines are high risk",
     "risk.auto_queue_low_risk": "low-risk patches are approved (queued) without review",
