@@ -8,6 +8,7 @@ for any repository, in GitHub's shapes:
 * ``POST /app/installations/{id}/access_tokens`` (a token valid for an hour),
 * ``GET  /repos/{o}/{r}/contents/{path}`` (404: no policy file, the defaults apply),
 * ``GET  /repos/{o}/{r}/pulls/{n}/files`` (one high-risk and one ordinary file),
+* ``GET  /repos/{o}/{r}/pulls/{n}`` (closed and merged: the app reads it on ``closed``),
 * ``GET  /repos/{o}/{r}/commits/{sha}/check-suites`` (one CI suite, in progress
   until ``POST /_fake/ci`` says it finished) and ``.../check-runs`` (ours),
 * ``GET  /repos/{o}/{r}/collaborators/{login}/permission`` (``write``),
@@ -63,6 +64,7 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ),
     ("GET", "contents/{path}", REPO + r"/contents/(?P<path>.+)"),
     ("GET", "pulls/{n}/files", REPO + r"/pulls/(?P<pr>\d+)/files"),
+    ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
     ("GET", "commits/{sha}/check-suites", REPO + r"/commits/(?P<sha>[^/]+)/check-suites"),
     ("GET", "commits/{sha}/check-runs", REPO + r"/commits/(?P<sha>[^/]+)/check-runs"),
     (
@@ -178,6 +180,10 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         return 200, TEAM
     if name == "pulls/{n}/files":
         return 200, FILES
+    if name == "pulls/{n}":  # read again on `closed`: the bench's PRs end merged
+        merger = {"login": "maintainer", "id": 2, "type": "User"}
+        pr = {"number": int(g["pr"]), "state": "closed", "merged": True}
+        return 200, {**pr, "merge_commit_sha": "m" * 40, "merged_by": merger}
     if name == "commits/{sha}/check-suites":
         conclusion = STATE.ci.get(g["sha"])
         suite = {
