@@ -487,3 +487,46 @@ def test_without_the_key_codeowners_is_never_read(rt, deliver, github):
     assert newest(rt).state == "queued"
     assert not [p for m, p, _ in github.api_requests() if "CODEOWNERS" in p]
     assert "code_owners" not in newest(rt).meta
+
+
+def test_a_team_owner_approving_through_the_api_covers_its_paths(rt, deliver, github, client):
+    from tests.test_api import Api, install, make_token
+
+    text = "*  @default-owner\n/src/auth/  @Codertocat/security\n"
+    sc = opened(rt, deliver, github, "src/auth/login.py", codeowners=text)
+    patch = newest(rt)
+    assert patch.state == "awaiting_review"
+    assert review_requests(github) == [("POST", {"reviewers": [], "team_reviewers": ["security"]})]
+    install(rt)
+    sc.serve_permission("carol", "write")
+    serve_team(github, "codertocat", "security", "carol")
+    carol = Api(client, make_token(rt, "carol-token", "carol"))
+    resp = carol("POST", f"/patches/{patch.ledger_id}/approve")
+    assert resp.status_code == 200, resp.get_json()
+    assert resp.get_json()["state"] == "queued"
+    mark = len(github.api_requests())
+    drain(rt)  # the API's publish, through the worker: check run, then the request withdrawn
+    assert last_check(github, mark)["conclusion"] == "success"
+    assert (
+        "  - covered: `src/auth/login.py` by @carol"
+        in last_check(github, mark)["output"]["summary"]
+    )
+    assert review_requests(github, mark) == [
+        ("DELETE", {"reviewers": [], "team_reviewers": ["security"]})
+    ]
+
+
+def test_a_push_changing_codeowners_on_the_default_branch_drops_the_cache(rt, deliver, github):
+    sc = opened(rt, deliver, github, "src/app.py", codeowners="* @alice\n")
+    reads = lambda: [p for m, p, _ in github.api_requests() if "CODEOWNERS" in p]  # noqa: E731
+    assert len(reads()) == 1
+    sc.serve_permission("bob", "write")
+    sc.comment("/approve", login="bob")  # cached: not read again
+    drain(rt)
+    assert len(reads()) == 1
+    serve_owners(github, "* @bob\n", sha="owners2")
+    sc.policy_pushed(".github/CODEOWNERS")
+    drain(rt)
+    sc.comment("/approve cancel", login="bob")
+    drain(rt)
+    assert len(reads()) == 2  # read again after the push, once
