@@ -104,6 +104,15 @@ def check_run_table() -> str:
     )
     rows.append(
         _row(
+            "open, with the CODEOWNERS it requires unparsable",
+            checkrun.body(
+                _patch(PatchState.AWAITING_REVIEW),
+                checkrun.View(policy_error=".github/CODEOWNERS: line 1: x"),
+            ),
+        )
+    )
+    rows.append(
+        _row(
             "any but dropped or rolled back, under `/hold`",
             checkrun.body(_patch(PatchState.QUEUED), checkrun.View(holds=[HOLD])),
         )
