@@ -60,7 +60,8 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     given = len(approvals(patch.meta))
     progress = f"{given} of {view.required_approvals} approvals"
     if view.owners and view.owners.waiting:
-        progress += f", {len(view.owners.waiting_paths)} paths waiting for code owners"
+        waiting = len(view.owners.waiting_paths)
+        progress += f", {waiting} path{'s' if waiting != 1 else ''} waiting for code owners"
     if view.policy_error and patch.state in OPEN:
         return "completed", "action_required", f"{_invalid_file(view.policy_error)} is invalid"
     if view.holds and patch.state not in (P.DROPPED, P.ROLLED_BACK):

@@ -340,7 +340,7 @@ def test_every_touched_path_needs_one_of_its_owners(rt, deliver, github):
     drain(rt)
     check = last_check(github, mark)
     assert "  - covered: `src/auth/login.py` by @carol" in check["output"]["summary"]
-    assert check["output"]["title"].endswith("1 paths waiting for code owners)")
+    assert check["output"]["title"].endswith("1 path waiting for code owners)")
     team_reads = [p.split("?")[0] for m, p, _ in github.api_requests() if "/teams/" in p]
     assert team_reads == ["/orgs/codertocat/teams/security/members"]  # cached
     assert review_requests(github, mark) == [
@@ -530,3 +530,52 @@ def test_a_push_changing_codeowners_on_the_default_branch_drops_the_cache(rt, de
     sc.comment("/approve cancel", login="bob")
     drain(rt)
     assert len(reads()) == 2  # read again after the push, once
+
+
+def test_require_code_owners_is_validated_like_the_rest() -> None:
+    from minipipe_gh.policy import PolicyError, parse
+
+    assert parse("review:\n  require_code_owners: true\n").require_code_owners is True
+    assert parse(None).require_code_owners is False
+    with pytest.raises(PolicyError) as err:
+        parse("review:\n  require_code_owners: yes please\n")
+    assert (err.value.key, err.value.line) == ("review.require_code_owners", 2)
+
+
+def test_0012_adds_review_requests_and_keeps_existing_rows(empty_db_url: str) -> None:
+    from alembic import command
+    from sqlalchemy import inspect, text
+
+    from minipipe_gh import migrate
+    from minipipe_gh.db import Database, make_engine
+
+    command.upgrade(migrate.alembic_config(empty_db_url), "0008")
+    engine = make_engine(empty_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO check_runs (project_id, head_sha, check_run_id)"
+                    " VALUES ('o/r', :s, 5)"
+                ),
+                {"s": "a" * 40},
+            )
+        migrate.upgrade(empty_db_url)
+        assert {c["name"] for c in inspect(engine).get_columns("review_requests")} == {
+            "project_id",
+            "pr_number",
+            "reviewer",
+            "created_at",
+        }
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT check_run_id FROM check_runs")).scalar() == 5
+    finally:
+        engine.dispose()
+    database = Database(empty_db_url)
+    try:
+        with database.unit() as s:
+            s.add(ReviewRequest(project_id="o/r", pr_number=2, reviewer="@org/core"))
+        with database.unit(write=False) as s:
+            assert s.get(ReviewRequest, ("o/r", 2, "@org/core")) is not None
+    finally:
+        database.dispose()
