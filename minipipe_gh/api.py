@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import actors, ledger, people, registry, stats, tokens
+from . import actors, installations, ledger, people, registry, stats, tokens
 from .authz import SessionMove
 from .commands import Verb
 from .errors import (
@@ -194,6 +194,7 @@ def create_session() -> Any:
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
     r = rt()
+    installations.look_up(r.database, r.github, project)  # its installation event may be lost
     try:
         installation_id, session_id = _start_session(
             project, agent_type, title, base, workstream, metadata, scoped_key

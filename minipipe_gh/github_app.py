@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from github import Auth, Github, GithubIntegration
 
 from .errors import ConfigError
-from .github_api import PERMISSION_TTL_S, RepoAPI, TTLCache
+from .github_api import PERMISSION_TTL_S, AppAPI, ETagCache, RepoAPI, TTLCache
 
 RENEW_BEFORE_S = 300
 POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
@@ -47,6 +47,7 @@ class GitHubApp:
         self._local = threading.local()
         self.permissions = TTLCache(PERMISSION_TTL_S)
         self.policies = TTLCache(POLICY_TTL_S)
+        self.etags = ETagCache()
         self.teams = TTLCache(TEAM_TTL_S)
         self.code_owners = TTLCache(BLOB_TTL_S)
 
@@ -119,5 +120,10 @@ class GitHubApp:
             self.client(installation_id),
             full_name,
             permissions=self.permissions,
+            etags=self.etags,
             teams=self.teams,
         )
+
+    def as_app(self) -> AppAPI:
+        """Calls made with the app's JWT (installation lookup, the webhook delivery log)."""
+        return AppAPI(self.integration().requester)

@@ -26,7 +26,7 @@ from .models import (
     Patch,
     ReviewRequest,
 )
-from .patch_states import OPEN, TERMINAL, PatchState
+from .patch_states import OPEN, TERMINAL
 
 RECENT = 5
 log = logging.getLogger(__name__)
@@ -55,16 +55,12 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         known = ref.check_run_id if ref else None
         stray = s.get(NeutralCheckRun, (project, patch.patch_id))
         stray_id = stray.check_run_id if stray and not stray.withdrawn else None
-        holds = people.holds(session.meta) if session else []
-        if patch.state in (PatchState.DROPPED, PatchState.ROLLED_BACK):
-            holds = []
-        view = checkrun.View(
+        view = checkrun.View.of(
+            patch,
+            session.meta if session else None,
             required_approvals=spec.get("required_approvals", 1),
-            holds=holds,
             policy_error=spec.get("policy_error"),
-            stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,
-            owners=owners.patch_coverage(patch.meta),
         )
         body = checkrun.body(patch, view)
     api = _api(ectx, project)
@@ -75,12 +71,7 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         # a session's run carries its ledger id; our neutral success on the SHA does not
         sessions = [r for r in own if r.get("external_id")]
         known = sessions[0]["id"] if sessions else None
-    if known is not None:
-        update = {k: v for k, v in body.items() if k != "head_sha"}
-        api.update_check_run(known, update)
-        created = None
-    else:
-        created = api.create_check_run(body)["id"]
+    created = write_check_run(api, known, body)
     if created is not None or (known is not None and ref is None):
         with ectx.database.unit() as s:
             s.merge(
@@ -92,7 +83,40 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         _withdraw_neutral(ectx, api, project, patch.patch_id, stray_id, patch.pr_number)
 
 
-@executor("react")
+def write_check_run(api: RepoAPI, known: int | None, body: dict[str, Any]) -> int | None:
+    """Update our check run in place, or create it; the id of a new one, else None.
+
+    A check run deleted on GitHub (404 on the update) is created again. A body
+    GitHub refuses (422: a bug in what we sent, which no retry fixes) is sent
+    once more reduced to the verdict, so the head still gets its gate.
+    """
+    try:
+        if known is not None:
+            try:
+                api.update_check_run(known, {k: v for k, v in body.items() if k != "head_sha"})
+                return None
+            except GithubException as err:
+                if err.status != 404:
+                    raise
+        return int(api.create_check_run(body)["id"])
+    except GithubException as err:
+        if err.status != 422 or body.get("output", {}).get("title") == REDUCED:
+            raise
+        return write_check_run(api, known, reduced(body))
+
+
+REDUCED = "The full text of this check run was refused by GitHub"
+
+
+def reduced(body: dict[str, Any]) -> dict[str, Any]:
+    """The verdict alone: status, conclusion and a fixed title, no text, no buttons."""
+    fields = ("name", "head_sha", "status", "conclusion", "external_id")
+    keep = {k: body[k] for k in fields if k in body}
+    summary = f"{body.get('output', {}).get('title', '')}"[:200] or "See the pull request."
+    return {**keep, "output": {"title": REDUCED, "summary": summary}, "actions": []}
+
+
+@executor("react", best_effort=True)
 def react(ectx: EffectContext, spec: dict[str, Any]) -> None:
     _api(ectx, spec["project"]).react(spec["comment_id"], spec["content"])
 
@@ -101,7 +125,7 @@ def reply_marker(delivery_id: str) -> str:
     return f"<!-- minipipe:reply={delivery_id} -->"
 
 
-@executor("reply")
+@executor("reply", best_effort=True)
 def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api = _api(ectx, spec["project"])
     marker = reply_marker(ectx.delivery_id)
@@ -110,18 +134,19 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api.comment(spec["number"], limits.fit(spec["body"], limits.COMMENT_BODY, tail=f"\n\n{marker}"))
 
 
-@executor("request_reviewers")
+@executor("request_reviewers", best_effort=True)
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])
 
 
-@executor("owner_reviews")
+@executor("owner_reviews", best_effort=True)
 def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
     """Ask a small covering set of code owners to review what still waits, never an
     author; a request made before (``ReviewRequest``) is not sent again, and one whose
-    paths are covered since is withdrawn. Best effort: GitHub refusing for good (403,
-    404, 422: not a collaborator, a team without access) is logged and skipped."""
+    paths are covered since is withdrawn. Best effort (``effects``): GitHub refusing
+    for good (403, 404, 422: not a collaborator, a team without access) is audited and
+    skipped, and asked again at the next change."""
     project = spec["project"]
     with ectx.database.unit(write=False) as s:
         patch = get_patch(s, spec["ledger_id"])
@@ -147,33 +172,19 @@ def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
     send = [o for o in add if o not in rerequested]
     if send:
         users, teams = owners.split(send)
-        if not _best_effort(lambda: api.request_reviewers(number, users, teams), "request", send):
-            add = [o for o in add if o not in send]
+        api.request_reviewers(number, users, teams)  # refused for good: audited, skipped
+    if add:
+        with ectx.database.unit() as s:
+            for owner in add:
+                s.merge(ReviewRequest(project_id=project, pr_number=number, reviewer=owner))
     if drop:
         users, teams = owners.split(drop)
-        if not _best_effort(
-            lambda: api.remove_requested_reviewers(number, users, teams), "withdraw", drop
-        ):
-            drop = []
-    if add or drop:
+        api.remove_requested_reviewers(number, users, teams)
         with ectx.database.unit() as s:
             for owner in drop:
                 row = s.get(ReviewRequest, (project, number, owner))
                 if row is not None:
                     s.delete(row)
-            for owner in add:
-                s.merge(ReviewRequest(project_id=project, pr_number=number, reviewer=owner))
-
-
-def _best_effort(call: Any, what: str, who: list[str]) -> bool:
-    try:
-        call()
-    except GithubException as err:
-        if err.status not in (403, 404, 422):
-            raise  # for a while (5xx, rate limit): the effect is retried
-        log.warning("review %s for %s refused by GitHub (%s): skipped", what, who, err.status)
-        return False
-    return True
 
 
 def _gated(ectx: EffectContext, project: str, sha: str) -> Patch | None:

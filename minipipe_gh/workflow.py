@@ -120,6 +120,8 @@ def load_code_owners(
 
 
 def source(ctx: Context) -> str:
+    if ctx.event.delivery_id.startswith("reconcile-"):  # ids GitHub never sends: ours
+        return "reconcile"
     return f"delivery:{ctx.event.delivery_id}"
 
 

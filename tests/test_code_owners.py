@@ -493,11 +493,11 @@ def test_a_team_owner_approving_through_the_api_covers_its_paths(rt, deliver, gi
     from tests.test_api import Api, install, make_token
 
     text = "*  @default-owner\n/src/auth/  @Codertocat/security\n"
+    install(rt)  # the API's tokens act on installed repositories
     sc = opened(rt, deliver, github, "src/auth/login.py", codeowners=text)
     patch = newest(rt)
     assert patch.state == "awaiting_review"
     assert review_requests(github) == [("POST", {"reviewers": [], "team_reviewers": ["security"]})]
-    install(rt)
     sc.serve_permission("carol", "write")
     serve_team(github, "codertocat", "security", "carol")
     carol = Api(client, make_token(rt, "carol-token", "carol"))
