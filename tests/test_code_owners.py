@@ -579,3 +579,34 @@ def test_0012_adds_review_requests_and_keeps_existing_rows(empty_db_url: str) ->
             assert s.get(ReviewRequest, ("o/r", 2, "@org/core")) is not None
     finally:
         database.dispose()
+
+
+def test_a_team_review_request_github_refuses_is_audited_and_skipped(rt, deliver, github):
+    from minipipe_gh.models import AuditEntry, Delivery
+
+    sc = Scenario(deliver, github)
+    sc.serve_policy(POLICY)
+    serve_owners(github, "/src/auth/  @Codertocat/security\n")
+    sc.serve_files("src/auth/login.py")
+    sc.serve_green()
+    sc.github.add("POST", f"{R}/check-runs", {"id": sc.check_run_id}, status=201)
+    # a user-owned repository has no teams: GitHub answers 422
+    github.add(
+        "POST",
+        f"{R}/pulls/2/requested_reviewers",
+        {"message": "Reviews may only be requested from collaborators."},
+        status=422,
+    )
+    sc.pr_event("opened")
+    drain(rt)
+    assert newest(rt).state == "awaiting_review"
+    assert last_check(github)["conclusion"] == "action_required"  # the gate stands
+    with rt.database.unit(write=False) as s:
+        assert [d.status for d in s.scalars(select(Delivery))] == ["done"]
+        refused = s.scalars(
+            select(AuditEntry).where(
+                AuditEntry.entity == "delivery", AuditEntry.outcome == "refused"
+            )
+        ).all()
+        assert len(refused) == 1 and "owner_reviews" in (refused[0].reason or "")
+        assert s.scalars(select(ReviewRequest)).all() == []  # not recorded as asked
