@@ -100,6 +100,7 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ("GET", "orgs/{org}/teams/{slug}/members", r"/orgs/[^/]+/teams/(?P<team>[^/]+)/members"),
     ("GET", "pulls", REPO + r"/pulls"),
     ("GET", "app/hook/deliveries", r"/app/hook/deliveries"),
+    ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
 )
 OWNERS = {"on": False}  # --owners
 POLICY_YML = "review:\n  require_code_owners: true\n"
