@@ -41,6 +41,7 @@ class PullFacts:
     approve_permission: str | None = None
     blocked: bool = False  # blocked by its guardrails: no approval can queue it
     token_users: tuple[Person, ...] = ()  # whose API tokens created or moved the session
+    owner_teams: tuple[str, ...] = ()  # "org/team" code owners of the patch's paths
 
     @property
     def authors(self) -> list[Person]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from . import audit, authz, ledger, people, registry
+from . import audit, authz, ledger, owners, people, registry
 from .authz import Actor, PullFacts, SessionMove
 from .commands import Verb
 from .errors import IllegalTransition, PermissionDenied, Refused
@@ -48,6 +48,7 @@ def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
         approve_permission=patch.meta.get("approve_permission") if patch else None,
         blocked=blocked_by_guardrails(patch.meta) if patch else False,
         token_users=tuple(people.token_users(session.meta)),
+        owner_teams=owners.teams_of(patch.meta) if patch else (),
     )
 
 
@@ -121,6 +122,7 @@ def act(
                 comment,
                 source=source,
                 required_approvals=policy.required_approvals,
+                as_owners=owners.identities(actor.login, actor.teams),
             )
             return f"approved by @{actor.login}; patch is {patch.state}"
         case Verb.APPROVE_CANCEL:
