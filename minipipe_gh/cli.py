@@ -259,7 +259,8 @@ reviewer_option = click.option(
 def _decide(ctx: Ctx, ledger_id: str, verb: Verb, text: str, reviewer: str) -> dict[str, Any]:
     """Decide as ``reviewer``, exactly as their comment would: their permission read from
     GitHub, reviewer lists, authors, required approvals (``actors.decide``)."""
-    github = GitHubApp(ctx.settings.app_id, ctx.settings.private_key, ctx.settings.api_url)
+    settings = ctx.settings
+    github = GitHubApp(settings.app_id, settings.private_key, settings.api_url, settings.public_url)
     try:
         return actors.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
     except GithubException as err:
