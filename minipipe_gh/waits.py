@@ -176,6 +176,20 @@ def _approvals(meta: Mapping[str, Any], required: int, reviewers: Sequence[str])
     )
 
 
+def waiting_on(login: str, waiting: Sequence[Wait], authors: Sequence[Any] = ()) -> bool:
+    """Whether ``login`` can move the patch on: a hold of theirs, a wait that names them,
+    or approvals anyone may give when they are not one of the patch's authors.
+    (Their permission is GitHub's to say; the decision itself checks it.)"""
+    me = login.lower()
+    for wait in waiting:
+        if me in (w.lower() for w in wait.who):
+            return True
+        authored = any(getattr(a, "login", str(a)).lower() == me for a in authors)
+        if wait.kind == "approvals" and not wait.who and not authored:
+            return True
+    return False
+
+
 def next_action(waits: Sequence[Wait]) -> str | None:
     """The one line that says what to do next."""
     return waits[0].summary if waits else None

@@ -188,3 +188,23 @@ def test_the_check_run_links_the_patch_page_only_from_a_public_url() -> None:
     )
     assert body(patch, view)["details_url"] == "https://gate.example.com/patches/01LID"
     assert "details_url" not in body(patch, View())
+
+
+def test_logs_carry_no_colour_codes_off_a_terminal() -> None:
+    import io
+    import logging
+
+    from minipipe_gh.logs import PlainFormatter, is_terminal
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(PlainFormatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("tests.waits.colour")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning('\x1b[32m"GET /review HTTP/1.1" 200 -\x1b[0m')
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue() == 'WARNING "GET /review HTTP/1.1" 200 -\n'
+    assert not is_terminal(stream)
