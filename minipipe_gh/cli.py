@@ -509,12 +509,26 @@ def deliveries_show(ctx: Ctx, ident: str) -> None:
 
 @deliveries.command("replay")
 @click.argument("ident")
+@click.option("--yes", is_flag=True, help="Replay a finished delivery without asking.")
 @pass_ctx
 @core_errors
-def deliveries_replay(ctx: Ctx, ident: str) -> None:
-    """Queue a delivery again (a dead one, typically)."""
-    from .worker import replay
+def deliveries_replay(ctx: Ctx, ident: str, yes: bool) -> None:
+    """Queue a delivery again (a dead one, typically).
 
+    A finished delivery's GitHub writes are sent again: it asks first, naming them."""
+    from .lost import effects_in_words
+    from .worker import find_delivery, replay
+
+    with ctx.db.unit(write=False) as s:
+        found = find_delivery(s, ident)
+        status, kinds = found.status, [e.get("kind", "") for e in found.effects or []]
+    if status == "done" and not yes:
+        click.echo(
+            f"delivery {ident} already finished: a replay runs it again and re-sends "
+            f"{effects_in_words(kinds)}",
+            err=True,
+        )
+        click.confirm("Replay it?", abort=True, err=True)
     d = replay(ctx.db, ident)
     click.echo(f"delivery {d.delivery_id} queued again ({d.status})")
 
