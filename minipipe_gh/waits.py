@@ -132,16 +132,23 @@ def waiting_for(
                 Wait(
                     "failing_checks",
                     f"{named}: fix it and push, or re-run it; the patch validates when it passes",
-                    details=tuple(failing),
                 )
             )
         case P.VALIDATED:
             out.append(Wait("decision", "Checks passed: the review decision is being recorded"))
         case P.AWAITING_REVIEW:
             out.append(_approvals(meta, required_approvals, reviewers))
-        case P.QUEUED:
+        case P.QUEUED if approvals(meta):
             out.append(
                 Wait("merge", "Approved and queued: it lands when the pull request is merged")
+            )
+        case P.QUEUED:
+            out.append(
+                Wait(
+                    "merge",
+                    "Queued automatically (low risk, no review needed): it lands when the "
+                    "pull request is merged",
+                )
             )
     return out
 
@@ -149,11 +156,7 @@ def waiting_for(
 def _pending_checks(checks: Mapping[str, Any]) -> Wait:
     pending = [str(x) for x in checks.get("pending") or []]
     if pending:
-        return Wait(
-            "checks",
-            f"Waiting for {plural(len(pending), 'check')}: {', '.join(pending)}",
-            details=tuple(pending),
-        )
+        return Wait("checks", f"Waiting for {plural(len(pending), 'check')}: {', '.join(pending)}")
     if checks.get("required"):
         return Wait("checks", "Waiting for the required checks to report")
     return Wait("checks", f"Waiting for checks: {NO_CHECKS}", details=(REQUIRED_CHECKS_HINT,))
