@@ -150,6 +150,11 @@ def waiting_for(
                     "pull request is merged",
                 )
             )
+    if out and state != P.CREATED and checks and not checks.get("reported"):
+        # validated on no checks at all: say so rather than "every check succeeded"
+        last = out[-1]
+        note = f"{NO_CHECKS}: it validated with nothing to wait for; {REQUIRED_CHECKS_HINT}"
+        out[-1] = Wait(last.kind, last.summary, last.who, (*last.details, note))
     return out
 
 

@@ -208,3 +208,58 @@ def test_logs_carry_no_colour_codes_off_a_terminal() -> None:
         log.removeHandler(handler)
     assert stream.getvalue() == 'WARNING "GET /review HTTP/1.1" 200 -\n'
     assert not is_terminal(stream)
+
+
+def test_the_checks_verdict_names_failing_and_pending_checks() -> None:
+    from minipipe_gh.validation import runs_checks, suites_checks
+
+    def run(rid: int, name: str, status: str, conclusion: str | None, app: int = 5) -> dict:
+        return {
+            "id": rid,
+            "name": name,
+            "status": status,
+            "conclusion": conclusion,
+            "app": {"id": app},
+            "check_suite": {"id": 1},
+        }
+
+    runs = [
+        run(1, "lint", "completed", "failure"),
+        run(2, "test", "in_progress", None),
+        run(3, "build", "completed", "success"),
+        run(4, "minipipe/review", "completed", "failure", app=99),  # ours: never counts
+    ]
+    got = runs_checks(runs, ["lint", "test", "build", "docs"], own_app_id=99)
+    assert (got.verdict, got.failing, got.pending) == ("failure", ("lint",), ("test", "docs"))
+    assert got.reported == 3 and got.required
+
+    none = suites_checks([], own_app_id=99)
+    assert (none.verdict, none.reported) == ("success", 0)
+    suites = [
+        {"id": 7, "status": "completed", "conclusion": "failure", "app": {"id": 5, "name": "CI"}},
+        {"id": 8, "status": "queued", "app": {"id": 6, "slug": "codecov"}},
+    ]
+    named = suites_checks(suites, own_app_id=99)
+    assert (named.verdict, named.failing, named.pending) == ("failure", ("CI",), ("codecov",))
+
+
+def test_a_patch_validated_on_no_checks_says_no_checks_were_reported() -> None:
+    meta = {"checks": {"verdict": "success", "failing": [], "pending": [], "reported": 0}}
+    [queued] = waits.waiting_for("queued", meta)
+    assert queued.summary.startswith("Queued automatically (low risk")
+    assert queued.details[-1].startswith("no checks reported yet: it validated with nothing")
+    assert "validation.required_checks" in queued.details[-1]
+    out = body(
+        Patch(
+            ledger_id="01LID",
+            patch_id=SHA,
+            session_id="s",
+            project_id="o/r",
+            state="queued",
+            risk="low",
+            risk_reasons=[],
+            meta=meta,
+        ),
+        View(),
+    )
+    assert f"  - {queued.details[-1]}" in out["output"]["summary"]
