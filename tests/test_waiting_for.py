@@ -263,3 +263,14 @@ def test_a_patch_validated_on_no_checks_says_no_checks_were_reported() -> None:
         View(),
     )
     assert f"  - {queued.details[-1]}" in out["output"]["summary"]
+
+
+def test_a_move_to_the_state_it_is_in_says_already() -> None:
+    from minipipe_gh.errors import IllegalTransition
+
+    assert str(IllegalTransition("patch", "01X", "dropped", "dropped")) == (
+        "patch 01X is already dropped"
+    )
+    assert str(IllegalTransition("patch", "01X", "dropped", "queued")) == (
+        "patch 01X cannot move from dropped to queued"
+    )
