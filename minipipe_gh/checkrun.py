@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from . import people
+from . import people, waits
 from .limits import fit_check_run
 from .models import AuditEntry, Patch
 from .owners import LOCATIONS, Coverage, patch_coverage
@@ -35,6 +35,17 @@ class View:
     stale_approvals: Sequence[str] = ()  # "alice approved abc123" lines from a superseded SHA
     recent: Sequence[AuditEntry] = ()
     owners: Coverage | None = None  # with code owners required (``owners.patch_coverage``)
+    details_url: str | None = None  # the patch's dashboard page, when the public URL is set
+
+    def waiting_for(self, patch: Patch) -> list[waits.Wait]:
+        """What the patch waits for: the list the API, dashboard and CLI show too."""
+        return waits.waiting_for(
+            patch.state,
+            patch.meta,
+            holds=self.holds,
+            required_approvals=self.required_approvals,
+            policy_error=self.policy_error,
+        )
 
     @classmethod
     def of(
@@ -45,6 +56,7 @@ class View:
         required_approvals: int,
         policy_error: str | None,
         recent: Sequence[AuditEntry] = (),
+        public_url: str | None = None,
     ) -> View:
         """The view every publisher shows (the worker's publish and reconciliation alike),
         so both compare the same verdict: a dropped or rolled-back patch shows no hold."""
@@ -56,7 +68,15 @@ class View:
             stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,
             owners=patch_coverage(patch.meta),
+            details_url=patch_url(public_url, patch.ledger_id),
         )
+
+
+def patch_url(public_url: str | None, ledger_id: str) -> str | None:
+    """The patch's dashboard page (``details_url``): only an https or http public URL."""
+    if not public_url or not public_url.startswith(("https://", "http://")):
+        return None
+    return f"{public_url.rstrip('/')}/patches/{ledger_id}"
 
 
 def body(patch: Patch, view: View) -> dict[str, Any]:
@@ -71,6 +91,8 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
     }
     if conclusion:
         out["conclusion"] = conclusion
+    if view.details_url:
+        out["details_url"] = view.details_url
     buttons = patch.state == P.AWAITING_REVIEW and not view.holds and not view.policy_error
     if buttons:
         out["actions"] = ACTIONS
@@ -81,7 +103,7 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
 
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     given = len(approvals(patch.meta))
-    progress = f"{given} of {view.required_approvals} approvals"
+    progress = f"{given} of {max(view.required_approvals, given)} approvals"
     if view.owners and view.owners.waiting:
         waiting = len(view.owners.waiting_paths)
         progress += f", {waiting} path{'s' if waiting != 1 else ''} waiting for code owners"
@@ -91,6 +113,8 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
         holders = ", ".join(f"@{h.by.login}" for h in view.holds)
         return "completed", "action_required", f"On hold by {holders}"[:200]
     match patch.state:
+        case P.CREATED if not waits.checks_of(patch.meta).get("reported"):
+            return "in_progress", None, f"Waiting for checks: {waits.NO_CHECKS}"
         case P.CREATED:
             return "in_progress", None, "Waiting for checks"
         case P.QUARANTINED if blocked_by_guardrails(patch.meta):
@@ -121,12 +145,20 @@ def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
 
 
 def summary(patch: Patch, view: View, title: str) -> str:
-    lines = [f"**{title}**", "", f"- State: `{patch.state}`", f"- Risk: `{patch.risk}`"]
+    lines = [f"**{title}**", ""]
+    waiting = view.waiting_for(patch)
+    if waiting:
+        lines += [f"Next: {waits.next_action(waiting)}", "", "Waits for:", ""]
+        for wait in waiting:
+            lines.append(f"- {wait.summary}")
+            lines += [f"  - {d}" for d in wait.details]
+        lines.append("")
+    lines += [f"- State: `{patch.state}`", f"- Risk: `{patch.risk}`"]
     for reason in patch.risk_reasons:
         lines.append(f"  - {reason}")
     given = approvals(patch.meta)
     lines.append(
-        f"- Approvals: {len(given)} of {view.required_approvals}"
+        f"- Approvals: {len(given)} of {max(view.required_approvals, len(given))}"
         + (f" ({', '.join(_approval(a.who.login, a.sha, patch) for a in given)})" if given else "")
     )
     guardrails = patch.meta.get("guardrails") or {}

@@ -259,7 +259,8 @@ reviewer_option = click.option(
 def _decide(ctx: Ctx, ledger_id: str, verb: Verb, text: str, reviewer: str) -> dict[str, Any]:
     """Decide as ``reviewer``, exactly as their comment would: their permission read from
     GitHub, reviewer lists, authors, required approvals (``actors.decide``)."""
-    github = GitHubApp(ctx.settings.app_id, ctx.settings.private_key, ctx.settings.api_url)
+    settings = ctx.settings
+    github = GitHubApp(settings.app_id, settings.private_key, settings.api_url, settings.public_url)
     try:
         return actors.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
     except GithubException as err:
@@ -508,12 +509,26 @@ def deliveries_show(ctx: Ctx, ident: str) -> None:
 
 @deliveries.command("replay")
 @click.argument("ident")
+@click.option("--yes", is_flag=True, help="Replay a finished delivery without asking.")
 @pass_ctx
 @core_errors
-def deliveries_replay(ctx: Ctx, ident: str) -> None:
-    """Queue a delivery again (a dead one, typically)."""
-    from .worker import replay
+def deliveries_replay(ctx: Ctx, ident: str, yes: bool) -> None:
+    """Queue a delivery again (a dead one, typically).
 
+    A finished delivery's GitHub writes are sent again: it asks first, naming them."""
+    from .lost import effects_in_words
+    from .worker import find_delivery, replay
+
+    with ctx.db.unit(write=False) as s:
+        found = find_delivery(s, ident)
+        status, kinds = found.status, [e.get("kind", "") for e in found.effects or []]
+    if status == "done" and not yes:
+        click.echo(
+            f"delivery {ident} already finished: a replay runs it again and re-sends "
+            f"{effects_in_words(kinds)}",
+            err=True,
+        )
+        click.confirm("Replay it?", abort=True, err=True)
     d = replay(ctx.db, ident)
     click.echo(f"delivery {d.delivery_id} queued again ({d.status})")
 

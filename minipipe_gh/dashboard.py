@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from . import api, audit, charts, ledger, people, scoped, stats, worker
+from . import api, audit, charts, ledger, lost, people, scoped, serialize, stats, waits, worker
 from .commands import Verb
 from .errors import Conflict, Invalid, MinipipeError, NotFound, PermissionDenied, Refused
 from .models import AgentSession, utcnow
@@ -114,7 +114,13 @@ def _template_globals() -> dict[str, Any]:
         viewer = current_viewer()
     except SQLAlchemyError:  # an error page must render even when the database does not
         viewer = None
-    return {"viewer": viewer, "pr_url": pr_url, "page_url": page_url}
+    return {
+        "viewer": viewer,
+        "pr_url": pr_url,
+        "page_url": page_url,
+        "waits_of": serialize.waiting_for,
+        "plural": waits.plural,
+    }
 
 
 @bp.app_template_filter("ago")
@@ -146,14 +152,32 @@ def sessions(viewer: Viewer) -> Reply:
         )
         counts = scoped.patch_counts(s, [x.session_id for x in page.items])
         agents = scoped.agent_types(s, viewer)
+        latest = {x.session_id: ledger.latest_patch(s, x.session_id) for x in page.items}
+        waiting = {
+            sid: serialize.waiting_for(p, next(x for x in page.items if x.session_id == sid))
+            if p is not None
+            else []
+            for sid, p in latest.items()
+        }
+    mine = request.args.get("mine") == "1"
+    on_me = {
+        x.session_id: waits.waiting_on(viewer.login, waiting[x.session_id], people.authors(x.meta))
+        for x in page.items
+    }
+    rows = [x for x in page.items if on_me[x.session_id]] if mine else page.items
     return render_template(
         "sessions.html",
         page=page,
+        rows=rows,
+        latest=latest,
+        waiting=waiting,
+        on_me=on_me,
+        mine=mine,
         counts=counts,
         agents=agents,
         states=list(SessionState),
         filters=filters,
-        filtered=any(filters.values()),
+        filtered=any(filters.values()) or mine,
     )
 
 
@@ -251,7 +275,10 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     except GithubException as err:
         return _patch(viewer, ledger_id, error=_github_message(err), status=502, form=form)
     done = "Approved" if verb == "approve" else "Rejected"
-    flash(f"{done} by @{viewer.login}: the patch is {result['state']}.", "ok")
+    waiting = result.get("waiting_for") or []
+    held = [w["summary"] for w in waiting if w["kind"] == "hold"]
+    then = f" {' '.join(held)}" if held else ""
+    flash(f"{done} by @{viewer.login}: the patch is {result['state']}.{then}", "ok")
     return redirect(url_for(".patch_page", ledger_id=ledger_id), 303)
 
 
@@ -263,7 +290,39 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
 def deliveries(viewer: Viewer) -> Reply:
     with rt().database.unit(write=False) as s:
         page = scoped.dead_page(s, viewer, cursor=request.args.get("cursor"), limit=page_size())
-    return render_template("deliveries.html", page=page, needed=REPLAY_PERMISSION)
+        described = {
+            d.delivery_id: lost.describe(d.event, d.action, d.payload, d.last_error)
+            for d in page.items
+        }
+        resend = {
+            d.delivery_id: lost.effects_in_words(
+                e.get("kind", "") for e in d.effects or [] if e.get("result") != "done"
+            )
+            for d in page.items
+        }
+    allowed = {name: _may_replay(viewer, name) for name in {d.repository for d in page.items}}
+    return render_template(
+        "deliveries.html",
+        page=page,
+        needed=REPLAY_PERMISSION,
+        described=described,
+        resend=resend,
+        allowed=allowed,
+    )
+
+
+def _may_replay(viewer: Viewer, repository: str | None) -> bool:
+    """Replay is offered only to those the replay itself would let through (the answer is
+    cached a short while); when GitHub cannot say, it is not offered."""
+    repo = viewer.repo(repository)
+    if repo is None:
+        return False
+    try:
+        permission = rt().github.repo(repo.installation_id, repo.full_name).permission(viewer.login)
+    except Exception:  # noqa: BLE001 (GitHub down, refusing, or unconfigured: all say "unknown")
+        log.info("permission of %s on %s unknown: Replay not offered", viewer.login, repository)
+        return False
+    return permission_at_least(permission, REPLAY_PERMISSION)
 
 
 @bp.post("/deliveries/<delivery_id>/replay")

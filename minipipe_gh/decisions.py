@@ -105,8 +105,13 @@ def act(
         # superseded by a push, decided or merged: never redirected to a newer patch
         current = ledger.open_patch(db, session.session_id)
         now = f"the open patch is {current.patch_id[:12]}" if current else "none is open"
+        move = (
+            f"is already {patch.state}"
+            if patch.state == TARGET[verb]
+            else f"cannot move from {patch.state} to {TARGET[verb]}"
+        )
         why = (
-            f"patch {patch.ledger_id} cannot move from {patch.state} to {TARGET[verb]}: "
+            f"patch {patch.ledger_id} {move}: "
             f"`/{verb}` was made on {patch.patch_id[:12]}, no longer the open patch "
             f"({now}); a decision counts only for the SHA it was made on"
         )
@@ -124,7 +129,7 @@ def act(
                 required_approvals=policy.required_approvals,
                 as_owners=owners.identities(actor.login, actor.teams),
             )
-            return f"approved by @{actor.login}; patch is {patch.state}"
+            return f"approved by @{actor.login}; patch is {patch.state}{_held(session)}"
         case Verb.APPROVE_CANCEL:
             assert patch is not None
             ledger.cancel_approval(
@@ -152,6 +157,15 @@ def act(
         case Verb.HELP:
             return "help"
     raise AssertionError(verb)
+
+
+def _held(session: AgentSession) -> str:
+    """A decision on a held patch says it will not land yet."""
+    holds = people.holds(session.meta)
+    if not holds:
+        return ""
+    names = ", ".join(f"@{h.by.login}" for h in holds)
+    return f"; on hold by {names}: it will not land until the hold is lifted"
 
 
 def _hold(db: Session, session: AgentSession, actor: Actor, reason: str | None, source: str) -> str:

@@ -57,7 +57,12 @@ class IllegalTransition(Refused):
         self.entity_id = entity_id
         self.current = current
         self.requested = requested
-        super().__init__(f"{entity} {entity_id} cannot move from {current} to {requested}", **kw)
+        move = (
+            f"is already {current}"
+            if current == requested
+            else f"cannot move from {current} to {requested}"
+        )
+        super().__init__(f"{entity} {entity_id} {move}", **kw)
 
 
 class PermissionDenied(Refused):

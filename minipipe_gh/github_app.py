@@ -37,8 +37,15 @@ class _Token:
 class GitHubApp:
     """One per process: signs app JWTs and hands out installation clients."""
 
-    def __init__(self, app_id: int | None, private_key: str | None, api_url: str) -> None:
+    def __init__(
+        self,
+        app_id: int | None,
+        private_key: str | None,
+        api_url: str,
+        public_url: str | None = None,
+    ) -> None:
         self.app_id = app_id
+        self.public_url = public_url  # where check runs link to (their ``details_url``)
         self.private_key = private_key
         self.api_url = api_url
         self._tokens: dict[int, _Token] = {}

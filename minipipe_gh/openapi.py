@@ -15,6 +15,7 @@ import copy
 from typing import Any
 
 from . import __version__
+from .waits import KINDS as WAIT_KINDS
 
 PREFIX = "/api/v1"
 
@@ -703,6 +704,24 @@ SPEC: dict[str, Any] = {
                     }
                 ),
             },
+            "Wait": {
+                "description": (
+                    "One thing an open patch waits for, most pressing first: the first "
+                    "one's summary is the next action, as the check run states it."
+                ),
+                **_closed(
+                    {
+                        "kind": {"type": "string", "enum": list(WAIT_KINDS)},
+                        "summary": STR,
+                        "who": {
+                            "type": "array",
+                            "items": STR,
+                            "description": "Logins who can act, when known",
+                        },
+                        "details": {"type": "array", "items": STR},
+                    }
+                ),
+            },
             "Patch": {
                 "description": "One pushed head of a session's PR.",
                 **_closed(
@@ -721,6 +740,11 @@ SPEC: dict[str, Any] = {
                         "deletions": INT,
                         "paths": {"type": "array", "items": STR},
                         "review": _ref("Review"),
+                        "waiting_for": {
+                            "type": "array",
+                            "items": _ref("Wait"),
+                            "description": "What the patch waits for; empty once it left the gate",
+                        },
                         "metadata": {"type": "object"},
                         "created_at": TIME,
                         "updated_at": TIME,

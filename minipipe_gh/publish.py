@@ -61,6 +61,7 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
             required_approvals=spec.get("required_approvals", 1),
             policy_error=spec.get("policy_error"),
             recent=recent,
+            public_url=ectx.app.public_url if ectx.app else None,
         )
         body = checkrun.body(patch, view)
     api = _api(ectx, project)

@@ -154,7 +154,11 @@ def _repository(
             policy_of.append(load_policy(app, api, None))
         policy, error = policy_of[0]
         view = checkrun.View.of(
-            patch, session.meta, required_approvals=policy.required_approvals, policy_error=error
+            patch,
+            session.meta,
+            required_approvals=policy.required_approvals,
+            policy_error=error,
+            public_url=app.public_url,
         )
         want = checkrun.body(patch, view)
         want_says = (want["status"], want.get("conclusion"))

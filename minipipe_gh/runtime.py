@@ -52,14 +52,18 @@ class Runtime:
             settings=settings,
             database=database,
             inbox=Inbox(database),
-            github=GitHubApp(settings.app_id, settings.private_key, settings.api_url),
+            github=GitHubApp(
+                settings.app_id, settings.private_key, settings.api_url, settings.public_url
+            ),
             router=router or default_router,
         )
 
     def reconfigure(self, settings: Settings) -> None:
         """After the setup flow wrote credentials: carry on as a configured app."""
         self.settings = settings
-        self.github = GitHubApp(settings.app_id, settings.private_key, settings.api_url)
+        self.github = GitHubApp(
+            settings.app_id, settings.private_key, settings.api_url, settings.public_url
+        )
 
     def worker(self, **kw: object) -> Worker:
         return Worker(

@@ -8,7 +8,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session
 
+from . import people, waits
 from .models import AgentSession, AuditEntry, Patch
+from .patch_states import PatchState
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -72,11 +74,27 @@ def patch_dict(p: Patch) -> dict[str, Any]:
         "deletions": p.deletions,
         "paths": p.paths,
         "review": review_dict(p.meta),
+        "waiting_for": [w.as_json() for w in waiting_for(p)],
         "metadata": p.meta,
         "created_at": _ts(p.created_at),
         "updated_at": _ts(p.updated_at),
         "version": p.version,
     }
+
+
+def waiting_for(p: Patch, session: AgentSession | None = None) -> list[waits.Wait]:
+    """What the patch waits for, as its check run says it (``checkrun.View.waiting_for``):
+    the session's holds, and the approvals count the patch was last published with."""
+    if session is None:
+        db = object_session(p)
+        session = db.get(AgentSession, p.session_id) if db is not None else None
+    ended = p.state in (PatchState.DROPPED, PatchState.ROLLED_BACK)
+    return waits.waiting_for(
+        p.state,
+        p.meta,
+        holds=[] if ended or session is None else people.holds(session.meta),
+        required_approvals=int(p.meta.get("required_approvals") or 1),
+    )
 
 
 def review_dict(meta: dict[str, Any]) -> dict[str, Any]:

@@ -14,8 +14,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from . import waits
 from .models import AgentSession, AuditEntry, Patch, utcnow
 from .patch_states import OPEN, PatchState
+from .serialize import waiting_for
 
 P = PatchState
 
@@ -25,7 +27,11 @@ class Waiting:
     patch: Patch
     session: AgentSession | None
     since: datetime
-    waits_for: str
+    waits: tuple[waits.Wait, ...]
+
+    @property
+    def waits_for(self) -> str:
+        return waits.in_words(self.waits)
 
     def seconds(self, now: datetime) -> float:
         return max((now - self.since).total_seconds(), 0.0)
@@ -40,28 +46,13 @@ class Waiting:
             "since": self.since.isoformat(),
             "waiting_seconds": round(self.seconds(now)),
             "waits_for": self.waits_for,
+            "waiting_for": [w.as_json() for w in self.waits],
         }
 
 
 def waits_for(patch: Patch, session: AgentSession | None) -> str:
-    """What moves the patch on, in words (pure)."""
-    hold = (session.meta.get("hold") if session else None) or None
-    if hold:
-        return f"the hold by @{hold.get('by')} to be lifted ({hold.get('reason') or 'no reason'})"
-    approvals = patch.meta.get("approvals", [])
-    given = f" (so far: {', '.join('@' + a for a in approvals)})" if approvals else ""
-    match patch.state:
-        case P.CREATED:
-            return f"the required checks on {patch.patch_id[:12]} to finish"
-        case P.QUARANTINED:
-            return "a required check to be re-run and pass"
-        case P.VALIDATED:
-            return "a review decision"
-        case P.AWAITING_REVIEW:
-            return f"approval by a reviewer{given}"
-        case P.QUEUED:
-            return "the pull request to be merged"
-    return str(patch.state)
+    """What moves the patch on, in words: the check run's list (``waits.waiting_for``)."""
+    return waits.in_words(waiting_for(patch, session))
 
 
 def waiting(
@@ -96,7 +87,7 @@ def waiting(
     out = []
     for patch, session, at in s.execute(q):
         at = _aware(at) if at is not None else patch.updated_at
-        out.append(Waiting(patch, session, at, waits_for(patch, session)))
+        out.append(Waiting(patch, session, at, tuple(waiting_for(patch, session))))
     return out
 
 

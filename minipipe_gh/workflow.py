@@ -25,7 +25,7 @@ from .patch_states import PatchState
 from .policy import PATH, GuardVerdict, Policy, PolicyError, blocked_by_guardrails, parse
 from .session_states import SessionState
 from .transitions import note
-from .validation import Verdict, runs_verdict, suites_verdict
+from .validation import Checks, runs_checks, suites_checks
 
 P = PatchState
 MARKER = re.compile(r"<!--\s*minipipe:session=([0-9a-z]{26})\s*-->")
@@ -126,7 +126,12 @@ def source(ctx: Context) -> str:
 
 
 def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
-    """Ask for the patch's check run to be brought up to date once this delivery commits."""
+    """Ask for the patch's check run to be brought up to date once this delivery commits.
+
+    The patch keeps the approvals count it was published with, so the API, the
+    dashboard and the CLI say what the check run says without reading the policy."""
+    if patch.meta.get("required_approvals") != policy.required_approvals:
+        patch.meta = {**patch.meta, "required_approvals": policy.required_approvals}
     ctx.effect(
         "publish",
         project=repo.project,
@@ -222,18 +227,18 @@ class HeadFacts:
     (on SQLite the write lock is taken at the first write, so reads go first)."""
 
     files: list[FileChange]
-    verdict: Verdict
+    verdict: Checks
 
 
 def read_head(repo: Repo, pr: dict[str, Any], policy: Policy) -> HeadFacts:
     return HeadFacts(repo.api.pr_files(pr["number"]), verdict(repo, pr["head"]["sha"], policy))
 
 
-def verdict(repo: Repo, sha: str, policy: Policy) -> Verdict:
+def verdict(repo: Repo, sha: str, policy: Policy) -> Checks:
     """The checks on ``sha``: the named required checks, or every suite (ours excepted)."""
     if policy.required_checks:
-        return runs_verdict(repo.api.check_runs(sha), policy.required_checks, repo.own_app_id)
-    return suites_verdict(repo.api.check_suites(sha), repo.own_app_id)
+        return runs_checks(repo.api.check_runs(sha), policy.required_checks, repo.own_app_id)
+    return suites_checks(repo.api.check_suites(sha), repo.own_app_id)
 
 
 def record_head(
@@ -355,7 +360,7 @@ def evaluate(
     patch: Patch,
     policy: Policy,
     error: str | None,
-    known: Verdict | None = None,
+    known: Checks | None = None,
 ) -> None:
     """Validate or quarantine the patch on its checks (read now unless ``known``).
 
@@ -377,7 +382,10 @@ def evaluate(
                 + "; ".join(patch.meta["guardrails"].get("reasons", [])),
             )
         return
-    result = known or verdict(repo, patch.patch_id, policy)
+    checks = known or verdict(repo, patch.patch_id, policy)
+    if patch.meta.get("checks") != checks.as_meta():  # the names every surface shows
+        patch.meta = {**patch.meta, "checks": checks.as_meta()}
+    result = checks.verdict
     if result == "pending":
         return
     if error:
@@ -391,7 +399,11 @@ def evaluate(
                 P.QUARANTINED,
                 actor="github",
                 source=source(ctx),
-                reason="a required check failed",
+                reason=(
+                    f"required check failed: {', '.join(checks.failing)}"
+                    if checks.failing
+                    else "a required check failed"
+                ),
             )
         return
     ledger.transition(
@@ -400,7 +412,11 @@ def evaluate(
         P.VALIDATED,
         actor="github",
         source=source(ctx),
-        reason="every required check succeeded",
+        reason=(
+            "every required check succeeded"
+            if checks.reported
+            else "no checks reported: nothing to wait for (see validation.required_checks)"
+        ),
     )
     ledger.apply_pending_review(
         ctx.db,
@@ -429,7 +445,7 @@ def release_blocked(ctx: Context, repo: Repo) -> None:
     policy, error = repo.policy()
     if error:
         return
-    released: list[tuple[Patch, GuardVerdict, Verdict]] = []
+    released: list[tuple[Patch, GuardVerdict, Checks]] = []
     for patch in held:  # GitHub first, then the writes
         session = ctx.db.get(AgentSession, patch.session_id)
         guard = policy.guardrails(session.agent_type if session else None).check(patch.paths)

@@ -152,6 +152,27 @@ def test_replay_revives_a_dead_delivery_and_the_worker_completes_it(cli, deliver
         assert s.scalars(select(Installation.installation_id)).all() == [957387]
 
 
+def test_replaying_a_finished_delivery_asks_first_and_says_what_it_re_sends(cli, deliver, rt):
+    deliver("installation", payload("installation.created"), delivery_id="d-2")
+    with rt.database.unit() as s:
+        d = s.scalars(select(Delivery).where(Delivery.delivery_id == "d-2")).one()
+        d.status = "done"
+        d.effects = [{"kind": "publish", "result": "done"}, {"kind": "react", "result": "done"}]
+
+    refused = cli("deliveries", "replay", "d-2")
+    assert refused.exit_code == 1  # no answer on stdin: aborted
+    assert "already finished: a replay runs it again and re-sends the check run, a reaction" in (
+        refused.stderr
+    )
+    assert "Replay it? [y/N]" in refused.stderr
+    assert status_of(rt, "d-2")[0] == "done"
+
+    confirmed = cli("deliveries", "replay", "d-2", "--yes")
+    assert confirmed.exit_code == 0, confirmed.output
+    assert confirmed.stdout.strip() == "delivery d-2 queued again (effects)"
+    assert status_of(rt, "d-2") == ("effects", 0)
+
+
 @pytest.mark.parametrize("command", ["show", "replay"])
 def test_an_unknown_delivery_exits_2_with_a_clear_message(cli, command):
     result = cli("deliveries", command, "no-such-delivery")

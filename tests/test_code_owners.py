@@ -291,6 +291,11 @@ def test_every_touched_path_needs_one_of_its_owners(rt, deliver, github):
     assert "  - waiting: `docs/guide.md`: any of @bob, @alice" in summary
     assert "  - waiting: `README.md`: any of @default-owner" in summary
     assert "  - no owner: `src/vendor/lib.py`" in summary
+    # what it waits for names each owner set, on the check run as in the API's waiting_for
+    assert "- 2 paths waiting for code owners: an approval by any of @alice covers them" in summary
+    assert "- 1 path waiting for code owners: an approval by any of @bob, @alice covers them" in (
+        summary
+    )
     # one request covers every waiting path: alice (also a docs owner), the team, the default
     assert review_requests(github) == [
         ("POST", {"reviewers": ["alice", "default-owner"], "team_reviewers": ["security"]})
@@ -331,7 +336,7 @@ def test_every_touched_path_needs_one_of_its_owners(rt, deliver, github):
     mark = len(github.api_requests())
     sc.comment("/approve", login="dave")
     drain(rt)
-    assert "2 of 1 approvals, 2 paths waiting" in last_check(github, mark)["output"]["title"]
+    assert "2 of 2 approvals, 2 paths waiting" in last_check(github, mark)["output"]["title"]
     assert review_requests(github, mark) == []
 
     # carol is in the owning team: her /approve covers the team's path

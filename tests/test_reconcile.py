@@ -319,7 +319,11 @@ def test_patches_waiting_says_what_each_waits_for_and_since_when(
         assert waiting(s, older_than=timedelta(hours=4), now=later) == []
         item = w.as_dict(later)
     assert (item["ledger_id"], item["state"]) == (patch.ledger_id, "awaiting_review")
-    assert item["waits_for"] == "approval by a reviewer"
+    needs = "Needs 1 approval from a writer: comment `/approve`, or use the button"
+    assert item["waits_for"] == needs
+    assert item["waiting_for"] == [
+        {"kind": "approvals", "summary": needs, "who": [], "details": ["0 of 1 approvals"]}
+    ]
     assert 3 * 3600 - 60 <= item["waiting_seconds"] <= 3 * 3600 + 60
 
     def cli(*args: str) -> str:
@@ -331,7 +335,11 @@ def test_patches_waiting_says_what_each_waits_for_and_since_when(
     assert now_item["ledger_id"] == patch.ledger_id and now_item["waiting_seconds"] < 60
     assert json.loads(cli("--older-than", "1h", "--json"))["items"] == []
     table = cli()
-    assert "awaiting_review" in table and f"{REPO}#2" in table and "approval by a" in table
+    assert (
+        "awaiting_review" in table
+        and f"{REPO}#2" in table
+        and "Needs 1 approval from a writer" in table
+    )
 
     metrics = client.get("/metrics").get_data(as_text=True)
     gauge = {

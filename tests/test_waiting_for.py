@@ -1,0 +1,276 @@
+"""What a patch waits for: one list, the same on the check run and in the API.
+
+Every patch state of the state table, with no hold, one hold and two holds,
+with and without approvals or check names recorded: the check run's "Next:" line
+is the first wait's summary, every wait the API lists is on the check run, and a
+held open patch says so on both.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+import pytest
+
+from minipipe_gh import ledger, people, registry, waits
+from minipipe_gh.checkrun import View, body, patch_url
+from minipipe_gh.models import AgentSession, Patch
+from minipipe_gh.patch_states import OPEN, TRANSITIONS, PatchState
+from minipipe_gh.people import Hold, Person
+from tests.test_api import PR_META, Api, install, make_token, seed_session
+
+P = PatchState
+SHA = "c" * 40
+HOLDS = {
+    "no hold": [],
+    "one hold": [Hold(Person("octo-lead", 7), "triage", "waiting for the release", "2026-01-01")],
+    "two holds": [
+        Hold(Person("octo-lead", 7), "triage", None, "2026-01-01"),
+        Hold(Person("sec-team", 8), "maintain", "security review", "2026-01-02"),
+    ],
+}
+EXTRAS = {
+    "plain": {},
+    "half approved": {
+        "required_approvals": 2,
+        "approvers": [{"login": "alice", "id": 11, "sha": SHA}],
+        "approvals": ["alice"],
+    },
+    "checks named": {
+        "checks": {
+            "verdict": "failure",
+            "failing": ["lint"],
+            "pending": ["test (3.12)"],
+            "reported": 2,
+            "required": True,
+        }
+    },
+}
+
+
+@pytest.fixture
+def reader(rt: Any, client: Any, github: Any) -> Api:
+    """The API as the session's bot (installed on the test repository)."""
+    install(rt)
+    return Api(client, make_token(rt, "agent", "agent-bot"))
+
+
+def path_to(target: PatchState) -> list[PatchState]:
+    """The shortest legal walk from ``created`` to ``target`` in the state table."""
+    seen: dict[PatchState, list[PatchState]] = {P.CREATED: []}
+    todo = deque([P.CREATED])
+    while todo:
+        at = todo.popleft()
+        for nxt in sorted(TRANSITIONS[at]):
+            if nxt not in seen:
+                seen[nxt] = [*seen[at], nxt]
+                todo.append(nxt)
+    return seen[target]
+
+
+def seed(rt: Any, state: PatchState, holds: list[Hold], extra: dict[str, Any]) -> str:
+    sid = seed_session(rt, pr_number=2, meta=PR_META)
+    with rt.database.unit() as s:
+        session = registry.get_session(s, sid)
+        session.meta = people.with_holds(session.meta, holds)
+        patch = ledger.record_patch(
+            s,
+            session,
+            SHA,
+            actor="agent-bot",
+            source="test",
+            files=1,
+            additions=3,
+            paths=["src/auth/login.py"],
+            risk="high",
+            risk_reasons=["touches high-risk paths: src/auth/login.py"],
+        )
+        for to in path_to(state):
+            ledger.transition(s, patch, to, actor="github", source="test", reason="seed")
+        patch.meta = {**patch.meta, **extra}
+        return patch.ledger_id
+
+
+@pytest.mark.parametrize("extra", list(EXTRAS), ids=list(EXTRAS))
+@pytest.mark.parametrize("hold", list(HOLDS), ids=list(HOLDS))
+@pytest.mark.parametrize("state", list(TRANSITIONS), ids=[str(s) for s in TRANSITIONS])
+def test_the_check_run_and_the_api_say_the_same_wait(
+    rt: Any, reader: Api, state: PatchState, hold: str, extra: str
+) -> None:
+    lid = seed(rt, state, HOLDS[hold], EXTRAS[extra])
+    resp = reader("GET", f"/patches/{lid}")
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    listed = resp.get_json()["waiting_for"]
+    with rt.database.unit(write=False) as s:
+        patch = s.get(Patch, lid)
+        session = s.get(AgentSession, patch.session_id)
+        required = int(patch.meta.get("required_approvals") or 1)
+        out = body(
+            patch,
+            View.of(patch, session.meta, required_approvals=required, policy_error=None),
+        )
+    summary = out["output"]["summary"]
+
+    if state not in OPEN:
+        assert listed == []
+        assert "Waits for:" not in summary and "Next:" not in summary
+        return
+    assert listed, "an open patch always says what it waits for"
+    assert {w["kind"] for w in listed} <= set(waits.KINDS)
+    assert f"Next: {listed[0]['summary']}" in summary
+    for wait in listed:
+        assert f"- {wait['summary']}" in summary
+        for detail in wait["details"]:
+            assert f"  - {detail}" in summary
+    held = [w for w in listed if w["kind"] == "hold"]
+    assert [w["who"] for w in held] == [[h.by.login] for h in HOLDS[hold]]
+    if HOLDS[hold]:
+        # held: the first thing said is the hold, and the check run is not a success
+        assert listed[0]["kind"] == "hold"
+        assert "will not land until the hold is lifted" in listed[0]["summary"]
+        assert out["conclusion"] == "action_required"
+        assert out["output"]["title"].startswith("On hold by @octo-lead")
+        assert "actions" not in out or out["actions"] == []
+    if state == P.AWAITING_REVIEW:
+        [need] = [w for w in listed if w["kind"] == "approvals"]
+        given = 1 if extra == "half approved" else 0
+        assert need["summary"] == (
+            "Needs 1 approval from a writer: comment `/approve`, or use the button"
+        )
+        assert need["details"][0] == f"{given} of {required} approvals"
+    if state == P.QUARANTINED:
+        [failing] = [w for w in listed if w["kind"] == "failing_checks"]
+        if extra == "checks named":
+            assert failing["summary"].startswith("Failing check: lint:")
+    if state == P.CREATED and extra != "checks named":
+        assert listed[-1]["summary"] == "Waiting for checks: no checks reported yet"
+        if not HOLDS[hold]:
+            assert out["output"]["title"] == "Waiting for checks: no checks reported yet"
+        assert "validation.required_checks" in summary
+    if state == P.CREATED and extra == "checks named":
+        assert listed[-1]["summary"] == "Waiting for 1 check: test (3.12)"
+
+
+def test_counts_are_worded_right() -> None:
+    assert waits.plural(1, "file") == "1 file"
+    assert waits.plural(2, "file") == "2 files"
+    assert waits.plural(0, "approval") == "0 approvals"
+    meta = {"approvers": [{"login": "a", "sha": SHA}, {"login": "b", "sha": SHA}]}
+    [need] = waits.waiting_for("awaiting_review", meta, required_approvals=1)
+    assert need.details[0] == "2 of 2 approvals"  # never "2 of 1"
+    maint = waits.waiting_for("awaiting_review", {"approve_permission": "maintain"})
+    assert maint[0].summary.startswith("Needs 1 approval from a maintainer:")
+
+
+def test_the_check_run_links_the_patch_page_only_from_a_public_url() -> None:
+    assert (
+        patch_url("https://gate.example.com/", "01LID") == "https://gate.example.com/patches/01LID"
+    )
+    assert patch_url(None, "01LID") is None
+    assert patch_url("gate.example.com", "01LID") is None
+    patch = Patch(
+        ledger_id="01LID",
+        patch_id=SHA,
+        session_id="s",
+        project_id="o/r",
+        state="created",
+        risk="low",
+        risk_reasons=[],
+        meta={},
+    )
+    view = View.of(
+        patch,
+        {},
+        required_approvals=1,
+        policy_error=None,
+        public_url="https://gate.example.com",
+    )
+    assert body(patch, view)["details_url"] == "https://gate.example.com/patches/01LID"
+    assert "details_url" not in body(patch, View())
+
+
+def test_logs_carry_no_colour_codes_off_a_terminal() -> None:
+    import io
+    import logging
+
+    from minipipe_gh.logs import PlainFormatter, is_terminal
+
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(PlainFormatter("%(levelname)s %(message)s"))
+    log = logging.getLogger("tests.waits.colour")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning('\x1b[32m"GET /review HTTP/1.1" 200 -\x1b[0m')
+    finally:
+        log.removeHandler(handler)
+    assert stream.getvalue() == 'WARNING "GET /review HTTP/1.1" 200 -\n'
+    assert not is_terminal(stream)
+
+
+def test_the_checks_verdict_names_failing_and_pending_checks() -> None:
+    from minipipe_gh.validation import runs_checks, suites_checks
+
+    def run(rid: int, name: str, status: str, conclusion: str | None, app: int = 5) -> dict:
+        return {
+            "id": rid,
+            "name": name,
+            "status": status,
+            "conclusion": conclusion,
+            "app": {"id": app},
+            "check_suite": {"id": 1},
+        }
+
+    runs = [
+        run(1, "lint", "completed", "failure"),
+        run(2, "test", "in_progress", None),
+        run(3, "build", "completed", "success"),
+        run(4, "minipipe/review", "completed", "failure", app=99),  # ours: never counts
+    ]
+    got = runs_checks(runs, ["lint", "test", "build", "docs"], own_app_id=99)
+    assert (got.verdict, got.failing, got.pending) == ("failure", ("lint",), ("test", "docs"))
+    assert got.reported == 3 and got.required
+
+    none = suites_checks([], own_app_id=99)
+    assert (none.verdict, none.reported) == ("success", 0)
+    suites = [
+        {"id": 7, "status": "completed", "conclusion": "failure", "app": {"id": 5, "name": "CI"}},
+        {"id": 8, "status": "queued", "app": {"id": 6, "slug": "codecov"}},
+    ]
+    named = suites_checks(suites, own_app_id=99)
+    assert (named.verdict, named.failing, named.pending) == ("failure", ("CI",), ("codecov",))
+
+
+def test_a_patch_validated_on_no_checks_says_no_checks_were_reported() -> None:
+    meta = {"checks": {"verdict": "success", "failing": [], "pending": [], "reported": 0}}
+    [queued] = waits.waiting_for("queued", meta)
+    assert queued.summary.startswith("Queued automatically (low risk")
+    assert queued.details[-1].startswith("no checks reported yet: it validated with nothing")
+    assert "validation.required_checks" in queued.details[-1]
+    out = body(
+        Patch(
+            ledger_id="01LID",
+            patch_id=SHA,
+            session_id="s",
+            project_id="o/r",
+            state="queued",
+            risk="low",
+            risk_reasons=[],
+            meta=meta,
+        ),
+        View(),
+    )
+    assert f"  - {queued.details[-1]}" in out["output"]["summary"]
+
+
+def test_a_move_to_the_state_it_is_in_says_already() -> None:
+    from minipipe_gh.errors import IllegalTransition
+
+    assert str(IllegalTransition("patch", "01X", "dropped", "dropped")) == (
+        "patch 01X is already dropped"
+    )
+    assert str(IllegalTransition("patch", "01X", "dropped", "queued")) == (
+        "patch 01X cannot move from dropped to queued"
+    )
