@@ -48,6 +48,46 @@ def check_run(
     }
 
 
+def commit(
+    sha: str,
+    author: dict[str, Any] | None,
+    committer: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+) -> dict[str, Any]:
+    """A commit as ``GET /pulls/{n}/commits`` lists it: GitHub accounts (``user(...)``, or
+    None when GitHub links the git identity to no account) and the git identities."""
+    committer = author if committer is None else committer
+    git_name = name or (author or {}).get("login") or "someone"
+    git_email = email or f"{git_name}@example.com"
+
+    def identity(account: dict[str, Any] | None) -> dict[str, str]:
+        if account is not None and account.get("login") == "web-flow":
+            return {"name": "GitHub", "email": "noreply@github.com", "date": "2026-12-01T10:00:00Z"}
+        login = (account or {}).get("login")
+        return {
+            "name": login or git_name,
+            "email": f"{login}@example.com" if login else git_email,
+            "date": "2026-12-01T10:00:00Z",
+        }
+
+    return {
+        "sha": sha,
+        "commit": {
+            "message": "Fix the login form",
+            "author": identity(author),
+            "committer": identity(committer),
+        },
+        "author": author,
+        "committer": committer,
+        "parents": [],
+    }
+
+
+WEB_FLOW = {"login": "web-flow", "id": 19864447, "type": "User"}
+
+
 class Scenario:
     def __init__(
         self,
@@ -90,6 +130,7 @@ class Scenario:
             {"filename": p, "additions": lines, "deletions": 0, "status": "modified"} for p in paths
         ]
         self.github.add("GET", f"{R}/pulls/{self.number}/files", files)
+        self._default_commits()
 
     def serve_changes(self, *files: dict[str, Any]) -> None:
         """The PR's files as GitHub lists them (``{"filename": ..., "status": "renamed",
@@ -97,6 +138,19 @@ class Scenario:
         listed = [{"additions": 10, "deletions": 0, "status": "modified", **f} for f in files]
         self.github.rsps.upsert(
             "GET", self.github.url(f"{R}/pulls/{self.number}/files"), json=listed
+        )
+        self._default_commits()
+
+    def _default_commits(self) -> None:
+        """Unless a test served its own: the PR's one commit is its author's (the bot's)."""
+        if not getattr(self, "_commits_served", False):
+            self.serve_commits(commit(self.sha, user(self.author)))
+
+    def serve_commits(self, *commits: dict[str, Any]) -> None:
+        """The PR's commits as GitHub lists them (``commit(...)`` dicts), replacing any."""
+        self._commits_served = True
+        self.github.rsps.upsert(
+            "GET", self.github.url(f"{R}/pulls/{self.number}/commits"), json=list(commits)
         )
 
     def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
