@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import actors, ledger, people, registry, stats, tokens
+from . import actors, ledger, people, registry, session_limits, stats, tokens
 from .authz import SessionMove
 from .commands import Verb
 from .errors import (
@@ -33,6 +33,7 @@ from .limits import branch_problem
 from .models import AgentSession, InstalledRepository, utcnow
 from .openapi import SPEC
 from .people import Person
+from .policy import Policy
 from .runtime import Runtime
 from .serialize import audit_dict, patch_dict, session_dict
 from .session_pr import open_session_pr
@@ -50,25 +51,40 @@ STATUS = {
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.field = status, code, field
+        self.extra = extra or {}
 
 
 def rt() -> Runtime:
     return current_app.extensions["minipipe"]
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Any:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     err: dict[str, Any] = {"code": code, "message": message}
     if field:
         err["field"] = field
+    err.update(extra or {})
     return jsonify(error=err), status
 
 
 @bp.errorhandler(ApiError)
 def _api_error(err: ApiError) -> Any:
-    return error_response(err.status, err.code, str(err), err.field)
+    return error_response(err.status, err.code, str(err), err.field, err.extra)
 
 
 @bp.errorhandler(MinipipeError)
@@ -193,18 +209,21 @@ def create_session() -> Any:
             400, "invalid", "Idempotency-Key must be 1-150 characters", "Idempotency-Key"
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
+    registry.check_session_fields(agent_type, title)
     r = rt()
+    installation_id = _installation(project)
+    api = r.github.repo(installation_id, project)
+    # read before the row is written: agents.<type>.max_open_sessions may refuse it
+    policy, _error = load_policy(r.github, api, None)
     try:
         installation_id, session_id = _start_session(
-            project, agent_type, title, base, workstream, metadata, scoped_key
+            project, agent_type, title, base, workstream, metadata, scoped_key, policy
         )
     except _Done as done:
         return jsonify(done.session), 200
     except IntegrityError:  # the same key, raced by a concurrent request that won
         raise ApiError(409, "in_progress", IN_PROGRESS) from None
-    api = r.github.repo(installation_id, project)
     try:
-        policy, _error = load_policy(r.github, api, None)
         _record_bot_id(session_id, api.collaborator(g.token.login).id)
         opened = open_session_pr(
             api,
@@ -245,8 +264,12 @@ def _start_session(
     workstream: str | None,
     metadata: dict[str, Any] | None,
     scoped_key: str | None,
+    policy: Policy,
 ) -> tuple[int, str]:
-    """The session row, new or the key's earlier one; (installation id, session id)."""
+    """The session row, new or the key's earlier one; (installation id, session id).
+
+    A new one is refused (409 ``too_many_sessions``) when the agent type already holds
+    ``agents.<type>.max_open_sessions`` open sessions on the repository."""
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
         if existing is not None and existing.archived_at is not None:
@@ -264,6 +287,22 @@ def _start_session(
             raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
         installation_id = inst.installation_id
         project = inst.full_name  # GitHub's spelling, as webhooks carry it
+        if existing is None and policy.guardrails(agent_type).max_open_sessions:
+            session_limits.lock_repository(s, project)
+            held = session_limits.open_sessions(s, project, agent_type)
+            why = session_limits.refusal(policy, agent_type, held)
+            if why:
+                raise ApiError(
+                    409,
+                    "too_many_sessions",
+                    why,
+                    extra={
+                        "limit": policy.guardrails(agent_type).max_open_sessions,
+                        "open_sessions": [
+                            {"session_id": h.session_id, "state": h.state} for h in held
+                        ],
+                    },
+                )
         # The bot (the token's user) and the installation are recorded with the row itself:
         # a webhook for the PR may bind the session before GitHub's answer reaches us, or
         # that answer may be lost, and the session must never be left without its bot.
@@ -289,6 +328,19 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id
+
+
+def _installation(project: str) -> int:
+    """The app's installation on the repository (404 when it is not installed)."""
+    with rt().database.unit(write=False) as s:
+        inst = s.scalars(
+            select(InstalledRepository).where(
+                func.lower(InstalledRepository.full_name) == project.lower()
+            )
+        ).first()
+        if inst is None:
+            raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
+        return inst.installation_id
 
 
 def _record_bot_id(session_id: str, user_id: int | None) -> None:

@@ -106,7 +106,7 @@ SPEC: dict[str, Any] = {
                     "201": _json(_ref("Session"), "Created"),
                     "200": _json(_ref("Session"), "The session this key created"),
                     **ERRORS,
-                    **CONFLICT,
+                    "409": {"$ref": "#/components/responses/SessionConflict"},
                     **GITHUB,
                 },
             },
@@ -208,6 +208,12 @@ SPEC: dict[str, Any] = {
             "Forbidden": _error("The token or its user may not do this"),
             "NotFound": _error("No such session or patch"),
             "Conflict": _error("An illegal state move, or someone changed it first"),
+            "SessionConflict": _error(
+                "A request with this Idempotency-Key is still running (in_progress) or its "
+                "session was deleted (deleted); or too_many_sessions: the agent type already "
+                "holds agents.<type>.max_open_sessions open sessions (created, active, "
+                "paused) on the repository, named in error.limit and error.open_sessions"
+            ),
             "GitHubFailed": _error("GitHub failed; retry with the same Idempotency-Key"),
         },
         "schemas": {
@@ -222,6 +228,17 @@ SPEC: dict[str, Any] = {
                             "code": {"type": "string"},
                             "message": {"type": "string"},
                             "field": {"type": "string"},
+                            "limit": {"type": "integer"},
+                            "open_sessions": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "session_id": {"type": "string"},
+                                        "state": {"type": "string"},
+                                    },
+                                },
+                            },
                         },
                     }
                 },

@@ -55,6 +55,12 @@ def _required(value: Any, field: str, max_len: int) -> str:
     return value.strip()
 
 
+def check_session_fields(agent_type: Any, title: Any) -> tuple[str, str]:
+    """The checks ``create_session`` makes of these fields, for an edge that must refuse
+    bad input before it asks GitHub anything."""
+    return _required(agent_type, "agent_type", 100), _required(title, "title", 500)
+
+
 def check_project_id(project_id: Any) -> str:
     value = _required(project_id, "project_id", 200)
     if not PROJECT_RE.match(value):
