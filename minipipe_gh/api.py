@@ -241,7 +241,14 @@ def create_session() -> Any:
         session.branch, session.base_branch = opened.branch, opened.base_branch
         session.pr_number = session.pr_number or opened.pr_number
         session.head_sha = session.head_sha or opened.head_sha
-        session.meta = {**session.meta, "pr_url": opened.pr_url, "github_error": None}
+        # the branch's first commit is the app's own (empty, naming the session): it is
+        # no foreign commit of the session's patches (people.commit_provenance)
+        session.meta = {
+            **session.meta,
+            "pr_url": opened.pr_url,
+            "github_error": None,
+            "seed_commit": opened.head_sha,
+        }
         result = session_dict(session)
     return jsonify(result), 201
 

@@ -171,6 +171,12 @@ def with_approvals(meta: Mapping[str, Any], given: Iterable[Approval]) -> dict[s
     }
 
 
+def seed_commit(meta: Mapping[str, Any]) -> str | None:
+    """The app's own first commit on an API-created session's branch (session metadata)."""
+    value = meta.get("seed_commit")
+    return value if isinstance(value, str) and value else None
+
+
 # -- commits -----------------------------------------------------------------------------
 
 # GitHub's own committer: commits made in the web UI, by "Update branch" or a merge are
@@ -186,17 +192,22 @@ def _github_itself(account: Any, identity: Mapping[str, Any]) -> bool:
     return str(identity.get("email") or "").lower() == WEB_FLOW_EMAIL
 
 
-def commit_provenance(commits: Iterable[Mapping[str, Any]], bot: Person | None) -> Provenance:
+def commit_provenance(
+    commits: Iterable[Mapping[str, Any]], bot: Person | None, *, seed: str | None = None
+) -> Provenance:
     """Who stands behind the PR's commits (GitHub's commits listing): every author and
     committer with a GitHub account, and everyone who is not the session's bot.
 
     A git identity GitHub links to no account cannot be shown to be the bot's: it is
     foreign, named by its git name and e-mail. GitHub's own ``web-flow`` committer counts
-    as nobody (its commit's author does)."""
+    as nobody (its commit's author does). ``seed`` is the empty commit the app itself
+    started an API-created session's branch with: it stands for no one."""
     everyone: list[Person] = []
     foreign: list[Person] = []
     names: list[str] = []
     for item in commits:
+        if seed and item.get("sha") == seed:
+            continue
         git = item.get("commit") or {}
         for role in ("author", "committer"):
             account = item.get(role)

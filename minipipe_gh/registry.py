@@ -37,6 +37,7 @@ RESERVED_METADATA = frozenset(
         "holds",
         "github_error",
         "archived_by",
+        "seed_commit",
     }
 )
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")

@@ -243,7 +243,11 @@ def record_head(
     deletions = sum(f.deletions for f in files)
     risk, reasons = policy.assess(paths, additions + deletions)
     provenance = (
-        people.commit_provenance(head.commits, people.session_bot(session.meta))
+        people.commit_provenance(
+            head.commits,
+            people.session_bot(session.meta),
+            seed=people.seed_commit(session.meta),
+        )
         if head.commits is not None
         else None
     )

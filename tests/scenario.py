@@ -12,6 +12,8 @@ import itertools
 import re
 from typing import Any
 
+from responses import matchers
+
 from minipipe_gh.models import CheckRunRef
 from tests.support import APP_ID, INSTALLATION_ID, WIRE, Deliver, FakeGitHub, payload
 
@@ -147,11 +149,21 @@ class Scenario:
             self.serve_commits(commit(self.sha, user(self.author)))
 
     def serve_commits(self, *commits: dict[str, Any]) -> None:
-        """The PR's commits as GitHub lists them (``commit(...)`` dicts), replacing any."""
+        """The PR's commits as GitHub lists them (``commit(...)`` dicts), replacing any;
+        more than 100 are served in pages of 100, as GitHub does."""
         self._commits_served = True
-        self.github.rsps.upsert(
-            "GET", self.github.url(f"{R}/pulls/{self.number}/commits"), json=list(commits)
-        )
+        url = self.github.url(f"{R}/pulls/{self.number}/commits")
+        listed = list(commits)
+        if len(listed) <= 100:
+            self.github.rsps.upsert("GET", url, json=listed)
+            return
+        for page in range(1, len(listed) // 100 + 2):
+            self.github.rsps.add(
+                "GET",
+                url,
+                json=listed[(page - 1) * 100 : page * 100],
+                match=[matchers.query_param_matcher({"per_page": "100", "page": str(page)})],
+            )
 
     def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
         suites = [
