@@ -9,6 +9,7 @@ for any repository, in GitHub's shapes:
 * ``GET  /repos/{o}/{r}/contents/{path}`` (404: no policy file, the defaults apply),
 * ``GET  /repos/{o}/{r}/pulls/{n}/files`` (one high-risk and one ordinary file),
 * ``GET  /repos/{o}/{r}/pulls/{n}/commits`` (one commit by the session's bot, ``agent-bot``),
+* ``GET  /repos/{o}/{r}/pulls/{n}`` (closed and merged: the bench closes a PR only by merging),
 * ``GET  /repos/{o}/{r}/commits/{sha}/check-suites`` (one CI suite, in progress
   until ``POST /_fake/ci`` says it finished) and ``.../check-runs`` (ours),
 * ``GET  /repos/{o}/{r}/collaborators/{login}/permission`` (``write``),
@@ -58,6 +59,7 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ("GET", "contents/{path}", REPO + r"/contents/(?P<path>.+)"),
     ("GET", "pulls/{n}/files", REPO + r"/pulls/(?P<pr>\d+)/files"),
     ("GET", "pulls/{n}/commits", REPO + r"/pulls/(?P<pr>\d+)/commits"),
+    ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
     ("GET", "commits/{sha}/check-suites", REPO + r"/commits/(?P<sha>[^/]+)/check-suites"),
     ("GET", "commits/{sha}/check-runs", REPO + r"/commits/(?P<sha>[^/]+)/check-runs"),
     (
@@ -165,6 +167,14 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         }
         commit = {"message": "fix", "author": git, "committer": git}
         return 200, [{"sha": "f" * 40, "commit": commit, "author": bot, "committer": bot}]
+    if name == "pulls/{n}":
+        return 200, {
+            "number": int(g["pr"]),
+            "state": "closed",
+            "merged": True,
+            "merge_commit_sha": "m" * 40,
+            "merged_by": {"login": "maintainer", "id": 2, "type": "User"},
+        }
     if name == "commits/{sha}/check-suites":
         conclusion = STATE.ci.get(g["sha"])
         suite = {
