@@ -477,3 +477,51 @@ def test_an_invalid_agents_block_is_reported_on_the_check_run_with_its_line(rt, 
         ".github/minipipe.yml: line 5: `agents.aider.allowed_path` is not a known key of an "
         "agent" in run["output"]["summary"]
     )
+
+
+def test_a_policy_change_releases_a_patch_blocked_for_a_foreign_commit_without_rereading(
+    rt, deliver, github
+):
+    """The commits were read once, when the patch was recorded: a policy change judges
+    the recorded provenance again, and the person stays unable to approve it."""
+    from tests.test_threats_gate import policy_changed_to
+
+    sc = Scenario(deliver, github)
+    sc.serve_commits(commit(sc.sha, ALICE))
+    blocked = opened(rt, sc, "src/app.py", policy="provenance:\n  foreign_commits: block\n")
+    assert blocked.state == "quarantined"
+    mark = len(github.api_requests())
+    policy_changed_to(sc, "provenance:\n  foreign_commits: review\n")
+    drain(rt)
+    patch = latest_patch(rt)
+    assert (patch.ledger_id, patch.state) == (blocked.ledger_id, "awaiting_review")
+    assert guard_record(patch.meta).foreign_names == ("@alice",)
+    assert not [p for m, p, _ in github.api_requests()[mark:] if "/pulls/2/commits" in p]
+    assert noted(rt, patch.ledger_id)[-1].startswith(
+        "guardrails: review under the changed policy: released"
+    )
+    sc.serve_permission("alice", "write")
+    mark = len(github.api_requests())
+    sc.comment("/approve", login="alice")
+    drain(rt)
+    [why] = replies(github, mark)
+    assert "@alice authored or committed a commit of this patch" in why
+
+
+def test_a_retry_of_the_session_that_reached_the_limit_still_answers_it(rt, client, github):
+    install(rt)
+    api = Api(client, make_token(rt, "agent", "agent-bot"))
+    serve_session_pr(github, policy="agents:\n  aider:\n    max_open_sessions: 1\n")
+    body = {**NEW_SESSION, "agent_type": "aider"}
+    first = api("POST", "/sessions", body, headers={"Idempotency-Key": "k1"})
+    assert first.status_code == 201
+    again = api("POST", "/sessions", body, headers={"Idempotency-Key": "k1"})
+    assert (again.status_code, again.get_json()["session_id"]) == (
+        200,
+        first.get_json()["session_id"],
+    )
+    other = api("POST", "/sessions", body, headers={"Idempotency-Key": "k2"})
+    err = error(other, 409, "too_many_sessions")
+    assert err["open_sessions"] == [
+        {"session_id": first.get_json()["session_id"], "state": "created"}
+    ]
