@@ -36,6 +36,16 @@ connections per request, the CPU each part used (and everything else on the
 machine: other jobs skew absolute numbers), and ours/inline ratios.
 ``--profile DIR`` runs each configuration's first worker under cProfile.
 
+Then reconciliation's cost (``--reconcile-prs N``, default 100; 0 skips it):
+N open session PRs of one repository, each with its patch and our check run
+on its head (ledger and GitHub agree), are reconciled three times in-process
+against the same fake: cold (no ETag known yet), warm (every request
+conditional: an unchanged page or check-run list costs a 304, which does not
+count against the rate limit) and warm with the fake's ETags turned off (the
+same traffic without 304s). Printed per run: GitHub requests, of which 304,
+what counts against the rate limit, and the repairs found (0: they agree).
+``--configs none`` runs only this.
+
 Every process runs in its own process group and is stopped, and the
 PostgreSQL cluster removed, on exit, error, Ctrl-C or SIGTERM. Traffic stays
 on 127.0.0.1.
@@ -399,9 +409,12 @@ async def warm_up(port: int, secret: str, watcher: DoneWatcher | None, n: int) -
         "installation": {"id": 1},
         "sender": {"login": "octocat", "id": 1, "type": "User"},
     }
-    body = json.dumps(data).encode()
     idents = [f"warmup-{uuid.uuid4()}" for _ in range(n)]
-    sent = [post(port, signed_request(port, "watch", i, body, secret)) for i in idents]
+    # each its own body: the inbox keeps one of identical bodies under several ids
+    sent = [
+        post(port, signed_request(port, "watch", i, json.dumps({**data, "id": i}).encode(), secret))
+        for i in idents
+    ]
     statuses = [s for s, _t in await asyncio.gather(*sent)]
     if any(not 200 <= s < 300 for s in statuses):
         raise RuntimeError(f"warm-up deliveries answered {collections.Counter(statuses)}")
@@ -979,13 +992,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile", type=Path, help="write DIR/<config>-worker0.prof (cProfile of one worker)"
     )
+    ap.add_argument(
+        "--reconcile-prs", type=int, default=100, help="open PRs reconciled (0: skip that part)"
+    )
     args = ap.parse_args(argv)
     args.concurrency = args.concurrency or args.prs
     if args.profile:
         args.profile = args.profile.resolve()
         args.profile.mkdir(parents=True, exist_ok=True)
-    keys = [k.strip() for k in args.configs.split(",") if k.strip()]
-    if not keys or any(k not in CONFIGS for k in keys):
+    keys = [k.strip() for k in args.configs.split(",") if k.strip() and k.strip() != "none"]
+    if (not keys and not args.reconcile_prs) or any(k not in CONFIGS for k in keys):
         raise SystemExit(f"--configs takes a comma-separated subset of {','.join(CONFIGS)}")
     configs = [CONFIGS[k] for k in keys]
 
@@ -1040,11 +1056,113 @@ def main(argv: list[str] | None = None) -> int:
                     f"done, {out.tokens} token exchange(s) ({time.monotonic() - t0:.0f}s)",
                     flush=True,
                 )
-            ok = report(outs, args)
+            ok = report(outs, args) if outs else True
+            if args.reconcile_prs:
+                ok = reconcile_bench(args, work, base_env, fake_port) and ok
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
         return 130
     return 0 if ok else 1
+
+
+# ------------------------------------------------------------------ reconciliation's cost
+
+
+def fake_control(port: int, path: str, payload: dict[str, Any]) -> None:
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        body = json.dumps(payload).encode()
+        conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        assert conn.getresponse().read()
+    finally:
+        conn.close()
+
+
+def _fake_totals(port: int) -> tuple[int, int, int]:
+    """(API requests, of which 304, token exchanges) the fake has served so far."""
+    stats = fake_get(port, "/_fake/stats")
+    total = sum(n for _m, _r, n in stats["counts"])
+    tokens = sum(n for _m, r, n in stats["counts"] if r.endswith("access_tokens"))
+    return total, sum(n for _m, _r, n in stats["not_modified"]), tokens
+
+
+def reconcile_bench(
+    args: argparse.Namespace, work: Path, base_env: dict[str, str], fake_port: int
+) -> bool:
+    """N open session PRs that agree with GitHub, reconciled cold, warm, and warm without
+    ETags: the GitHub requests each run costs."""
+    from minipipe_gh import checkrun, ledger, migrate, registry
+    from minipipe_gh.db import Database
+    from minipipe_gh.github_app import GitHubApp
+    from minipipe_gh.reconcile import reconcile
+
+    n, repo = args.reconcile_prs, "bench/reconcile"
+    url = f"sqlite:///{work / 'reconcile.db'}"
+    migrate.upgrade(url)
+    database = Database(url)
+    seeded = []
+    with database.unit() as s:
+        for number in range(1, n + 1):
+            sha = hashlib.sha1(f"{repo}#{number}".encode()).hexdigest()
+            session = registry.create_session(
+                s,
+                project_id=repo,
+                agent_type="bench",
+                title=f"PR {number}",
+                branch=f"minipipe/{number:08d}-bench",
+                actor="bench",
+                source="bench",
+            )
+            session.pr_number = number
+            session.state = "active"
+            session.meta = {"installation_id": 1}
+            patch = ledger.record_patch(s, session, sha, actor="bench", source="bench")
+            body = checkrun.body(patch, checkrun.View())
+            seeded.append(
+                {
+                    "number": number,
+                    "sha": sha,
+                    "ref": session.branch,
+                    "check": [body["status"], body.get("conclusion")],
+                    "external_id": patch.ledger_id,
+                }
+            )
+    fake_control(fake_port, "/_fake/reset", {})
+    fake_control(fake_port, "/_fake/pulls", {"repo": repo, "pulls": seeded})
+    api_url = f"http://{HOST}:{fake_port}"
+    app = GitHubApp(int(base_env["GITHUB_APP_ID"]), base_env["GITHUB_PRIVATE_KEY"], api_url)
+    rows, ok = [], True
+    runs = [("cold (no ETag yet)", True), ("warm, conditional", True), ("warm, no ETags", False)]
+    for label, etags in runs:
+        fake_control(fake_port, "/_fake/etags", {"enabled": etags})
+        before = _fake_totals(fake_port)
+        t0 = time.perf_counter()
+        result = reconcile(database, app)
+        took = time.perf_counter() - t0
+        after = _fake_totals(fake_port)
+        total, not_modified, tokens = (a - b for a, b in zip(after, before, strict=True))
+        calls = total - tokens
+        rows.append(
+            [
+                label,
+                str(calls),
+                str(not_modified),
+                str(calls - not_modified),
+                str(tokens),
+                str(len(result.repairs)),
+                f"{took:.2f}s",
+            ]
+        )
+        ok = ok and not result.repairs and result.pulls == n
+    database.dispose()
+    print(f"\nreconciliation of {n} open session PRs (1 repository; GitHub and ledger agree)")
+    table(
+        ["run", "requests", "304", "count vs limit", "token exch.", "repairs", "time"],
+        rows,
+    )
+    if not ok:
+        print("reconciliation found repairs where there should be none", file=sys.stderr)
+    return ok
 
 
 if __name__ == "__main__":

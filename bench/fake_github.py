@@ -9,14 +9,23 @@ for any repository, in GitHub's shapes:
 * ``GET  /repos/{o}/{r}/contents/{path}`` (404: no policy file, the defaults apply),
 * ``GET  /repos/{o}/{r}/pulls/{n}/files`` (one high-risk and one ordinary file),
 * ``GET  /repos/{o}/{r}/pulls/{n}/commits`` (one commit by the session's bot, ``agent-bot``),
-* ``GET  /repos/{o}/{r}/pulls/{n}`` (closed and merged: the bench closes a PR only by merging),
 * ``GET  /repos/{o}/{r}/commits/{sha}/check-suites`` (one CI suite, in progress
   until ``POST /_fake/ci`` says it finished) and ``.../check-runs`` (ours),
 * ``GET  /repos/{o}/{r}/collaborators/{login}/permission`` (``write``),
 * ``POST /repos/{o}/{r}/check-runs``, ``PATCH /repos/{o}/{r}/check-runs/{id}``,
 * ``POST /repos/{o}/{r}/issues/comments/{id}/reactions``,
 * ``POST``/``GET /repos/{o}/{r}/issues/{n}/comments``,
-  ``POST /repos/{o}/{r}/pulls/{n}/requested_reviewers``.
+  ``POST /repos/{o}/{r}/pulls/{n}/requested_reviewers``,
+* ``GET  /app/hook/deliveries`` (the app's delivery log: empty, nothing failed),
+* ``GET  /repos/{o}/{r}/pulls`` (the open PRs seeded with ``POST /_fake/pulls``,
+  paginated by ``page``/``per_page``) and ``GET /repos/{o}/{r}/pulls/{n}`` (a PR
+  not seeded is one the drive merged: closed, merged, as its last webhook says).
+
+Conditional requests, as GitHub answers them: every 200 to a GET carries an
+``ETag`` (a hash of the body), and a GET whose ``If-None-Match`` matches is
+answered ``304 Not Modified`` with no body (counted apart: a 304 does not
+count against GitHub's rate limit). ``POST /_fake/etags`` ``{"enabled": false}``
+turns ETags off, to measure the same traffic without 304s.
 
 Every API request waits ``--latency-ms`` before it is answered (GitHub's round
 trip; the requests themselves run concurrently). It counts requests by
@@ -26,7 +35,9 @@ concerns (a PR number, SHA, login or comment id), and records every check-run
 write per head SHA. Anything else is answered 404 and counted as unexpected.
 
 Control endpoints, answered at once: ``POST /_fake/ci`` ``{"sha", "conclusion"}``
-(CI finished on a SHA), ``GET /_fake/stats`` (everything recorded, as JSON),
+(CI finished on a SHA), ``POST /_fake/pulls`` ``{"repo", "pulls": [{"number",
+"sha", "ref", "check": [status, conclusion] or null}]}`` (open PRs, each with our
+check run on its head), ``GET /_fake/stats`` (everything recorded, as JSON),
 ``POST /_fake/reset`` (forget it all).
 
 One asyncio process with hand-rolled HTTP/1.1 (keep-alive, Content-Length
@@ -39,6 +50,7 @@ import argparse
 import asyncio
 import collections
 import contextlib
+import hashlib
 import itertools
 import json
 import re
@@ -59,7 +71,6 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ("GET", "contents/{path}", REPO + r"/contents/(?P<path>.+)"),
     ("GET", "pulls/{n}/files", REPO + r"/pulls/(?P<pr>\d+)/files"),
     ("GET", "pulls/{n}/commits", REPO + r"/pulls/(?P<pr>\d+)/commits"),
-    ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
     ("GET", "commits/{sha}/check-suites", REPO + r"/commits/(?P<sha>[^/]+)/check-suites"),
     ("GET", "commits/{sha}/check-runs", REPO + r"/commits/(?P<sha>[^/]+)/check-runs"),
     (
@@ -77,13 +88,23 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ("POST", "issues/{n}/comments", REPO + r"/issues/(?P<pr>\d+)/comments"),
     ("GET", "issues/{n}/comments", REPO + r"/issues/(?P<pr>\d+)/comments"),
     ("POST", "pulls/{n}/requested_reviewers", REPO + r"/pulls/(?P<pr>\d+)/requested_reviewers"),
+    ("GET", "pulls", REPO + r"/pulls"),
+    ("GET", "app/hook/deliveries", r"/app/hook/deliveries"),
+    ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
 )
 ROUTES = [(m, name, re.compile(f"^{rx}$")) for m, name, rx in _TABLE]
 FILES = [
     {"filename": "src/auth/login.py", "additions": 12, "deletions": 3, "status": "modified"},
     {"filename": "README.md", "additions": 2, "deletions": 0, "status": "modified"},
 ]
-REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 404: "Not Found", 411: "Length Required"}
+REASONS = {
+    200: "OK",
+    201: "Created",
+    304: "Not Modified",
+    400: "Bad Request",
+    404: "Not Found",
+    411: "Length Required",
+}
 
 
 class State:
@@ -98,10 +119,14 @@ class State:
         self.writes: dict[str, list[list[Any]]] = collections.defaultdict(list)
         self.ci: dict[str, str] = {}
         self.ids = itertools.count(1000)
+        self.pulls: dict[str, dict[int, dict[str, Any]]] = collections.defaultdict(dict)
+        self.etags = True
+        self.not_modified: collections.Counter[tuple[str, str]] = collections.Counter()
 
     def stats(self) -> dict[str, Any]:
         return {
             "counts": [[m, r, n] for (m, r), n in sorted(self.counts.items())],
+            "not_modified": [[m, r, n] for (m, r), n in sorted(self.not_modified.items())],
             "connections": self.connections,
             "log": self.log,
             "check_run_writes": self.writes,
@@ -109,9 +134,10 @@ class State:
 
 
 STATE = State()
+EXTRA_HEADERS: dict[str, str] = {}  # set by the request being answered (no await between)
 
 
-def handle(method: str, path: str, body: bytes) -> tuple[int, Any, bool]:
+def handle(method: str, path: str, body: bytes, query: str = "") -> tuple[int, Any, bool]:
     """(status, JSON body, whether to add the latency)."""
     now = time.time()
     if path.startswith("/_fake/"):
@@ -127,6 +153,7 @@ def handle(method: str, path: str, body: bytes) -> tuple[int, Any, bool]:
         key = _key(g)
         entry = [now, method, name, key]
         STATE.log.append(entry)
+        g["_query"] = query
         status, data = _api(name, g, body, now)
         if name in ("check-runs", "check-runs/{id}") and isinstance(data, dict):
             entry[3] = f"sha:{data.get('head_sha')}"
@@ -167,14 +194,6 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         }
         commit = {"message": "fix", "author": git, "committer": git}
         return 200, [{"sha": "f" * 40, "commit": commit, "author": bot, "committer": bot}]
-    if name == "pulls/{n}":
-        return 200, {
-            "number": int(g["pr"]),
-            "state": "closed",
-            "merged": True,
-            "merge_commit_sha": "m" * 40,
-            "merged_by": {"login": "maintainer", "id": 2, "type": "User"},
-        }
     if name == "commits/{sha}/check-suites":
         conclusion = STATE.ci.get(g["sha"])
         suite = {
@@ -216,13 +235,79 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         return 201, {"id": next(STATE.ids), "body": body.get("body")}
     if name == "pulls/{n}/requested_reviewers":
         return 201, {"number": int(g["pr"])}
+    if name == "app/hook/deliveries":
+        return 200, []  # the worker's recovery at start: GitHub failed no delivery here
+    if name == "pulls":
+        q = dict(part.split("=", 1) for part in g["_query"].split("&") if "=" in part)
+        page, per_page = int(q.get("page", 1)), int(q.get("per_page", 30))
+        repo = f"{g['owner']}/{g['repo']}"
+        pulls = [p for _n, p in sorted(STATE.pulls[repo].items()) if p["state"] == "open"]
+        if page * per_page < len(pulls):  # as GitHub: a Link header names the next page
+            EXTRA_HEADERS["Link"] = (
+                f"<http://{HOST}/repos/{repo}/pulls?state=open&per_page={per_page}"
+                f'&page={page + 1}>; rel="next"'
+            )
+        return 200, pulls[(page - 1) * per_page : page * per_page]
+    if name == "pulls/{n}":
+        pull = STATE.pulls[f"{g['owner']}/{g['repo']}"].get(int(g["pr"]))
+        if pull is None:  # a PR of the drive: read only when its closed+merged arrives
+            user = {"login": "maintainer", "id": 2, "type": "User"}
+            pull = {"number": int(g["pr"]), "state": "closed", "merged": True, "merged_by": user}
+            pull["merge_commit_sha"] = "m" * 40
+        return 200, pull
     raise AssertionError(name)
+
+
+def etag_of(data: Any) -> str:
+    return '"' + hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest() + '"'
+
+
+def _seed_pulls(body: dict[str, Any]) -> None:
+    """Open PRs in GitHub's shape, each with our check run on its head if ``check``."""
+    repo = body["repo"]
+    owner = repo.split("/", 1)[0]
+    for item in body["pulls"]:
+        sha, number = item["sha"], int(item["number"])
+        head = {"sha": sha, "ref": item["ref"], "repo": {"full_name": repo}}
+        STATE.pulls[repo][number] = {
+            "number": number,
+            "state": "open",
+            "draft": False,
+            "merged": False,
+            "title": f"PR {number}",
+            "body": "",
+            "user": {"login": "agent-bot", "type": "User"},
+            "head": head,
+            "base": {"ref": "main", "repo": {"full_name": repo}},
+            "html_url": f"https://github.com/{repo}/pull/{number}",
+            "merge_commit_sha": None,
+            "merged_by": None,
+            "owner": owner,
+        }
+        if item.get("check"):
+            status, conclusion = item["check"]
+            run_id = next(STATE.ids)
+            STATE.check_runs[run_id] = {
+                "id": run_id,
+                "name": "minipipe/review",
+                "head_sha": sha,
+                "status": status,
+                "conclusion": conclusion,
+                "external_id": item.get("external_id"),
+                "app": {"id": 0},
+            }
 
 
 def _control(method: str, path: str, raw: bytes) -> tuple[int, Any]:
     if method == "POST" and path == "/_fake/ci":
         body = json.loads(raw)
         STATE.ci[body["sha"]] = body.get("conclusion", "success")
+        return 200, {"ok": True}
+    if method == "POST" and path == "/_fake/pulls":
+        _seed_pulls(json.loads(raw))
+        return 200, {"ok": True}
+    if method == "POST" and path == "/_fake/etags":
+        STATE.etags = bool(json.loads(raw).get("enabled", True))
         return 200, {"ok": True}
     if method == "GET" and path == "/_fake/stats":
         return 200, STATE.stats()
@@ -254,22 +339,32 @@ async def serve_conn(
                 body = b""
             else:
                 body = await reader.readexactly(int(headers.get("content-length") or 0))
-                path = target.split("?", 1)[0]
+                path, _, query = target.partition("?")
                 if not counted and not path.startswith("/_fake/"):
                     counted = True
                     STATE.connections += 1
                 try:
-                    status, data, delay = handle(method, path, body)
+                    status, data, delay = handle(method, path, body, query)
                 except (ValueError, KeyError) as err:
                     status, data, delay = 400, {"message": f"bad request: {err}"}, False
+            extra = "".join(f"{k}: {v}\r\n" for k, v in EXTRA_HEADERS.items())
+            EXTRA_HEADERS.clear()
+            if method == "GET" and status == 200 and delay and STATE.etags:
+                etag = etag_of(data)
+                extra += f"ETag: {etag}\r\n"
+                if headers.get("if-none-match") == etag:
+                    status, data = 304, None
+                    _t, m, route, _k = STATE.log[-1]  # handle() just logged this request
+                    STATE.not_modified[(m, route)] += 1
             if delay and latency_s > 0:
                 await asyncio.sleep(latency_s)
-            payload = json.dumps(data).encode()
+            payload = b"" if status == 304 else json.dumps(data).encode()
             close = headers.get("connection", "").lower() == "close"
             writer.write(
                 (
                     f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}\r\n"
                     "Content-Type: application/json; charset=utf-8\r\n"
+                    f"{extra}"
                     f"Content-Length: {len(payload)}\r\n"
                     "X-RateLimit-Limit: 5000\r\nX-RateLimit-Remaining: 4999\r\n"
                     f"Connection: {'close' if close else 'keep-alive'}\r\n\r\n"

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import actors, ledger, people, registry, session_limits, stats, tokens
+from . import actors, installations, ledger, people, registry, session_limits, stats, tokens
 from .authz import SessionMove
 from .commands import Verb
 from .errors import (
@@ -211,9 +211,11 @@ def create_session() -> Any:
     scoped_key = f"{g.token.id}:{key}" if key else None
     registry.check_session_fields(agent_type, title)
     r = rt()
-    installation_id = _installation(project)
-    api = r.github.repo(installation_id, project)
+    found = installations.look_up(r.database, r.github, project)  # its event may be lost
+    if found is None:
+        raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
     # read before the row is written: agents.<type>.max_open_sessions may refuse it
+    api = r.github.repo(found[0], project)
     policy, _error = load_policy(r.github, api, None)
     try:
         installation_id, session_id = _start_session(
@@ -335,19 +337,6 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id
-
-
-def _installation(project: str) -> int:
-    """The app's installation on the repository (404 when it is not installed)."""
-    with rt().database.unit(write=False) as s:
-        inst = s.scalars(
-            select(InstalledRepository).where(
-                func.lower(InstalledRepository.full_name) == project.lower()
-            )
-        ).first()
-        if inst is None:
-            raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
-        return inst.installation_id
 
 
 def _record_bot_id(session_id: str, user_id: int | None) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import people
 from .limits import fit_check_run
 from .models import AuditEntry, Patch
 from .patch_states import OPEN, PatchState
@@ -32,6 +33,27 @@ class View:
     policy_error: str | None = None
     stale_approvals: Sequence[str] = ()  # "alice approved abc123" lines from a superseded SHA
     recent: Sequence[AuditEntry] = ()
+
+    @classmethod
+    def of(
+        cls,
+        patch: Patch,
+        session_meta: dict[str, Any] | None,
+        *,
+        required_approvals: int,
+        policy_error: str | None,
+        recent: Sequence[AuditEntry] = (),
+    ) -> View:
+        """The view every publisher shows (the worker's publish and reconciliation alike),
+        so both compare the same verdict: a dropped or rolled-back patch shows no hold."""
+        ended = patch.state in (P.DROPPED, P.ROLLED_BACK)
+        return cls(
+            required_approvals=required_approvals,
+            holds=[] if ended or session_meta is None else people.holds(session_meta),
+            policy_error=policy_error,
+            stale_approvals=patch.meta.get("stale_approvals", []),
+            recent=recent,
+        )
 
 
 def body(patch: Patch, view: View) -> dict[str, Any]:

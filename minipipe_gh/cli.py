@@ -744,3 +744,126 @@ def token_revoke(ctx: Ctx, name: str) -> None:
     with ctx.db.unit() as s:
         tokens.revoke(s, name)
     click.echo(f"token {name!r} revoked")
+
+
+# --- the gate heals itself: reconcile, recover, what waits ----------------------------
+
+
+def _app_runtime(ctx: Ctx) -> Any:
+    """A runtime that can act as the app (reconcile and recover need its credentials)."""
+    from .errors import ConfigError
+    from .runtime import Runtime
+
+    rt = Runtime.build(ctx.settings)
+    if rt.github.app_id is None or not rt.github.private_key:
+        raise ConfigError(
+            "GITHUB_APP_ID and GITHUB_PRIVATE_KEY (or GITHUB_PRIVATE_KEY_PATH) must be set "
+            "to read GitHub as the app"
+        )
+    return rt
+
+
+@main.command("reconcile")
+@click.option("--repo", default=None, help="owner/name (default: every repository)")
+@json_option
+@pass_ctx
+@core_errors
+def reconcile_command(ctx: Ctx, repo: str | None, as_json: bool) -> None:
+    """Compare GitHub with the ledger for every open session PR and queue the repairs."""
+    from .reconcile import reconcile
+
+    rt = _app_runtime(ctx)
+    report = reconcile(rt.database, rt.github, repo=repo)
+    if as_json:
+        emit_json(report.as_dict())
+        return
+    rows = [
+        {"pr": f"{r.project}#{r.pr_number}", "repair": r.kind, "detail": r.detail}
+        for r in report.repairs
+    ]
+    emit_table(rows, ("pr", "repair", "detail"))
+    for why in report.skipped:
+        click.echo(f"skipped {why}")
+    click.echo(
+        f"{len(report.repairs)} repairs queued for the worker; {report.pulls} session PRs in "
+        f"{report.repositories} repositories looked at"
+    )
+
+
+@deliveries.command("recover")
+@click.option("--since", default="72h", show_default=True, help="How far back: e.g. 72h, 2d.")
+@click.option("--max", "max_redeliveries", default=200, show_default=True, type=int)
+@json_option
+@pass_ctx
+@core_errors
+def deliveries_recover(ctx: Ctx, since: str, max_redeliveries: int, as_json: bool) -> None:
+    """Ask GitHub to redeliver the deliveries it failed to make and the inbox lacks."""
+    from .errors import Invalid
+    from .policy import parse_duration
+    from .recover import recover
+
+    try:
+        window = parse_duration(since)
+    except ValueError as err:
+        raise Invalid(f"--since: {err}") from None
+    rt = _app_runtime(ctx)
+    result = recover(rt.database, rt.github, since=window, max_redeliveries=max_redeliveries)
+    if as_json:
+        emit_json(result.as_dict())
+        return
+    for guid in result.asked:
+        click.echo(f"asked for redelivery: {guid}")
+    click.echo(
+        f"{result.examined} deliveries in GitHub's log read, {result.failed} failed, "
+        f"{len(result.in_inbox)} of those already in the inbox, {len(result.asked)} asked "
+        f"for again" + (f", {result.left} left for the next run" if result.left else "")
+    )
+
+
+@main.group()
+def patches() -> None:
+    """Patches in the ledger."""
+
+
+@patches.command("waiting")
+@click.option("--older-than", default=None, help="Only patches waiting longer: e.g. 1h, 2d.")
+@click.option("--project", "project_id", default=None, help="owner/name")
+@click.option("--limit", default=50, show_default=True, type=int)
+@json_option
+@pass_ctx
+@core_errors
+def patches_waiting(
+    ctx: Ctx, older_than: str | None, project_id: str | None, limit: int, as_json: bool
+) -> None:
+    """Open patches, longest waiting first, with what each waits for."""
+    from .errors import Invalid
+    from .models import utcnow
+    from .policy import parse_duration
+    from .waiting import waiting
+
+    try:
+        limit_age = parse_duration(older_than) if older_than else None
+    except ValueError as err:
+        raise Invalid(f"--older-than: {err}") from None
+    now = utcnow()
+    with ctx.db.unit(write=False) as s:
+        rows = [
+            w.as_dict(now)
+            for w in waiting(s, older_than=limit_age, project_id=project_id, limit=limit, now=now)
+        ]
+    if as_json:
+        emit_json({"items": rows})
+        return
+    for row in rows:
+        row["waiting"] = _age(row["waiting_seconds"])
+        row["pr"] = f"{row['project_id']}#{row['pr_number']}"
+    emit_table(rows, ("ledger_id", "pr", "state", "waiting", "waits_for"))
+
+
+def _age(seconds: float) -> str:
+    seconds = int(seconds)
+    if seconds >= 86400:
+        return f"{seconds // 86400}d{seconds % 86400 // 3600}h"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60}m"
+    return f"{seconds // 60}m{seconds % 60}s"

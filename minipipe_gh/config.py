@@ -43,6 +43,16 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
     ("GITHUB_WEB_URL", f"`{DEFAULT_WEB_URL}`", "where sign-in and app registration go"),
     ("MINIPIPE_MAX_ATTEMPTS", "`8`", "attempts before a delivery is dead"),
     ("MINIPIPE_LEASE_SECONDS", "`120`", "how long a worker's claim on a delivery lasts"),
+    (
+        "MINIPIPE_RECONCILE_SECONDS",
+        "`300`",
+        "how often the worker compares GitHub with the ledger and queues repairs",
+    ),
+    (
+        "MINIPIPE_RECOVER_SECONDS",
+        "`300`",
+        "how often the worker asks GitHub to redeliver what it failed to deliver",
+    ),
     ("MINIPIPE_INSTANCE_PATH", "`./instance`", "folder of the SQLite database"),
     ("MINIPIPE_ENV_FILE", "`.env`", "the `.env` file read in development and written by setup"),
 )
@@ -64,6 +74,8 @@ class Settings:
     secret_key: str | None = None
     max_attempts: int = 8
     lease_seconds: int = 120
+    reconcile_seconds: int = 300
+    recover_seconds: int = 300
     env_file: Path | None = None
     problems: tuple[str, ...] = field(default=())
     # The credential settings given a value (GITHUB_APP_ID, GITHUB_PRIVATE_KEY[_PATH],
@@ -170,6 +182,8 @@ def load(
         secret_key=env.get("SECRET_KEY") or None,
         max_attempts=_int(env, "MINIPIPE_MAX_ATTEMPTS", 8, problems),
         lease_seconds=_int(env, "MINIPIPE_LEASE_SECONDS", 120, problems),
+        reconcile_seconds=_int(env, "MINIPIPE_RECONCILE_SECONDS", 300, problems),
+        recover_seconds=_int(env, "MINIPIPE_RECOVER_SECONDS", 300, problems),
         env_file=dotenv,
         problems=tuple(problems),
         credentials_given=tuple(n for n in CREDENTIAL_NAMES if env.get(n, "").strip(", \n")),

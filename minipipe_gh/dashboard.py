@@ -324,7 +324,7 @@ def stats_page(viewer: Viewer) -> Reply:
         repo=repo,
         by_state=by_state,
         reviews=reviews,
-        held=held,
+        held={h.agent_type: h for h in held},
         policy_unread=repo is not None and policy is None,
     )
 

@@ -9,6 +9,7 @@ users pay, so each method here is one request unless it says otherwise.
 from __future__ import annotations
 
 import base64
+import json
 import threading
 import time
 from dataclasses import dataclass
@@ -44,6 +45,51 @@ class TTLCache:
             self._data.pop(key, None)
 
 
+class ETagCache:
+    """The last 200 answer of each conditional GET, by URL: GitHub answers an unchanged
+    resource with 304 (no body), which does not count against the rate limit.
+    https://docs.github.com/en/rest/using-the-rest-api/best-practices-for-using-the-rest-api#use-conditional-requests-if-appropriate
+    """
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self.max_entries = max_entries
+        self._data: dict[str, tuple[str, Any, bool]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> tuple[str, Any, bool] | None:
+        with self._lock:
+            return self._data.get(key)
+
+    def put(self, key: str, etag: str, data: Any, more: bool) -> None:
+        with self._lock:
+            if len(self._data) >= self.max_entries and key not in self._data:
+                self._data.pop(next(iter(self._data)))  # the oldest entry
+            self._data[key] = (etag, data, more)
+
+
+def conditional_get(
+    gh_requester: Any, etags: ETagCache | None, path: str, params: dict[str, Any] | None = None
+) -> tuple[Any, bool, bool]:
+    """GET with ``If-None-Match``: (data, whether it came from the cache, whether the
+    ``Link`` header names a next page). Errors raise as PyGithub's would."""
+    from github.Requester import Requester
+
+    key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted((params or {}).items()))
+    cached = etags.get(key) if etags is not None else None
+    headers = {"If-None-Match": cached[0]} if cached else None
+    status, resp_headers, body = gh_requester.requestJson("GET", path, params, headers)
+    if status == 304 and cached:
+        return cached[1], True, cached[2]
+    data = json.loads(body) if body else None
+    if status >= 400:
+        raise Requester.createException(status, resp_headers, data)
+    lower = {k.lower(): v for k, v in resp_headers.items()}
+    more = 'rel="next"' in lower.get("link", "")
+    if lower.get("etag") and etags is not None:
+        etags.put(key, lower["etag"], data, more)
+    return data, False, more
+
+
 def _missing(err: GithubException) -> bool:
     """404, whatever the message (PyGithub types it by message, GitHub Enterprise varies)."""
     return err.status == 404
@@ -66,9 +112,17 @@ class FileChange:
 class RepoAPI:
     """The calls for one repository, acting as the installation (or a user)."""
 
-    def __init__(self, gh: Github, full_name: str, *, permissions: TTLCache | None = None) -> None:
+    def __init__(
+        self,
+        gh: Github,
+        full_name: str,
+        *,
+        permissions: TTLCache | None = None,
+        etags: ETagCache | None = None,
+    ) -> None:
         self.gh = gh
         self.permissions = permissions if permissions is not None else TTLCache(PERMISSION_TTL_S)
+        self.etags = etags
         self.full_name = full_name
         self.base = f"/repos/{full_name}"
 
@@ -169,6 +223,33 @@ class RepoAPI:
             body={"title": title, "head": head, "base": base, "body": body, "draft": draft},
         )
 
+    def open_pulls(self, max_pages: int = 30) -> list[dict[str, Any]]:
+        """Every open PR, one conditional request per page of 100 (a 304 when unchanged);
+        the next page is read only when GitHub's ``Link`` header names one."""
+        out: list[dict[str, Any]] = []
+        for page in range(1, max_pages + 1):
+            params = {"state": "open", "per_page": 100, "page": page}
+            items, _cached, more = conditional_get(
+                self.gh.requester, self.etags, f"{self.base}/pulls", params
+            )
+            out.extend(items)
+            if not more or len(items) < 100:
+                break
+        return out
+
+    def own_check_runs(self, sha: str, *, name: str, app_id: int | None) -> list[dict[str, Any]]:
+        """Our check runs of ``name`` on ``sha``, by one conditional request."""
+        params: dict[str, Any] = {"check_name": name, "per_page": 100}
+        if app_id:
+            params["app_id"] = app_id
+        data, _cached, _more = conditional_get(
+            self.gh.requester, self.etags, f"{self.base}/commits/{sha}/check-runs", params
+        )
+        return list(data.get("check_runs") or [])
+
+    def repository(self) -> dict[str, Any]:
+        return self._call("GET", self.base)
+
     def find_pull(self, head_owner: str, branch: str) -> dict[str, Any] | None:
         pulls = self._call(
             "GET", f"{self.base}/pulls", params={"head": f"{head_owner}:{branch}", "state": "all"}
@@ -257,3 +338,51 @@ class RepoAPI:
     def has_comment_with(self, number: int, marker: str) -> bool:
         comments = self._pages(f"{self.base}/issues/{number}/comments")
         return any(marker in (c.get("body") or "") for c in comments)
+
+
+class AppAPI:
+    """The calls made as the app itself (its JWT), not as an installation.
+    https://docs.github.com/en/rest/apps/webhooks
+    """
+
+    def __init__(self, requester: Any) -> None:
+        self.requester = requester
+
+    def _call(self, verb: str, path: str, *, params: dict[str, Any] | None = None) -> Any:
+        return self.requester.requestJsonAndCheck(verb, path, parameters=params)
+
+    def installation_of(self, full_name: str) -> dict[str, Any] | None:
+        """The installation on a repository, or None when the app is not installed there."""
+        try:
+            _headers, data = self._call("GET", f"/repos/{full_name}/installation")
+        except GithubException as err:
+            if not _missing(err):
+                raise
+            return None
+        return data  # type: ignore[no-any-return]
+
+    def hook_deliveries(
+        self, cursor: str | None = None, per_page: int = 100
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """One page of the app's webhook delivery log, newest first, and the next cursor."""
+        params: dict[str, Any] = {"per_page": per_page}
+        if cursor:
+            params["cursor"] = cursor
+        headers, data = self._call("GET", "/app/hook/deliveries", params=params)
+        link = {k.lower(): v for k, v in headers.items()}.get("link", "")
+        return list(data or []), _next_cursor(link)
+
+    def redeliver(self, hook_delivery_id: int) -> None:
+        self._call("POST", f"/app/hook/deliveries/{hook_delivery_id}/attempts")
+
+
+def _next_cursor(link: str) -> str | None:
+    """The ``cursor`` of the ``rel="next"`` URL in a Link header."""
+    from urllib.parse import parse_qs, urlparse
+
+    for part in link.split(","):
+        if 'rel="next"' in part and "<" in part:
+            url = part[part.index("<") + 1 : part.index(">")]
+            found = parse_qs(urlparse(url).query).get("cursor")
+            return found[0] if found else None
+    return None

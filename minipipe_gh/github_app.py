@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from github import Auth, Github, GithubIntegration
 
 from .errors import ConfigError
-from .github_api import PERMISSION_TTL_S, RepoAPI, TTLCache
+from .github_api import PERMISSION_TTL_S, AppAPI, ETagCache, RepoAPI, TTLCache
 
 RENEW_BEFORE_S = 300
 POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
@@ -45,6 +45,7 @@ class GitHubApp:
         self._local = threading.local()
         self.permissions = TTLCache(PERMISSION_TTL_S)
         self.policies = TTLCache(POLICY_TTL_S)
+        self.etags = ETagCache()
 
     def _app_auth(self) -> Auth.AppAuth:
         if self.app_id is None or not self.private_key:
@@ -111,4 +112,13 @@ class GitHubApp:
         )
 
     def repo(self, installation_id: int, full_name: str) -> RepoAPI:
-        return RepoAPI(self.client(installation_id), full_name, permissions=self.permissions)
+        return RepoAPI(
+            self.client(installation_id),
+            full_name,
+            permissions=self.permissions,
+            etags=self.etags,
+        )
+
+    def as_app(self) -> AppAPI:
+        """Calls made with the app's JWT (installation lookup, the webhook delivery log)."""
+        return AppAPI(self.integration().requester)

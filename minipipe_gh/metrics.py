@@ -65,6 +65,16 @@ QUEUE_DEPTH = Gauge("minipipe_queue_depth", "Deliveries by status", ["status"])
 GITHUB_CALLS = Counter(
     "minipipe_github_requests_total", "GitHub API requests", ["method", "status"]
 )
+WRITES_REFUSED = Counter(
+    "minipipe_github_writes_refused_total",
+    "GitHub writes refused for good (403, 404, 422) and skipped",
+    ["kind", "status"],
+)
+PATCH_WAIT_SECONDS = Gauge(
+    "minipipe_patch_wait_seconds",
+    "How long the longest-waiting open patch has been in its state",
+    ["state"],
+)
 RATE_LIMIT_REMAINING = Gauge(
     "minipipe_github_rate_limit_remaining", "x-ratelimit-remaining of the last response"
 )

@@ -11,14 +11,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from github import GithubException
 from sqlalchemy import select
 
-from . import checkrun, limits, people
+from . import checkrun, limits
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
 from .models import AgentSession, AuditEntry, CheckRunRef, NeutralCheckRun, Patch
-from .patch_states import TERMINAL, PatchState
+from .patch_states import TERMINAL
 
 RECENT = 5
 log = logging.getLogger(__name__)
@@ -47,14 +48,11 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         known = ref.check_run_id if ref else None
         stray = s.get(NeutralCheckRun, (project, patch.patch_id))
         stray_id = stray.check_run_id if stray and not stray.withdrawn else None
-        holds = people.holds(session.meta) if session else []
-        if patch.state in (PatchState.DROPPED, PatchState.ROLLED_BACK):
-            holds = []
-        view = checkrun.View(
+        view = checkrun.View.of(
+            patch,
+            session.meta if session else None,
             required_approvals=spec.get("required_approvals", 1),
-            holds=holds,
             policy_error=spec.get("policy_error"),
-            stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,
         )
         body = checkrun.body(patch, view)
@@ -66,12 +64,7 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         # a session's run carries its ledger id; our neutral success on the SHA does not
         sessions = [r for r in own if r.get("external_id")]
         known = sessions[0]["id"] if sessions else None
-    if known is not None:
-        update = {k: v for k, v in body.items() if k != "head_sha"}
-        api.update_check_run(known, update)
-        created = None
-    else:
-        created = api.create_check_run(body)["id"]
+    created = write_check_run(api, known, body)
     if created is not None or (known is not None and ref is None):
         with ectx.database.unit() as s:
             s.merge(
@@ -83,7 +76,40 @@ def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         _withdraw_neutral(ectx, api, project, patch.patch_id, stray_id, patch.pr_number)
 
 
-@executor("react")
+def write_check_run(api: RepoAPI, known: int | None, body: dict[str, Any]) -> int | None:
+    """Update our check run in place, or create it; the id of a new one, else None.
+
+    A check run deleted on GitHub (404 on the update) is created again. A body
+    GitHub refuses (422: a bug in what we sent, which no retry fixes) is sent
+    once more reduced to the verdict, so the head still gets its gate.
+    """
+    try:
+        if known is not None:
+            try:
+                api.update_check_run(known, {k: v for k, v in body.items() if k != "head_sha"})
+                return None
+            except GithubException as err:
+                if err.status != 404:
+                    raise
+        return int(api.create_check_run(body)["id"])
+    except GithubException as err:
+        if err.status != 422 or body.get("output", {}).get("title") == REDUCED:
+            raise
+        return write_check_run(api, known, reduced(body))
+
+
+REDUCED = "The full text of this check run was refused by GitHub"
+
+
+def reduced(body: dict[str, Any]) -> dict[str, Any]:
+    """The verdict alone: status, conclusion and a fixed title, no text, no buttons."""
+    fields = ("name", "head_sha", "status", "conclusion", "external_id")
+    keep = {k: body[k] for k in fields if k in body}
+    summary = f"{body.get('output', {}).get('title', '')}"[:200] or "See the pull request."
+    return {**keep, "output": {"title": REDUCED, "summary": summary}, "actions": []}
+
+
+@executor("react", best_effort=True)
 def react(ectx: EffectContext, spec: dict[str, Any]) -> None:
     _api(ectx, spec["project"]).react(spec["comment_id"], spec["content"])
 
@@ -92,7 +118,7 @@ def reply_marker(delivery_id: str) -> str:
     return f"<!-- minipipe:reply={delivery_id} -->"
 
 
-@executor("reply")
+@executor("reply", best_effort=True)
 def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api = _api(ectx, spec["project"])
     marker = reply_marker(ectx.delivery_id)
@@ -101,7 +127,7 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api.comment(spec["number"], limits.fit(spec["body"], limits.COMMENT_BODY, tail=f"\n\n{marker}"))
 
 
-@executor("request_reviewers")
+@executor("request_reviewers", best_effort=True)
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])

@@ -68,6 +68,8 @@ class Runtime:
             self.github,
             max_attempts=self.settings.max_attempts,
             lease_seconds=self.settings.lease_seconds,
+            reconcile_every_s=self.settings.reconcile_seconds,
+            recover_every_s=self.settings.recover_seconds,
             **kw,  # type: ignore[arg-type]
         )
 

@@ -26,8 +26,9 @@ from sqlalchemy import text
 from . import api, config, dashboard, logs, oauth, resources, setup, startup
 from .config import Settings
 from .ingest import PathDispatcher, WebhookIngest
-from .metrics import QUEUE_DEPTH
+from .metrics import PATCH_WAIT_SECONDS, QUEUE_DEPTH
 from .runtime import Runtime
+from .waiting import longest_by_state
 from .worker import queue_depth
 
 ops = Blueprint("ops", __name__)
@@ -120,6 +121,9 @@ def healthz() -> tuple[Response, int]:
 def metrics() -> Response:
     for status, count in queue_depth(runtime().database).items():
         QUEUE_DEPTH.labels(status).set(count)
+    with runtime().database.unit(write=False) as s:
+        for state, seconds in longest_by_state(s).items():
+            PATCH_WAIT_SECONDS.labels(state).set(seconds)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)
 
 

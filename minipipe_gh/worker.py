@@ -35,8 +35,8 @@ from github import BadCredentialsException, GithubException, RateLimitExceededEx
 from sqlalchemy import exists, func, or_, select, update
 from sqlalchemy.orm import aliased
 
+from . import audit, installations, logs
 from . import effects as effects_mod
-from . import logs
 from .context import Context
 from .db import Database
 from .errors import NotFound
@@ -45,10 +45,12 @@ from .github_app import GitHubApp
 from .metrics import (
     DELIVERIES_PROCESSED,
     PROCESSING_SECONDS,
+    WRITES_REFUSED,
     counting_github_calls,
     event_label,
 )
 from .models import Delivery, utcnow
+from .recover import RecoveryMemo
 from .routing import Router
 
 log = logging.getLogger(__name__)
@@ -109,6 +111,8 @@ class Worker:
         lease_seconds: int = 120,
         worker_id: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        reconcile_every_s: float = 300.0,
+        recover_every_s: float = 300.0,
     ) -> None:
         self.database = database
         self.router = router
@@ -118,6 +122,10 @@ class Worker:
         self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = threading.Event()
         self.clock = clock  # tests move time forward instead of sleeping
+        self.reconcile_every_s = reconcile_every_s
+        self.recover_every_s = recover_every_s
+        self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
+        self.seen = installations.Seen()  # repositories known to be recorded
 
     @property
     def worker_id(self) -> str:
@@ -203,11 +211,17 @@ class Worker:
         ]
         for loop in loops:
             loop.start()
-        next_upkeep = time.monotonic()
+        # (due time, interval, job): recovery and reconciliation run at start, then periodically
+        jobs: list[list[Any]] = [
+            [time.monotonic(), upkeep_every_s, self.upkeep],
+            [time.monotonic(), self.recover_every_s, self.recover],
+            [time.monotonic(), self.reconcile_every_s, self.reconcile],
+        ]
         while not stop.is_set():
-            if time.monotonic() >= next_upkeep:
-                next_upkeep = time.monotonic() + upkeep_every_s
-                self.upkeep()
+            for job in jobs:
+                if time.monotonic() >= job[0]:
+                    job[0] = time.monotonic() + job[1]
+                    job[2]()
             self._step(poll_s)
         for loop in loops:
             loop.join(timeout=30)
@@ -235,6 +249,39 @@ class Worker:
         except Exception:
             log.exception("stale-session reaping failed; will try again")
 
+    def _can_act_as_app(self) -> bool:
+        return self.app is not None and self.app.app_id is not None and bool(self.app.private_key)
+
+    def reconcile(self) -> None:
+        """Compare GitHub with the ledger for every open session PR; queue the repairs."""
+        from .reconcile import reconcile
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            report = reconcile(self.database, self.app)
+        except Exception:
+            log.exception("reconciliation failed; will try again")
+            return
+        if report.repairs:
+            log.info("reconciliation queued %d repairs", len(report.repairs))
+
+    def recover(self) -> None:
+        """Ask GitHub to redeliver the deliveries it failed to make (its delivery log)."""
+        from .recover import recover
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            result = recover(self.database, self.app, memo=self.recovery)
+        except Exception:
+            log.exception("recovery of missed deliveries failed; will try again")
+            return
+        if result.asked:
+            log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
+
     def process(self, seq: int) -> Outcome:
         with self.database.unit(write=False) as s:
             d = s.get(Delivery, seq)
@@ -251,10 +298,18 @@ class Worker:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
-                    effects_mod.perform(ectx, pending)
-                    if not self._finish(seq):
+                    results = effects_mod.perform(
+                        ectx,
+                        pending,
+                        progress=lambda state: self._progress(seq, state),
+                        refused=lambda spec, err: self._refused(ident, spec, err),
+                    )
+                    if not self._finish(seq, results):
                         return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
+            except LeaseLost:
+                log.warning("lease on delivery %s was lost during its effects", seq)
+                outcome = Outcome(ident, "lost", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
             label = event_label(name)  # a replayed body can carry any event header
@@ -277,6 +332,7 @@ class Worker:
                 s.expunge(d)  # the delivery row changes only through _settle
                 ctx = Context(event, s, self.app, log, attempt=attempt)
                 self.router.dispatch(ctx)
+                installations.remember(s, event, self.seen)  # after the handlers' reads
                 if ctx.effects:
                     self._settle(s, seq, "queued", status="effects", effects=ctx.effects)
                 else:
@@ -313,13 +369,51 @@ class Worker:
                 return None
             return list(d.effects or [])
 
-    def _finish(self, seq: int) -> bool:
+    def _finish(self, seq: int, results: list[dict[str, Any]]) -> bool:
         try:
             with self.database.unit() as s:
-                self._settle(s, seq, "effects", **self._done())
+                self._settle(s, seq, "effects", effects=results, **self._done())
         except LeaseLost:
             return False
         return True
+
+    def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
+        """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
+        another worker holds the delivery now: this one must write no more)."""
+        with self.database.unit() as s:
+            self._settle(s, seq, "effects", effects=state)
+
+    def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
+        """A write GitHub refused for good: in the audit trail, the log and a metric."""
+        kind = str(spec.get("kind"))
+        WRITES_REFUSED.labels(kind, str(err.status)).inc()
+        with self.database.unit() as s:
+            audit.record(
+                s,
+                entity="delivery",
+                entity_id=ident,
+                project_id=spec.get("project"),
+                actor="github",
+                source=f"delivery:{ident}",
+                outcome="refused",
+                reason=f"{kind} skipped: {effects_mod.describe(err)}"[:2000],
+                details={"effect": spec, "status": err.status},
+            )
+
+    def _left_over(self, seq: int) -> list[dict[str, Any]] | None:
+        """At the last attempt of a delivery whose unfinished writes are all best-effort:
+        its effects with those marked ``gave_up`` (the delivery ends done, not dead)."""
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            if d is None or d.status != "effects" or not d.effects:
+                return None
+            effects = [dict(e) for e in d.effects]
+        left = effects_mod.pending(effects)
+        if not left or not all(effects_mod.is_best_effort(e) for e in left):
+            return None
+        for e in left:
+            e["result"] = "gave_up"
+        return effects
 
     @staticmethod
     def _done() -> dict[str, Any]:
@@ -340,7 +434,12 @@ class Worker:
             "lease_expires_at": None,
             "last_error": text[:4000],
         }
-        if attempt >= self.max_attempts:
+        left = self._left_over(seq) if attempt >= self.max_attempts else None
+        if left is not None:
+            # only best-effort writes failed, for too long: the gate is written; done
+            values.update(self._done(), effects=left, last_error=text[:4000])
+            outcome, delay = "done", 0.0
+        elif attempt >= self.max_attempts:
             values.update(status="dead", finished_at=utcnow())
             outcome, delay = "dead", 0.0
         else:
@@ -361,6 +460,8 @@ class Worker:
             return "retry"
         if outcome == "dead":
             log.error("delivery dead after %d attempts: %s", attempt, text)
+        elif outcome == "done":
+            log.error("gave up best-effort writes after %d attempts: %s", attempt, text)
         else:
             log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return outcome

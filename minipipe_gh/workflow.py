@@ -103,6 +103,8 @@ def load_policy(
 
 
 def source(ctx: Context) -> str:
+    if ctx.event.delivery_id.startswith("reconcile-"):  # ids GitHub never sends: ours
+        return "reconcile"
     return f"delivery:{ctx.event.delivery_id}"
 
 

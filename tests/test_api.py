@@ -538,11 +538,15 @@ def test_pull_request_422_with_no_existing_pr_is_a_github_error(api, rt, github)
 
 
 def test_create_session_on_a_repository_without_the_app_is_404(api, rt, github):
+    github.add("GET", "/repos/octo/elsewhere/installation", {"message": "Not Found"}, status=404)
     resp = api("POST", "/sessions", {**NEW_SESSION, "project_id": "octo/elsewhere"})
     err = error(resp, 404, "not_installed")
     assert "octo/elsewhere" in err["message"]
     assert sessions_in_db(rt) == []
-    assert github.requests == []
+    # GitHub was asked (as the app) whether it is installed there after all, and only that
+    assert github.requests == [("GET", "/repos/octo/elsewhere/installation", None)]
+    [call] = github.rsps.calls
+    assert call.request.headers["Authorization"].startswith("Bearer ")  # the app's JWT
 
 
 def test_a_token_scoped_to_another_repository_cannot_create(api, rt, github):

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from .. import publish  # noqa: F401  (registers the effect executors)
 from ..routing import Router
-from . import checks, comments, installations, internal, pulls
+from . import checks, comments, installations, internal, pulls, reconcile
 
-router = Router(installations.router, pulls.router, comments.router, checks.router, internal.router)
+router = Router(
+    installations.router,
+    pulls.router,
+    comments.router,
+    checks.router,
+    internal.router,
+    reconcile.router,
+)
