@@ -18,13 +18,13 @@ from . import decisions, ledger, notify, registry
 from .authz import Actor, PullFacts, SessionMove, needs_reviewer_list, required_permission
 from .commands import Verb
 from .db import Database
-from .errors import NotFound, Refused
+from .errors import Conflict, NotFound, Refused
 from .github_api import RepoAPI
 from .github_app import GitHubApp
 from .models import AgentSession
 from .patch_states import MACHINE as PATCH_MACHINE
 from .policy import Policy
-from .serialize import patch_dict, session_dict
+from .serialize import change_version, patch_dict, session_dict
 from .transitions import check_version
 from .workflow import load_policy
 
@@ -132,6 +132,16 @@ def move(
         actor = gather(api, login, policy, decisions.facts(session, None), need_permission=True)
     with database.unit() as s:
         session = visible_session(s, session_id, allowed)
+        if version is not None:
+            # The ``version`` a bot holds is the one session responses carry: the session's
+            # and its patches' together (``serialize.change_version``), not the row's alone.
+            current = change_version(s, session_id)
+            if current != version:
+                raise Conflict(
+                    f"session {session_id} is at version {current}, not {version}: "
+                    "someone else changed it first"
+                )
+            version = session.version
         moved = decisions.move_session(
             s,
             what,

@@ -7,11 +7,17 @@ move or conflict, 502 when GitHub failed.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from functools import wraps
 from typing import Any
 
-from flask import Blueprint, current_app, g, jsonify, request
+import requests
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from github import GithubException
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
@@ -30,12 +36,13 @@ from .errors import (
     Refused,
 )
 from .limits import branch_problem
-from .models import AgentSession, InstalledRepository, utcnow
-from .openapi import SPEC
+from .models import AgentSession, AuditEntry, InstalledRepository, utcnow
+from .openapi import served
+from .pagination import check_limit, decode, encode
 from .people import Person
 from .policy import Policy
 from .runtime import Runtime
-from .serialize import audit_dict, patch_dict, session_dict
+from .serialize import audit_dict, change_version, patch_dict, session_dict
 from .session_pr import open_session_pr
 from .workflow import load_policy
 
@@ -58,10 +65,12 @@ class ApiError(Exception):
         message: str,
         field: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field = status, code, field
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 def rt() -> Runtime:
@@ -84,7 +93,12 @@ def error_response(
 
 @bp.errorhandler(ApiError)
 def _api_error(err: ApiError) -> Any:
-    return error_response(err.status, err.code, str(err), err.field, err.extra)
+    resp, status = error_response(err.status, err.code, str(err), err.field, err.extra)
+    resp.headers.update(err.headers)
+    if status == 401:  # RFC 6750: say which scheme, and why the token was refused
+        why = ', error="invalid_token"' if request.headers.get("Authorization") else ""
+        resp.headers["WWW-Authenticate"] = f'Bearer realm="minipipe-gh"{why}'
+    return resp, status
 
 
 @bp.errorhandler(MinipipeError)
@@ -95,17 +109,22 @@ def _core_error(err: MinipipeError) -> Any:
 
 @bp.errorhandler(GithubException)
 def _github_error(err: GithubException) -> Any:
-    message = (err.data or {}).get("message") if isinstance(err.data, dict) else None
-    return error_response(
-        502, "github_error", f"GitHub answered {err.status}: {message or 'no message'}"
-    )
+    resp, status = error_response(502, "github_error", _upstream_message(err))
+    resp.headers.update(_retry_after(err))
+    return resp, status
 
 
 @bp.errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Any:
-    return error_response(
+def http_error(err: HTTPException) -> Any:
+    """The JSON error for a routing or HTTP error (the dashboard's app handler calls it
+    for URLs under the API it does not route): keeps 405's ``Allow``."""
+    resp, status = error_response(
         err.code or 500, (err.name or "error").lower().replace(" ", "_"), err.description or ""
     )
+    for name, value in err.get_headers():  # 405's Allow, and the like
+        if name.lower() != "content-type":
+            resp.headers[name] = value
+    return resp, status
 
 
 def authenticated(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -210,21 +229,34 @@ def create_session() -> Any:
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
     registry.check_session_fields(agent_type, title)
+    fingerprint = _fingerprint(data)
     r = rt()
     found = installations.look_up(r.database, r.github, project)  # its event may be lost
     if found is None:
         raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
     # read before the row is written: agents.<type>.max_open_sessions may refuse it
     api = r.github.repo(found[0], project)
-    policy, _error = load_policy(r.github, api, None)
     try:
-        installation_id, session_id = _start_session(
-            project, agent_type, title, base, workstream, metadata, scoped_key, policy
+        policy, _error = load_policy(r.github, api, None)
+    except UPSTREAM_ERRORS as err:  # no row yet: nothing to record, the retry starts afresh
+        message = _upstream_message(err)
+        raise ApiError(502, "github_error", message, headers=_retry_after(err)) from err
+    try:
+        installation_id, session_id, limit_headers = _start_session(
+            project,
+            agent_type,
+            title,
+            base,
+            workstream,
+            metadata,
+            scoped_key,
+            fingerprint,
+            policy,
         )
     except _Done as done:
         return jsonify(done.session), 200
-    except IntegrityError:  # the same key, raced by a concurrent request that won
-        raise ApiError(409, "in_progress", IN_PROGRESS) from None
+    except (IntegrityError, Conflict):  # the same key, raced by a concurrent request that won
+        raise ApiError(409, "in_progress", IN_PROGRESS, headers={"Retry-After": "1"}) from None
     try:
         _record_bot_id(session_id, api.collaborator(g.token.login).id)
         opened = open_session_pr(
@@ -235,9 +267,11 @@ def create_session() -> Any:
             prefix=policy.branch_prefix,
             base_branch=base,
         )
-    except GithubException as err:
-        _record_failure(session_id, err, resumable=scoped_key is not None)
-        raise
+    except UPSTREAM_ERRORS as err:
+        short = f"GitHub answered {err.status}" if isinstance(err, GithubException) else None
+        message = _upstream_message(err)
+        _record_failure(session_id, short or message, resumable=scoped_key is not None)
+        raise ApiError(502, "github_error", message, headers=_retry_after(err)) from err
     with r.database.unit() as s:
         session = registry.get_session(s, session_id)
         session.branch, session.base_branch = opened.branch, opened.base_branch
@@ -252,10 +286,18 @@ def create_session() -> Any:
             "seed_commit": opened.head_sha,
         }
         result = session_dict(session)
-    return jsonify(result), 201
+    resp = jsonify(result)
+    resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
+    resp.headers.update(limit_headers)
+    return resp, 201
 
 
 IN_PROGRESS = "a request with this Idempotency-Key is still creating the session; retry shortly"
+# A claim on a key (a create under way) older than this was left by a request that died:
+# the next retry takes it over. Opening the branch and PR is safe to repeat.
+CLAIM_SECONDS = 120
+# A failed create: GitHub answered an error, or could not be reached at all.
+UPSTREAM_ERRORS = (GithubException, requests.RequestException, OSError)
 
 
 class _Done(Exception):
@@ -263,6 +305,80 @@ class _Done(Exception):
 
     def __init__(self, session: dict[str, Any]) -> None:
         self.session = session
+
+
+def _fingerprint(data: dict[str, Any]) -> str:
+    """What a create asked for, so a key reused with another body is told so."""
+    fields = ("project_id", "agent_type", "title", "base_branch", "workstream_id", "metadata")
+    asked = {k: data.get(k) for k in fields}
+    asked["project_id"] = str(asked["project_id"]).lower()  # GitHub's names are case-blind
+    canonical = json.dumps(asked, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _upstream_message(err: BaseException) -> str:
+    if isinstance(err, GithubException):
+        message = (err.data or {}).get("message") if isinstance(err.data, dict) else None
+        return f"GitHub answered {err.status}: {message or 'no message'}"
+    return f"GitHub could not be reached ({type(err).__name__})"
+
+
+def _retry_after(err: BaseException) -> dict[str, str]:
+    """GitHub's own ``Retry-After`` (its secondary rate limits send one), passed through."""
+    headers = getattr(err, "headers", None) or {}
+    value = next((str(v) for k, v in headers.items() if k.lower() == "retry-after"), None)
+    return {"Retry-After": value} if value and value.isdigit() else {}
+
+
+def _claim_left(meta: dict[str, Any]) -> float:
+    """Seconds until the key's claim expires (0 or less: expired, or never recorded)."""
+    raw = meta.get("idempotency_claimed_at")
+    try:
+        claimed = datetime.fromisoformat(raw) if isinstance(raw, str) else None
+    except ValueError:
+        claimed = None
+    if claimed is None:
+        return 0.0
+    return CLAIM_SECONDS - (utcnow() - claimed).total_seconds()
+
+
+def _rate_limit(s: Any) -> dict[str, str]:
+    """Refuse a creation over the token's limit (429); the ``X-RateLimit-*`` of this one.
+
+    The count is the token's session creations in the window, read from the
+    audit trail, so every web process, on any host, sees the same one.
+    """
+    settings = rt().settings
+    limit, window = settings.session_rate_limit, settings.session_rate_window
+    since = utcnow() - timedelta(seconds=window)
+    times = list(
+        s.scalars(
+            select(AuditEntry.at)
+            .where(
+                AuditEntry.entity == "session",
+                AuditEntry.from_state.is_(None),
+                AuditEntry.to_state == "created",
+                AuditEntry.source == f"api:{g.token.name}",
+                AuditEntry.at > since,
+            )
+            .order_by(AuditEntry.at)
+            .limit(limit)
+        )
+    )
+    reset = window if not times else max(1, math.ceil((times[0] - since).total_seconds()))
+    headers = {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(max(0, limit - len(times) - 1)),
+        "X-RateLimit-Reset": str(reset),
+    }
+    if len(times) >= limit:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this token created {limit} sessions in the last {window} s; retry in {reset} s",
+            headers={**headers, "X-RateLimit-Remaining": "0", "Retry-After": str(reset)},
+        )
+    return headers
 
 
 def _start_session(
@@ -273,20 +389,36 @@ def _start_session(
     workstream: str | None,
     metadata: dict[str, Any] | None,
     scoped_key: str | None,
+    fingerprint: str,
     policy: Policy,
-) -> tuple[int, str]:
-    """The session row, new or the key's earlier one; (installation id, session id).
+) -> tuple[int, str, dict[str, str]]:
+    """The session row, new or the key's earlier one, claimed by this request.
 
-    A new one is refused (409 ``too_many_sessions``) when the agent type already holds
-    ``agents.<type>.max_open_sessions`` open sessions on the repository."""
+    Returns (installation id, session id, rate-limit headers). A key's session
+    is answered again once its PR exists; a key whose create failed, or whose
+    claim expired, is taken over by this retry; a live claim is 409 in_progress.
+    A new one is refused (409 ``too_many_sessions``) when the agent type already
+    holds ``agents.<type>.max_open_sessions`` open sessions on the repository.
+    """
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
         if existing is not None and existing.archived_at is not None:
             raise ApiError(409, "deleted", "the session of this Idempotency-Key was deleted")
-        if existing is not None and existing.pr_number is not None:
-            raise _Done(session_dict(existing))
-        if existing is not None and not existing.meta.get("github_error"):
-            raise ApiError(409, "in_progress", IN_PROGRESS)
+        if existing is not None:
+            known = existing.meta.get("idempotency_fingerprint")
+            if known is not None and known != fingerprint:
+                raise ApiError(
+                    422,
+                    "idempotency_mismatch",
+                    "this Idempotency-Key was used with another body; use a new key",
+                    "Idempotency-Key",
+                )
+            if existing.pr_number is not None:
+                raise _Done(session_dict(existing))
+            left = _claim_left(existing.meta)
+            if not existing.meta.get("github_error") and left > 0:
+                retry = str(max(1, min(5, math.ceil(left))))
+                raise ApiError(409, "in_progress", IN_PROGRESS, headers={"Retry-After": retry})
         inst = s.scalars(
             select(InstalledRepository).where(
                 func.lower(InstalledRepository.full_name) == project.lower()
@@ -322,6 +454,9 @@ def _start_session(
             "installation_id": inst.installation_id,
             "token_users": [bot.as_json()],
         }
+        headers: dict[str, str] = {}
+        if existing is None:
+            headers = _rate_limit(s)
         session = existing or registry.create_session(
             s,
             project_id=project,
@@ -334,9 +469,17 @@ def _start_session(
             actor=g.token.login,
             source=f"api:{g.token.name}",
         )
+        if existing is not None and not existing.meta.get("bot_login"):
+            existing.meta = {**own, **existing.meta}  # a row older than the bot's record
+        if scoped_key:  # the claim; a concurrent takeover loses on the row's version
+            session.meta = {
+                **session.meta,
+                "idempotency_fingerprint": fingerprint,
+                "idempotency_claimed_at": utcnow().isoformat(),
+            }
         session_id = session.session_id
 
-    return installation_id, session_id
+    return installation_id, session_id, headers
 
 
 def _record_bot_id(session_id: str, user_id: int | None) -> None:
@@ -354,11 +497,11 @@ def _record_bot_id(session_id: str, user_id: int | None) -> None:
             session.meta = {**session.meta, "bot_id": user_id, "token_users": users}
 
 
-def _record_failure(session_id: str, err: GithubException, *, resumable: bool) -> None:
+def _record_failure(session_id: str, message: str, *, resumable: bool) -> None:
     """No half-made session: resumable with its key, or clearly failed without one."""
     with rt().database.unit() as s:
         session = registry.get_session(s, session_id)
-        session.meta = {**session.meta, "github_error": f"GitHub answered {err.status}"}
+        session.meta = {**session.meta, "github_error": message}
         if not resumable:
             registry.complete_session(
                 s,
@@ -379,7 +522,7 @@ def list_sessions() -> Any:
     with rt().database.unit(write=False) as s:
         page = registry.list_sessions(
             s,
-            project,
+            _spelled(s, project),
             request.args.get("state"),
             request.args.get("agent_type"),
             cursor=request.args.get("cursor"),
@@ -390,19 +533,128 @@ def list_sessions() -> Any:
     return jsonify(items=items, next_cursor=page.next_cursor)
 
 
+def _spelled(s: Any, project: str | None) -> str | None:
+    """A ``project_id`` filter as GitHub spells the repository: names compare case-blind."""
+    if not project:
+        return project
+    name = s.scalars(
+        select(InstalledRepository.full_name).where(
+            func.lower(InstalledRepository.full_name) == project.lower()
+        )
+    ).first()
+    return name or project
+
+
 def _session(s: Any, session_id: str) -> AgentSession:
     return actors.visible_session(s, session_id, g.token.allows)
+
+
+MAX_WAIT = 60.0
+POLL_EVERY = 0.15  # seconds between two cheap version reads while a bot waits
+
+
+def _wait_args() -> tuple[float, int | None]:
+    """``wait`` (seconds, capped at MAX_WAIT) and ``since`` (a version) of a long-poll."""
+    raw_wait, raw_since = request.args.get("wait"), request.args.get("since")
+    wait = 0.0
+    if raw_wait is not None:
+        try:
+            wait = float(raw_wait)
+        except ValueError:
+            raise ApiError(400, "invalid", "wait must be a number of seconds", "wait") from None
+        if not 0 <= wait < float("inf"):
+            raise ApiError(400, "invalid", "wait must be 0 to 60 seconds", "wait")
+    since = None
+    if raw_since is not None:
+        if not (raw_since.isascii() and raw_since.isdigit()) or len(raw_since) > 18:
+            raise ApiError(400, "invalid", "since must be a version (a whole number)", "since")
+        since = int(raw_since)
+    return min(wait, MAX_WAIT), since
+
+
+def _await_change(session_id: str, since: int, wait: float) -> None:
+    """Return once the session's version differs from ``since``, or after ``wait`` seconds.
+
+    Each look is one short read; no connection is held while sleeping, so a
+    change made by any process (web or worker, SQLite or PostgreSQL) is seen
+    within POLL_EVERY.
+    """
+    deadline = time.monotonic() + wait
+    db = rt().database
+    while True:
+        with db.unit(write=False) as s:
+            version = change_version(s, session_id)
+        left = deadline - time.monotonic()
+        if version is None or version != since or left <= 0:
+            return
+        time.sleep(min(POLL_EVERY, left))
+
+
+def _etag(kind: str, ident: str, version: int) -> str:
+    """The entity tag (unquoted): the version changes with every change of the body."""
+    return f"{kind}-{ident}-{version}"
+
+
+def _conditional(data: dict[str, Any], etag: str, *, allow_304: bool = True) -> Any:
+    """200 with an ``ETag``, or 304 when the caller already holds this version."""
+    if allow_304 and request.if_none_match.contains_weak(etag):  # RFC 9110: weak comparison
+        resp = current_app.response_class(status=304)
+    else:
+        resp = jsonify(data)
+    resp.set_etag(etag)
+    resp.headers["Cache-Control"] = "private, no-cache"
+    return resp
 
 
 @bp.get("/sessions/<session_id>")
 @authenticated
 def get_session(session_id: str) -> Any:
+    wait, since = _wait_args()
+    if since is not None and wait > 0:
+        with rt().database.unit(write=False) as s:
+            _session(s, session_id)  # 404 before anyone waits on a session they cannot see
+        _await_change(session_id, since, wait)
     with rt().database.unit(write=False) as s:
         data = session_dict(_session(s, session_id))
         data["patches"] = [
             patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
         ]
-    return jsonify(data)
+        data["usage"] = stats.session_usage(s, session_id)
+    # A long-poll always answers 200 (the same version when nothing changed).
+    # Usage reports change the body but not the version (they wake no waiting bot).
+    etag = f"{_etag('session', session_id, data['version'])}-u{data['usage']['reports']}"
+    return _conditional(data, etag, allow_304="wait" not in request.args)
+
+
+MAX_TOKENS = 10**12
+MAX_COST = 10.0**9
+
+
+@bp.post("/sessions/<session_id>/usage")
+@authenticated
+def report_usage(session_id: str) -> Any:
+    """Add what a piece of the session's work cost; answers the session's totals."""
+    data = body()
+    counts = {}
+    for name in ("tokens_in", "tokens_out"):
+        value = field(data, name, int)
+        if value is not None and not 0 <= value <= MAX_TOKENS:
+            raise ApiError(400, "invalid", f"{name} must be 0 to {MAX_TOKENS}", name)
+        counts[name] = value or 0
+    cost = field(data, "cost_usd", (int, float))
+    if cost is not None and not 0 <= cost <= MAX_COST:  # NaN fails both comparisons
+        raise ApiError(400, "invalid", f"cost_usd must be 0 to {MAX_COST:.0f}", "cost_usd")
+    model = field(data, "model", str)
+    if model is not None and not 0 < len(model) <= 200:
+        raise ApiError(400, "invalid", "model must be 1-200 characters", "model")
+    if not any(data.get(k) is not None for k in ("tokens_in", "tokens_out", "cost_usd")):
+        raise ApiError(400, "invalid", "report tokens_in, tokens_out or cost_usd", "tokens_in")
+    with rt().database.unit() as s:
+        _session(s, session_id)
+        stats.record_usage(s, session_id, cost_usd=float(cost or 0), model=model, **counts)
+        s.flush()
+        usage = stats.session_usage(s, session_id)
+    return jsonify(session_id=session_id, usage=usage)
 
 
 @bp.delete("/sessions/<session_id>")
@@ -463,7 +715,7 @@ def list_patches() -> Any:
             session_id=args.get("session_id"),
             run_id=args.get("run_id"),
             workstream_id=args.get("workstream_id"),
-            project_id=args.get("project_id"),
+            project_id=_spelled(s, args.get("project_id")),
             cursor=args.get("cursor"),
             limit=limit_arg(),
             within=g.token.repositories,
@@ -473,18 +725,48 @@ def list_patches() -> Any:
     return jsonify(items=items, next_cursor=page.next_cursor)
 
 
+def _patch(s: Any, ledger_id: str) -> Any:
+    """A patch the token may see: in its repositories, of a session not deleted."""
+    patch = ledger.get_patch(s, ledger_id)
+    session = s.get(AgentSession, patch.session_id)
+    hidden = session is None or session.archived_at is not None
+    if hidden or not g.token.allows(patch.project_id):
+        raise NotFound(f"patch {ledger_id} not found")
+    return patch
+
+
 @bp.get("/patches/<ledger_id>")
 @authenticated
 def get_patch(ledger_id: str) -> Any:
+    """The patch and its typed review; the audit history pages at ``/history``."""
     with rt().database.unit(write=False) as s:
-        patch = ledger.get_patch(s, ledger_id)
-        session = s.get(AgentSession, patch.session_id)
-        hidden = session is None or session.archived_at is not None
-        if hidden or not g.token.allows(patch.project_id):
-            raise NotFound(f"patch {ledger_id} not found")
+        patch = _patch(s, ledger_id)
         data = patch_dict(patch)
-        data["history"] = [audit_dict(a) for a in ledger.history(s, ledger_id)]
-    return jsonify(data)
+    return _conditional(data, _etag("patch", ledger_id, patch.version))
+
+
+@bp.get("/patches/<ledger_id>/history")
+@authenticated
+def patch_history(ledger_id: str) -> Any:
+    """The patch's audit trail, oldest first, keyset-paged on the entry id."""
+    limit = check_limit(limit_arg())
+    after = decode(request.args.get("cursor"))
+    if after is not None and not after.isdigit():
+        raise ApiError(400, "invalid", "cursor is not one this server gave out", "cursor")
+    with rt().database.unit(write=False) as s:
+        _patch(s, ledger_id)
+        q = (
+            select(AuditEntry)
+            .where(AuditEntry.entity == "patch", AuditEntry.entity_id == ledger_id)
+            .order_by(AuditEntry.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            q = q.where(AuditEntry.id > int(after))
+        rows = list(s.scalars(q))
+        items = [audit_dict(a) for a in rows[:limit]]
+    next_cursor = encode(str(rows[limit - 1].id)) if len(rows) > limit else None
+    return jsonify(items=items, next_cursor=next_cursor)
 
 
 @bp.post("/patches/<ledger_id>/<verb>")
@@ -551,4 +833,4 @@ def get_stats() -> Any:
 
 @bp.get("/openapi.json")
 def openapi() -> Any:
-    return jsonify(SPEC)
+    return jsonify(served(request.host_url))

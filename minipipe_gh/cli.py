@@ -608,7 +608,7 @@ def sessions_reap(ctx: Ctx, older_than: str | None, dry_run: bool, as_json: bool
 @pass_ctx
 @core_errors
 def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
-    """Per agent type: sessions, success rate, time to completion, review outcomes."""
+    """Per agent type: sessions, success rate, time to completion, review outcomes, cost."""
     from .stats import agent_stats
 
     with ctx.db.unit(write=False) as s:
@@ -620,6 +620,7 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
         row["top_rejection_reasons"] = (
             "; ".join(f"{r['reason']} ({r['count']})" for r in row["top_rejection_reasons"]) or None
         )
+        row["cost_usd"] = row["usage"]["cost_usd"]
     emit_table(
         rows,
         (
@@ -630,6 +631,9 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
             "approval_rate",
             "rejection_rate",
             "top_rejection_reasons",
+            "cost_usd",
+            "merged_patches",
+            "cost_per_merged_patch",
         ),
     )
 
@@ -867,3 +871,17 @@ def _age(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60}m"
     return f"{seconds // 60}m{seconds % 60}s"
+
+
+# --- MCP --------------------------------------------------------------------------
+
+
+@main.command("mcp")
+def mcp_command() -> None:
+    """Model Context Protocol server on stdio, over the bot API.
+
+    Reads MINIPIPE_URL (this server's address) and MINIPIPE_TOKEN (a bot token).
+    """
+    from .mcp_server import serve
+
+    serve()

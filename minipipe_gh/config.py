@@ -53,6 +53,12 @@ SETTINGS: tuple[tuple[str, str, str], ...] = (
         "`300`",
         "how often the worker asks GitHub to redeliver what it failed to deliver",
     ),
+    ("MINIPIPE_SESSION_RATE_LIMIT", "`30`", "sessions one API token may create per window"),
+    (
+        "MINIPIPE_SESSION_RATE_WINDOW",
+        "`600`",
+        "that window, in seconds (then 429 with Retry-After)",
+    ),
     ("MINIPIPE_INSTANCE_PATH", "`./instance`", "folder of the SQLite database"),
     ("MINIPIPE_ENV_FILE", "`.env`", "the `.env` file read in development and written by setup"),
 )
@@ -76,6 +82,8 @@ class Settings:
     lease_seconds: int = 120
     reconcile_seconds: int = 300
     recover_seconds: int = 300
+    session_rate_limit: int = 30  # sessions one API token may create per window
+    session_rate_window: int = 600  # seconds
     env_file: Path | None = None
     problems: tuple[str, ...] = field(default=())
     # The credential settings given a value (GITHUB_APP_ID, GITHUB_PRIVATE_KEY[_PATH],
@@ -184,6 +192,8 @@ def load(
         lease_seconds=_int(env, "MINIPIPE_LEASE_SECONDS", 120, problems),
         reconcile_seconds=_int(env, "MINIPIPE_RECONCILE_SECONDS", 300, problems),
         recover_seconds=_int(env, "MINIPIPE_RECOVER_SECONDS", 300, problems),
+        session_rate_limit=_int(env, "MINIPIPE_SESSION_RATE_LIMIT", 30, problems),
+        session_rate_window=_int(env, "MINIPIPE_SESSION_RATE_WINDOW", 600, problems),
         env_file=dotenv,
         problems=tuple(problems),
         credentials_given=tuple(n for n in CREDENTIAL_NAMES if env.get(n, "").strip(", \n")),

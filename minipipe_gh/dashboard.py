@@ -387,9 +387,7 @@ def _csrf_error(err: CSRFError) -> Any:
 def _http_error(err: HTTPException) -> Any:
     """HTML for people; the bot API keeps its JSON shape even for URLs it does not know."""
     if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.error_response(
-            err.code or 500, (err.name or "error").lower().replace(" ", "_"), err.description or ""
-        )
+        return api.http_error(err)
     code = err.code or 500
     return render_template("error.html", code=code, title=err.name, message=err.description), code
 

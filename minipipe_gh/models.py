@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -130,6 +131,30 @@ class Patch(Base):
     @property
     def changes(self) -> int:
         return self.additions + self.deletions
+
+
+class UsageReport(Base):
+    """What one piece of a session's work cost, as its bot reported it (append-only).
+
+    Rows, not a running total on the session: concurrent reports never conflict
+    and never wake a bot waiting on the session's version.
+    """
+
+    __tablename__ = "session_usage"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    session_id: Mapped[str] = mapped_column(
+        String(26), ForeignKey("sessions.session_id", ondelete="CASCADE")
+    )
+    tokens_in: Mapped[int] = mapped_column(BigInteger, default=0)
+    tokens_out: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_usd: Mapped[float] = mapped_column(Float, default=0.0)
+    model: Mapped[str | None] = mapped_column(String(200))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (Index("ix_session_usage_session", "session_id", "id"),)
 
 
 class AuditEntry(Base):

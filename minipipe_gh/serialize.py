@@ -5,6 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, object_session
+
 from .models import AgentSession, AuditEntry, Patch
 
 
@@ -12,7 +15,26 @@ def _ts(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def change_version(db: Session, session_id: str) -> int | None:
+    """The session's version plus its patches': it grows whenever either changes.
+
+    One cheap query, polled by the long-poll; ``None`` when the session is gone.
+    Patches go only with their session, so the sum never shrinks.
+    """
+    patches = (
+        select(func.coalesce(func.sum(Patch.version), 0))
+        .where(Patch.session_id == session_id)
+        .scalar_subquery()
+    )
+    q = select(AgentSession.version + patches).where(AgentSession.session_id == session_id)
+    value = db.execute(q).scalar()
+    return None if value is None else int(value)
+
+
 def session_dict(s: AgentSession) -> dict[str, Any]:
+    """``version`` covers the session and its patches (see ``change_version``)."""
+    db = object_session(s)
+    version = change_version(db, s.session_id) if db is not None else None
     return {
         "session_id": s.session_id,
         "project_id": s.project_id,
@@ -30,7 +52,7 @@ def session_dict(s: AgentSession) -> dict[str, Any]:
         "created_at": _ts(s.created_at),
         "updated_at": _ts(s.updated_at),
         "last_activity_at": _ts(s.last_activity_at),
-        "version": s.version,
+        "version": version if version is not None else s.version,
     }
 
 
@@ -49,10 +71,25 @@ def patch_dict(p: Patch) -> dict[str, Any]:
         "additions": p.additions,
         "deletions": p.deletions,
         "paths": p.paths,
+        "review": review_dict(p.meta),
         "metadata": p.meta,
         "created_at": _ts(p.created_at),
         "updated_at": _ts(p.updated_at),
         "version": p.version,
+    }
+
+
+def review_dict(meta: dict[str, Any]) -> dict[str, Any]:
+    """The verdict as typed fields, read from the review keys the ledger keeps in metadata."""
+    status = meta.get("review_status")
+    return {
+        "status": status if status in ("pending", "approved", "rejected") else "pending",
+        "manual_review_required": bool(meta.get("manual_review_required")),
+        "reason": meta.get("review_reason"),
+        "comment": meta.get("review_comment"),
+        "by": meta.get("reviewed_by"),
+        "at": meta.get("reviewed_at"),
+        "approvals": [str(a) for a in meta.get("approvals") or []],
     }
 
 

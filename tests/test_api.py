@@ -894,12 +894,20 @@ def test_get_patch_with_its_history(api, rt):
         "level": "high",
         "reasons": ["touches high-risk paths: src/auth/login.py"],
     }
-    assert [(h["from"], h["to"], h["outcome"]) for h in body["history"]] == [
+    assert "history" not in body  # paged on its own, never embedded whole
+    assert body["review"]["status"] == "pending"
+    first = api("GET", f"/patches/{lid}/history", query_string={"limit": 2}).get_json()
+    rest = api(
+        "GET", f"/patches/{lid}/history", query_string={"limit": 2, "cursor": first["next_cursor"]}
+    ).get_json()
+    assert rest["next_cursor"] is None
+    assert [(h["from"], h["to"], h["outcome"]) for h in first["items"] + rest["items"]] == [
         (None, "created", "moved"),
         ("created", "validated", "moved"),
         ("validated", "awaiting_review", "moved"),
     ]
     error(api("GET", "/patches/01nosuchpatch00000000000000"), 404, "not_found")
+    error(api("GET", "/patches/01nosuchpatch00000000000000/history"), 404, "not_found")
 
 
 def test_approve_by_a_writer_queues_the_patch_and_publishes_through_the_worker(api, rt, github):
@@ -1141,20 +1149,30 @@ def test_stats_of_a_repository_outside_the_token_is_403(api, rt):
 def test_openapi_description_lists_every_endpoint(api):
     spec = api("GET", "/openapi.json").get_json()
     assert spec["openapi"].startswith("3.")
+    assert spec["servers"] == [{"url": "http://localhost", "description": "This server"}]
     assert set(spec["paths"]) == {
-        "/sessions",
-        "/sessions/{session_id}",
-        "/sessions/{session_id}/pause",
-        "/sessions/{session_id}/resume",
-        "/sessions/{session_id}/complete",
-        "/patches",
-        "/patches/{ledger_id}",
-        "/patches/{ledger_id}/approve",
-        "/patches/{ledger_id}/reject",
-        "/patches/{ledger_id}/review",
-        "/stats",
-        "/openapi.json",
+        f"/api/v1{p}"
+        for p in (
+            "/sessions",
+            "/sessions/{session_id}",
+            "/sessions/{session_id}/pause",
+            "/sessions/{session_id}/resume",
+            "/sessions/{session_id}/complete",
+            "/sessions/{session_id}/usage",
+            "/patches",
+            "/patches/{ledger_id}",
+            "/patches/{ledger_id}/history",
+            "/patches/{ledger_id}/approve",
+            "/patches/{ledger_id}/reject",
+            "/patches/{ledger_id}/review",
+            "/stats",
+            "/openapi.json",
+        )
     }
+    ids = [op["operationId"] for ops in spec["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids)) == 16
+    assert {"createSession", "getSession", "approvePatch", "getPatchHistory"} <= set(ids)
+    assert "Error" not in spec["components"]["schemas"]
 
 
 # --- the CLI: tokens, reaping, stats --------------------------------------------------------

@@ -88,7 +88,9 @@ def test_session_created_through_the_api_lives_through_its_pull_request(
     assert patch["metadata"]["reviewed_by"] == "writer"
     assert patch["metadata"]["merge_commit_sha"] == "m" * 40
 
-    history = api("GET", f"/patches/{lid}").get_json()["history"]
+    history = api("GET", f"/patches/{lid}/history", query_string={"limit": 500}).get_json()
+    assert history["next_cursor"] is None
+    history = history["items"]
     assert moves(history) == [
         (None, "created", APP_BOT),
         ("created", "validated", "github"),

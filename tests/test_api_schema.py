@@ -40,7 +40,7 @@ OPERATIONS = [
     (method.upper(), path) for path, ops in SPEC["paths"].items() for method in sorted(ops)
 ]
 WITH_IDS = [(m, p) for m, p in OPERATIONS if "{" in p]
-INVALIDATABLE = [(m, p) for m, p in OPERATIONS if p != "/openapi.json"]
+INVALIDATABLE = [(m, p) for m, p in OPERATIONS if p != "/api/v1/openapi.json"]
 
 
 def serve_github_generously(github: Any) -> None:
@@ -84,7 +84,7 @@ def exercise(world: dict[str, Any], method: str, path: str, mode: GenerationMode
     @settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck))
     def run(case: Any) -> None:
         body = case.body
-        creating = (method, path) == ("POST", "/sessions") and isinstance(body, dict)
+        creating = (method, path) == ("POST", "/api/v1/sessions") and isinstance(body, dict)
         if creating and isinstance(body.get("project_id"), str):
             body["project_id"] = REPO  # the repository the app is installed on
         response = case.call_and_validate(headers=world["headers"], checks=CHECKS)
@@ -99,9 +99,13 @@ def exercise(world: dict[str, Any], method: str, path: str, mode: GenerationMode
 @pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
 def test_valid_requests(world, method, path):
     seen = exercise(world, method, path, GenerationMode.POSITIVE)
-    if (method, path) in (("GET", "/sessions"), ("GET", "/patches"), ("GET", "/stats")):
+    if (method, path) in (
+        ("GET", "/api/v1/sessions"),
+        ("GET", "/api/v1/patches"),
+        ("GET", "/api/v1/stats"),
+    ):
         assert 200 in seen
-    if (method, path) == ("POST", "/sessions"):
+    if (method, path) == ("POST", "/api/v1/sessions"):
         assert 201 in seen  # some generated sessions really were created, and conform
 
 
