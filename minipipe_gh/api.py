@@ -234,13 +234,7 @@ def create_session() -> Any:
     found = installations.look_up(r.database, r.github, project)  # its event may be lost
     if found is None:
         raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
-    # read before the row is written: agents.<type>.max_open_sessions may refuse it
-    api = r.github.repo(found[0], project)
-    try:
-        policy, _error = load_policy(r.github, api, None)
-    except UPSTREAM_ERRORS as err:  # no row yet: nothing to record, the retry starts afresh
-        message = _upstream_message(err)
-        raise ApiError(502, "github_error", message, headers=_retry_after(err)) from err
+    limits = _limits_policy(found[0], project, scoped_key)
     try:
         installation_id, session_id, limit_headers = _start_session(
             project,
@@ -251,13 +245,15 @@ def create_session() -> Any:
             metadata,
             scoped_key,
             fingerprint,
-            policy,
+            limits,
         )
     except _Done as done:
         return jsonify(done.session), 200
     except (IntegrityError, Conflict):  # the same key, raced by a concurrent request that won
         raise ApiError(409, "in_progress", IN_PROGRESS, headers={"Retry-After": "1"}) from None
     try:
+        api = r.github.repo(installation_id, project)
+        policy, _error = load_policy(r.github, api, None)
         _record_bot_id(session_id, api.collaborator(g.token.login).id)
         opened = open_session_pr(
             api,
@@ -390,7 +386,7 @@ def _start_session(
     metadata: dict[str, Any] | None,
     scoped_key: str | None,
     fingerprint: str,
-    policy: Policy,
+    policy: Policy | None,
 ) -> tuple[int, str, dict[str, str]]:
     """The session row, new or the key's earlier one, claimed by this request.
 
@@ -428,22 +424,8 @@ def _start_session(
             raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
         installation_id = inst.installation_id
         project = inst.full_name  # GitHub's spelling, as webhooks carry it
-        if existing is None and policy.guardrails(agent_type).max_open_sessions:
-            session_limits.lock_repository(s, project)
-            held = session_limits.open_sessions(s, project, agent_type)
-            why = session_limits.refusal(policy, agent_type, held)
-            if why:
-                raise ApiError(
-                    409,
-                    "too_many_sessions",
-                    why,
-                    extra={
-                        "limit": policy.guardrails(agent_type).max_open_sessions,
-                        "open_sessions": [
-                            {"session_id": h.session_id, "state": h.state} for h in held
-                        ],
-                    },
-                )
+        if policy is not None and (existing is None or not existing.meta.get("limit_checked")):
+            _over_limit(s, policy, project, agent_type, existing)
         # The bot (the token's user) and the installation are recorded with the row itself:
         # a webhook for the PR may bind the session before GitHub's answer reaches us, or
         # that answer may be lost, and the session must never be left without its bot.
@@ -471,6 +453,8 @@ def _start_session(
         )
         if existing is not None and not existing.meta.get("bot_login"):
             existing.meta = {**own, **existing.meta}  # a row older than the bot's record
+        if policy is not None:  # admitted under agents.<type>.max_open_sessions
+            session.meta = {**session.meta, "limit_checked": True}
         if scoped_key:  # the claim; a concurrent takeover loses on the row's version
             session.meta = {
                 **session.meta,
@@ -480,6 +464,69 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id, headers
+
+
+def _limits_policy(installation_id: int, project: str, scoped_key: str | None) -> Policy | None:
+    """The policy for ``agents.<type>.max_open_sessions``, read before any row is written,
+    when this request may make a session that was never checked against the limit.
+
+    None when no check is due (the key's session passed it already) or GitHub cannot be
+    reached now: the create then fails at GitHub, records ``github_error``, and the retry
+    that takes the row over is checked (``limit_checked`` in the session metadata)."""
+    if scoped_key:
+        with rt().database.unit(write=False) as s:
+            existing = registry.find_by_idempotency_key(s, scoped_key)
+            if existing is not None and (
+                existing.archived_at is not None
+                or existing.pr_number is not None
+                or existing.meta.get("limit_checked")
+                or not existing.meta.get("github_error")
+            ):
+                return None  # answered, refused or claimed by the rules below, not the limit
+    try:
+        policy, _error = load_policy(rt().github, rt().github.repo(installation_id, project), None)
+    except UPSTREAM_ERRORS:
+        return None
+    return policy
+
+
+def _over_limit(
+    s: Any, policy: Policy, project: str, agent_type: str, existing: AgentSession | None
+) -> None:
+    """409 ``too_many_sessions`` naming the limit and the open sessions, if the agent type
+    holds its ``max_open_sessions`` already (a row this request takes over excepted, and
+    failed so it holds nothing)."""
+    limit = policy.guardrails(agent_type).max_open_sessions
+    if not limit:
+        return
+    session_limits.lock_repository(s, project)
+    held = [
+        h
+        for h in session_limits.open_sessions(s, project, agent_type)
+        if existing is None or h.session_id != existing.session_id
+    ]
+    why = session_limits.refusal(policy, agent_type, held)
+    if not why:
+        return
+    if existing is not None:
+        registry.complete_session(
+            s,
+            existing.session_id,
+            success=False,
+            actor="minipipe",
+            source="api",
+            reason=f"too_many_sessions: {why}",
+        )
+        s.commit()  # the refusal stands: the taken-over row holds no session any more
+    raise ApiError(
+        409,
+        "too_many_sessions",
+        why,
+        extra={
+            "limit": limit,
+            "open_sessions": [{"session_id": h.session_id, "state": h.state} for h in held],
+        },
+    )
 
 
 def _record_bot_id(session_id: str, user_id: int | None) -> None:

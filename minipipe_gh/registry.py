@@ -38,6 +38,7 @@ RESERVED_METADATA = frozenset(
         "github_error",
         "archived_by",
         "seed_commit",
+        "limit_checked",
     }
 )
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")

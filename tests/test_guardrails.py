@@ -525,3 +525,28 @@ def test_a_retry_of_the_session_that_reached_the_limit_still_answers_it(rt, clie
     assert err["open_sessions"] == [
         {"session_id": first.get_json()["session_id"], "state": "created"}
     ]
+
+
+def test_a_retry_that_takes_over_a_failed_create_is_checked_against_the_limit(rt, client, github):
+    """GitHub unreachable: the row is made unchecked and the create fails (502). The
+    retry with the key is checked; over the limit it is refused and the row failed."""
+    import requests
+
+    install(rt)
+    api = Api(client, make_token(rt, "agent", "agent-bot"))
+    held = [seed_session(rt, agent_type="aider", state="active") for _ in range(2)]
+    github.rsps.add(
+        "POST",
+        github.url("/app/installations/1/access_tokens"),
+        body=requests.ConnectionError("no route to host"),
+    )
+    body, key = {**NEW_SESSION, "agent_type": "aider"}, {"Idempotency-Key": "net"}
+    error(api("POST", "/sessions", body, headers=key), 502, "github_error")
+    serve_session_pr(github, policy="agents:\n  aider:\n    max_open_sessions: 2\n")
+    err = error(api("POST", "/sessions", body, headers=key), 409, "too_many_sessions")
+    assert [o["session_id"] for o in err["open_sessions"]] == held
+    with rt.database.unit(write=False) as s:
+        taken = s.scalars(select(AgentSession).where(AgentSession.session_id.not_in(held))).one()
+        assert taken.state == "failed"
+    writes = [(m, p) for m, p, _ in github.api_requests() if m != "GET" and "/git/" in p]
+    assert writes == []  # no branch was made
