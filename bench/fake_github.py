@@ -27,6 +27,11 @@ answered ``304 Not Modified`` with no body (counted apart: a 304 does not
 count against GitHub's rate limit). ``POST /_fake/etags`` ``{"enabled": false}``
 turns ETags off, to measure the same traffic without 304s.
 
+With ``--owners``: the policy says ``review.require_code_owners: true``, there is a
+``.github/CODEOWNERS`` (a default owner per reviewer, a team for ``src/auth/``),
+``GET /orgs/{org}/teams/{slug}/members`` lists every reviewer, and
+``DELETE .../requested_reviewers`` withdraws a request.
+
 Every API request waits ``--latency-ms`` before it is answered (GitHub's round
 trip; the requests themselves run concurrently). It counts requests by
 (method, route), logs each one with its arrival time (``time.time()``, so a
@@ -48,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import hashlib
@@ -88,10 +94,20 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ("POST", "issues/{n}/comments", REPO + r"/issues/(?P<pr>\d+)/comments"),
     ("GET", "issues/{n}/comments", REPO + r"/issues/(?P<pr>\d+)/comments"),
     ("POST", "pulls/{n}/requested_reviewers", REPO + r"/pulls/(?P<pr>\d+)/requested_reviewers"),
+    (
+        "DELETE",
+        "pulls/{n}/requested_reviewers",
+        REPO + r"/pulls/(?P<pr>\d+)/requested_reviewers",
+    ),
+    ("GET", "orgs/{org}/teams/{slug}/members", r"/orgs/[^/]+/teams/(?P<team>[^/]+)/members"),
     ("GET", "pulls", REPO + r"/pulls"),
     ("GET", "app/hook/deliveries", r"/app/hook/deliveries"),
     ("GET", "pulls/{n}", REPO + r"/pulls/(?P<pr>\d+)"),
 )
+OWNERS = {"on": False}  # --owners
+POLICY_YML = "review:\n  require_code_owners: true\n"
+CODEOWNERS = "*  @reviewer-0 @reviewer-1 @reviewer-2\n/src/auth/  @Codertocat/security\n"
+TEAM = [{"login": f"reviewer-{i}", "id": 100 + i} for i in range(10)]
 ROUTES = [(m, name, re.compile(f"^{rx}$")) for m, name, rx in _TABLE]
 FILES = [
     {"filename": "src/auth/login.py", "additions": 12, "deletions": 3, "status": "modified"},
@@ -164,7 +180,7 @@ def handle(method: str, path: str, body: bytes, query: str = "") -> tuple[int, A
 
 
 def _key(g: dict[str, str]) -> str | None:
-    for name in ("pr", "sha", "login", "comment", "id", "path"):
+    for name in ("pr", "sha", "login", "comment", "id", "path", "team"):
         if g.get(name):
             return f"{name}:{g[name]}"
     return None  # a check run: its SHA is filled in once known
@@ -182,7 +198,14 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
             "repository_selection": "all",
         }
     if name == "contents/{path}":
-        return 404, {"message": "Not Found", "documentation_url": "fake", "status": "404"}
+        text = {".github/minipipe.yml": POLICY_YML, ".github/CODEOWNERS": CODEOWNERS}.get(g["path"])
+        if not OWNERS["on"] or text is None:
+            return 404, {"message": "Not Found", "documentation_url": "fake", "status": "404"}
+        blob = hashlib.sha1(text.encode()).hexdigest()
+        content = base64.b64encode(text.encode()).decode()
+        return 200, {"type": "file", "sha": blob, "encoding": "base64", "content": content}
+    if name == "orgs/{org}/teams/{slug}/members":
+        return 200, TEAM
     if name == "pulls/{n}/files":
         return 200, FILES
     if name == "pulls/{n}/commits":
@@ -396,7 +419,9 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--latency-ms", type=float, default=20.0, help="added to every API request")
+    ap.add_argument("--owners", action="store_true", help="code owners required (CODEOWNERS)")
     args = ap.parse_args(argv)
+    OWNERS["on"] = args.owners
     asyncio.run(main_async(args.port, args.latency_ms / 1000))
 
 

@@ -59,6 +59,9 @@ def gather(
         login.lower() not in policy.reviewers
     ):
         teams = frozenset(t for t in policy.reviewer_teams if login.lower() in api.team_members(t))
+    if Verb.APPROVE in verbs and facts.owner_teams:
+        # code owners: the teams among the patch's owners this approver is in (cached)
+        teams |= frozenset(t for t in facts.owner_teams if login.lower() in api.team_members(t))
     uid = user_id if user_id is not None else found_id
     return Actor(login, permission, is_bot=is_bot, teams=teams, id=uid)
 

@@ -45,6 +45,7 @@ class PullFacts:
     commit_people: tuple[Person, ...] = ()
     # those of them who are not the session's bot, under provenance.foreign_commits review
     foreign_people: tuple[Person, ...] = ()
+    owner_teams: tuple[str, ...] = ()  # "org/team" code owners of the patch's paths
 
     @property
     def authors(self) -> list[Person]:

@@ -12,6 +12,7 @@ from typing import Any
 from . import people
 from .limits import fit_check_run
 from .models import AuditEntry, Patch
+from .owners import LOCATIONS, Coverage, patch_coverage
 from .patch_states import OPEN, PatchState
 from .people import Hold, approvals
 from .policy import blocked_by_guardrails
@@ -33,6 +34,7 @@ class View:
     policy_error: str | None = None
     stale_approvals: Sequence[str] = ()  # "alice approved abc123" lines from a superseded SHA
     recent: Sequence[AuditEntry] = ()
+    owners: Coverage | None = None  # with code owners required (``owners.patch_coverage``)
 
     @classmethod
     def of(
@@ -53,6 +55,7 @@ class View:
             policy_error=policy_error,
             stale_approvals=patch.meta.get("stale_approvals", []),
             recent=recent,
+            owners=patch_coverage(patch.meta),
         )
 
 
@@ -79,8 +82,11 @@ def body(patch: Patch, view: View) -> dict[str, Any]:
 def _state(patch: Patch, view: View) -> tuple[str, str | None, str]:
     given = len(approvals(patch.meta))
     progress = f"{given} of {view.required_approvals} approvals"
+    if view.owners and view.owners.waiting:
+        waiting = len(view.owners.waiting_paths)
+        progress += f", {waiting} path{'s' if waiting != 1 else ''} waiting for code owners"
     if view.policy_error and patch.state in OPEN:
-        return "completed", "action_required", ".github/minipipe.yml is invalid"
+        return "completed", "action_required", f"{_invalid_file(view.policy_error)} is invalid"
     if view.holds and patch.state not in (P.DROPPED, P.ROLLED_BACK):
         holders = ", ".join(f"@{h.by.login}" for h in view.holds)
         return "completed", "action_required", f"On hold by {holders}"[:200]
@@ -129,6 +135,8 @@ def summary(patch: Patch, view: View, title: str) -> str:
         lines += [f"  - {line}" for line in guardrails["lines"]]
     if patch.meta.get("approve_permission"):
         lines.append(f"- Approvers need `{patch.meta['approve_permission']}` or more")
+    if view.owners is not None:
+        lines += owner_lines(view.owners)
     if patch.meta.get("reviewed_by"):
         lines.append(f"- Reviewer: @{patch.meta['reviewed_by']}")
     if patch.meta.get("review_reason"):
@@ -148,6 +156,31 @@ def summary(patch: Patch, view: View, title: str) -> str:
             verb = "refused" if row.outcome == "refused" else move
             lines.append(f"- {row.at:%Y-%m-%d %H:%M} {verb} by {row.actor}: {row.reason or ''}")
     return "\n".join(lines)
+
+
+def _invalid_file(error: str) -> str:
+    """Which file an error is about: a CODEOWNERS error names its file first."""
+    named = error.split(":", 1)[0]
+    return named if named in LOCATIONS else ".github/minipipe.yml"
+
+
+def owner_lines(cov: Coverage) -> list[str]:
+    """The code owners section: what waits, grouped by the owners who could cover it."""
+    total = len(cov.covered) + len(cov.waiting_paths)
+    where = f" ({cov.file})" if cov.file else " (no CODEOWNERS file on the default branch)"
+    lines = [f"- Code owners{where}: {len(cov.covered)} of {total} owned paths covered"]
+    for group in cov.waiting:
+        paths = ", ".join(f"`{p}`" for p in group.paths)
+        lines.append(f"  - waiting: {paths}: any of {', '.join(group.owners)}")
+    for path, by in cov.covered:
+        lines.append(f"  - covered: `{path}` by @{by}")
+    if cov.unowned:
+        lines.append(f"  - no owner: {', '.join(f'`{p}`' for p in cov.unowned)}")
+    for path, emails in cov.emails:
+        lines.append(
+            f"  - email owners are not supported, ignored for `{path}`: {', '.join(emails)}"
+        )
+    return lines
 
 
 def _approval(login: str, sha: str | None, patch: Patch) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from . import audit, authz, ledger, people, registry
+from . import audit, authz, ledger, owners, people, registry
 from .authz import Actor, PullFacts, SessionMove
 from .commands import Verb
 from .errors import IllegalTransition, PermissionDenied, Refused
@@ -51,6 +51,7 @@ def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
         token_users=tuple(people.token_users(session.meta)),
         commit_people=tuple(people.recorded_people(guard.people)) if guard else (),
         foreign_people=tuple(people.recorded_people(guard.foreign)) if guard else (),
+        owner_teams=owners.teams_of(patch.meta) if patch else (),
     )
 
 
@@ -124,6 +125,7 @@ def act(
                 comment,
                 source=source,
                 required_approvals=policy.required_approvals,
+                as_owners=owners.identities(actor.login, actor.teams),
             )
             return f"approved by @{actor.login}; patch is {patch.state}"
         case Verb.APPROVE_CANCEL:

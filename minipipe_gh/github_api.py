@@ -12,6 +12,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -119,10 +120,12 @@ class RepoAPI:
         *,
         permissions: TTLCache | None = None,
         etags: ETagCache | None = None,
+        teams: TTLCache | None = None,
     ) -> None:
         self.gh = gh
         self.permissions = permissions if permissions is not None else TTLCache(PERMISSION_TTL_S)
         self.etags = etags
+        self.teams = teams if teams is not None else TTLCache(PERMISSION_TTL_S)
         self.full_name = full_name
         self.base = f"/repos/{full_name}"
 
@@ -179,9 +182,16 @@ class RepoAPI:
         return found
 
     def team_members(self, team: str) -> set[str]:
+        """The team's members (lower case), cached a few minutes (one request per page)."""
+        key = team.lower()
+        cached = self.teams.get(key)
+        if isinstance(cached, frozenset):
+            return set(cached)
         org, slug = team.split("/", 1)
         members = self._pages(f"/orgs/{org}/teams/{slug}/members")
-        return {m["login"].lower() for m in members}
+        found = frozenset(m["login"].lower() for m in members)
+        self.teams.put(key, found)
+        return set(found)
 
     # -- pull requests ------------------------------------------------------------------
 
@@ -209,10 +219,16 @@ class RepoAPI:
     def commit_tree(self, sha: str) -> str:
         return self._call("GET", f"{self.base}/git/commits/{sha}")["tree"]["sha"]
 
-    def request_reviewers(self, number: int, logins: list[str]) -> None:
-        self._call(
-            "POST", f"{self.base}/pulls/{number}/requested_reviewers", body={"reviewers": logins}
-        )
+    def request_reviewers(self, number: int, logins: list[str], teams: Sequence[str] = ()) -> None:
+        body: dict[str, Any] = {"reviewers": logins}
+        if teams:
+            body["team_reviewers"] = list(teams)
+        self._call("POST", f"{self.base}/pulls/{number}/requested_reviewers", body=body)
+
+    def remove_requested_reviewers(self, number: int, logins: list[str], teams: list[str]) -> None:
+        """Withdraw review requests no longer needed (GitHub's DELETE takes a body)."""
+        body = {"reviewers": logins, "team_reviewers": teams}
+        self._call("DELETE", f"{self.base}/pulls/{number}/requested_reviewers", body=body)
 
     def create_pull(
         self, *, title: str, head: str, base: str, body: str, draft: bool = True

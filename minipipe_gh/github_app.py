@@ -19,6 +19,8 @@ from .github_api import PERMISSION_TTL_S, AppAPI, ETagCache, RepoAPI, TTLCache
 
 RENEW_BEFORE_S = 300
 POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
+TEAM_TTL_S = 300.0  # team memberships, for reviewer teams and code-owner teams
+BLOB_TTL_S = 86400.0  # parsed CODEOWNERS by blob SHA: a blob never changes
 TIMEOUT_S = 15
 # PyGithub sleeps between requests (0.25 s, and 1 s between writes) by default. A
 # worker handles one delivery's few requests in sequence and reschedules on a
@@ -46,6 +48,8 @@ class GitHubApp:
         self.permissions = TTLCache(PERMISSION_TTL_S)
         self.policies = TTLCache(POLICY_TTL_S)
         self.etags = ETagCache()
+        self.teams = TTLCache(TEAM_TTL_S)
+        self.code_owners = TTLCache(BLOB_TTL_S)
 
     def _app_auth(self) -> Auth.AppAuth:
         if self.app_id is None or not self.private_key:
@@ -117,6 +121,7 @@ class GitHubApp:
             full_name,
             permissions=self.permissions,
             etags=self.etags,
+            teams=self.teams,
         )
 
     def as_app(self) -> AppAPI:

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import audit, pagination
+from . import audit, owners, pagination
 from .errors import Invalid, NotFound, Refused
 from .models import AgentSession, AuditEntry, Patch, utcnow
 from .pagination import Page
@@ -209,8 +209,12 @@ def approve_patch(
     source: str = "api",
     required_approvals: int = 1,
     expected_version: int | None = None,
+    as_owners: Sequence[str] = (),
 ) -> Patch:
     """Add ``reviewer``'s approval of this SHA; enough distinct approvers queue the patch.
+
+    ``as_owners``: the code owners the reviewer stands for (``owners.identities``); with
+    code owners required, the patch queues only once every owned path is covered.
 
     The same person (same user id, or same login in any case) counts once. An
     approval given while the checks still run is kept and takes effect when the
@@ -225,10 +229,11 @@ def approve_patch(
         transition(db, patch, P.QUEUED, actor=who.login, source=source)
     given = approvers(patch)
     if not who.among(a.who for a in given):
-        given.append(Approval(who, patch.patch_id, utcnow().isoformat()))
+        given.append(Approval(who, patch.patch_id, utcnow().isoformat(), tuple(as_owners)))
     patch.meta = with_approvals(patch.meta, given)
     _review(patch, review_comment=comment)
-    if patch.state in DECIDABLE and len(given) >= required_approvals:
+    waiting = owners_waiting(patch)
+    if patch.state in DECIDABLE and len(given) >= required_approvals and not waiting:
         _review(
             patch,
             review_status="approved",
@@ -243,7 +248,9 @@ def approve_patch(
         patch,
         who.login,
         source,
-        f"approval {len(given)} of {required_approvals}" + (f": {comment}" if comment else ""),
+        f"approval {len(given)} of {required_approvals}"
+        + (f"; {waiting}" if waiting else "")
+        + (f": {comment}" if comment else ""),
     )
     return patch
 
@@ -274,7 +281,7 @@ def cancel_approval(
             ),
         )
     patch.meta = with_approvals(patch.meta, kept)
-    if patch.state == P.QUEUED and len(kept) < required_approvals:
+    if patch.state == P.QUEUED and (len(kept) < required_approvals or owners_waiting(patch)):
         _review(patch, review_status="pending", reviewed_by=None, reviewed_at=None)
         return transition(
             db, patch, P.AWAITING_REVIEW, actor=who.login, source=source, reason=reason
@@ -406,6 +413,9 @@ def apply_pending_review(
     Approvals and ``/review`` requests given while the checks ran take effect here.
     """
     given = approvals(patch)
+    waiting = owners_waiting(patch)
+    if waiting:
+        return transition(db, patch, P.AWAITING_REVIEW, actor=actor, source=source, reason=waiting)
     if len(given) >= required_approvals:
         _review(
             patch, review_status="approved", reviewed_by=given[-1], reviewed_at=utcnow().isoformat()
@@ -428,6 +438,17 @@ def apply_pending_review(
     return transition(
         db, patch, P.QUEUED, actor=actor, source=source, reason="low risk: queued automatically"
     )
+
+
+def owners_waiting(patch: Patch) -> str | None:
+    """With code owners required: what still waits for them (for the audit trail), else
+    None. The rule itself is ``owners.coverage``."""
+    found = owners.patch_coverage(patch.meta)
+    if found is None or found.complete:
+        return None
+    paths = found.waiting_paths
+    shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return f"waiting for code owners: {shown}"
 
 
 def supersede(db: Session, old: Patch, new_sha: str, *, actor: str, source: str) -> Patch:

@@ -290,6 +290,21 @@ class NeutralCheckRun(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class ReviewRequest(Base):
+    """A code owner the app asked to review a PR (a user ``@login`` or a team ``@org/team``).
+
+    Kept so that a request is never sent twice, and is withdrawn once what that owner
+    could cover is covered. Kept apart from the session row, whose version the API uses.
+    """
+
+    __tablename__ = "review_requests"
+
+    project_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pr_number: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reviewer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class ApiToken(Base):
     """A bearer token for the bot API; only its SHA-256 is stored."""
 

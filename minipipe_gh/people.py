@@ -145,9 +145,13 @@ class Approval:
     who: Person
     sha: str | None  # the head SHA the approver saw
     at: str | None = None
+    owners: tuple[str, ...] = ()  # the code owners they stand for (``owners.identities``)
 
     def as_json(self) -> dict[str, Any]:
-        return {"login": self.who.login, "id": self.who.id, "sha": self.sha, "at": self.at}
+        out = {"login": self.who.login, "id": self.who.id, "sha": self.sha, "at": self.at}
+        if self.owners:
+            out["owners"] = list(self.owners)
+        return out
 
 
 def approvals(meta: Mapping[str, Any]) -> list[Approval]:
@@ -158,7 +162,8 @@ def approvals(meta: Mapping[str, Any]) -> list[Approval]:
     for raw in recorded:
         who = person(raw)
         if who is not None and not who.among(a.who for a in out):
-            out.append(Approval(who, raw.get("sha"), raw.get("at")))
+            owners = tuple(str(o) for o in raw.get("owners") or ())
+            out.append(Approval(who, raw.get("sha"), raw.get("at"), owners))
     return out
 
 

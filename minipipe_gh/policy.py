@@ -289,6 +289,7 @@ class Policy:
     dismiss_stale_approvals: bool = True
     required_approvals: int = 1
     hold_permission: str = "triage"
+    require_code_owners: bool = False  # every touched path approved by one of its owners
     high_paths: tuple[str, ...] = ("**/auth/**", "**/security/**")
     max_auto_queue_changes: int = 400
     auto_queue_low_risk: bool = True
@@ -299,6 +300,8 @@ class Policy:
     agents: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
     foreign_commits: str = "review"  # provenance.foreign_commits
     source_sha: str | None = field(default=None, compare=False)
+    # the default branch's CODEOWNERS (an ``owners.OwnersFile``), read only when required
+    code_owners: Any = field(default=None, compare=False)
 
     def guardrails(self, agent_type: str | None) -> Guardrails:
         """``agents.default`` (the built-in defaults where it is silent), then the entry
@@ -346,6 +349,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
         "dismiss_stale_approvals": "bool",
         "required_approvals": "positive_int",
         "hold_permission": "permission",
+        "require_code_owners": "bool",
     },
     "risk": {
         "high_paths": "globs",

@@ -14,12 +14,19 @@ from typing import Any
 from github import GithubException
 from sqlalchemy import select
 
-from . import checkrun, limits
+from . import checkrun, limits, owners, people
 from .effects import EffectContext, executor
 from .github_api import RepoAPI
 from .ledger import get_patch
-from .models import AgentSession, AuditEntry, CheckRunRef, NeutralCheckRun, Patch
-from .patch_states import TERMINAL
+from .models import (
+    AgentSession,
+    AuditEntry,
+    CheckRunRef,
+    NeutralCheckRun,
+    Patch,
+    ReviewRequest,
+)
+from .patch_states import OPEN, TERMINAL
 
 RECENT = 5
 log = logging.getLogger(__name__)
@@ -131,6 +138,53 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])
+
+
+@executor("owner_reviews", best_effort=True)
+def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
+    """Ask a small covering set of code owners to review what still waits, never an
+    author; a request made before (``ReviewRequest``) is not sent again, and one whose
+    paths are covered since is withdrawn. Best effort (``effects``): GitHub refusing
+    for good (403, 404, 422: not a collaborator, a team without access) is audited and
+    skipped, and asked again at the next change."""
+    project = spec["project"]
+    with ectx.database.unit(write=False) as s:
+        patch = get_patch(s, spec["ledger_id"])
+        session = s.get(AgentSession, patch.session_id)
+        cov = owners.patch_coverage(patch.meta)
+        if session is None or patch.pr_number is None or cov is None or patch.state not in OPEN:
+            return  # a superseded patch: the new one's effect asks
+        number = patch.pr_number
+        asked = list(
+            s.scalars(
+                select(ReviewRequest.reviewer)
+                .where(ReviewRequest.project_id == project, ReviewRequest.pr_number == number)
+                .order_by(ReviewRequest.created_at, ReviewRequest.reviewer)
+            )
+        )
+        authors = [p.login for p in people.authors(session.meta)]
+        want = list(owners.suggest(cov, authors, asked))
+        # asked again already by this push (the stale-approval rule): not sent twice
+        rerequested = {f"@{login.lower()}" for login in patch.meta.get("rerequested") or []}
+    add = [o for o in want if o not in asked]
+    drop = [o for o in asked if o not in want]
+    api = _api(ectx, project)
+    send = [o for o in add if o not in rerequested]
+    if send:
+        users, teams = owners.split(send)
+        api.request_reviewers(number, users, teams)  # refused for good: audited, skipped
+    if add:
+        with ectx.database.unit() as s:
+            for owner in add:
+                s.merge(ReviewRequest(project_id=project, pr_number=number, reviewer=owner))
+    if drop:
+        users, teams = owners.split(drop)
+        api.remove_requested_reviewers(number, users, teams)
+        with ectx.database.unit() as s:
+            for owner in drop:
+                row = s.get(ReviewRequest, (project, number, owner))
+                if row is not None:
+                    s.delete(row)
 
 
 def _gated(ectx: EffectContext, project: str, sha: str) -> Patch | None:

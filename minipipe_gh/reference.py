@@ -52,6 +52,9 @@ MEANING = {
     "review.dismiss_stale_approvals": "a new push drops the approvals of the superseded patch",
     "review.required_approvals": "distinct approvers a patch needs",
     "review.hold_permission": "permission needed to `/hold`",
+    "review.require_code_owners": (
+        "every touched path needs an approval from one of its CODEOWNERS owners"
+    ),
     "risk.high_paths": "a patch touching these is high risk",
     "risk.max_auto_queue_changes": "patches with more changed lines are high risk",
     "risk.auto_queue_low_risk": "low-risk patches are approved (queued) without review",
@@ -119,6 +122,15 @@ def check_run_table() -> str:
         _row(
             "open, with `.github/minipipe.yml` invalid",
             checkrun.body(_patch(PatchState.AWAITING_REVIEW), checkrun.View(policy_error="x")),
+        )
+    )
+    rows.append(
+        _row(
+            "open, with the CODEOWNERS it requires unparsable",
+            checkrun.body(
+                _patch(PatchState.AWAITING_REVIEW),
+                checkrun.View(policy_error=".github/CODEOWNERS: line 1: x"),
+            ),
         )
     )
     rows.append(

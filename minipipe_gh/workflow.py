@@ -8,12 +8,12 @@ worker to perform after the database changes commit.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy import select
 
-from . import ledger, people, registry
+from . import ledger, owners, people, registry
 from .context import Context
 from .db import attempt
 from .errors import Refused
@@ -98,8 +98,34 @@ def load_policy(
             result = (parse(text, source_sha=sha), None)
         except PolicyError as err:
             result = (Policy(source_sha=sha), str(err))
+    if result[0].require_code_owners and result[1] is None:
+        result = load_code_owners(app, api, default_branch, result[0])
     app.policies.put(api.full_name, result)
     return result
+
+
+def load_code_owners(
+    app: GitHubApp, api: RepoAPI, default_branch: str | None, policy: Policy
+) -> tuple[Policy, str | None]:
+    """The default branch's CODEOWNERS where GitHub looks (first found wins), read with
+    the policy and cached with it; parsed once per blob SHA. An unparsable file is an
+    error like an invalid policy: nothing moves on it."""
+    for path in owners.LOCATIONS:
+        found = api.file(path, ref=default_branch)
+        if found is None:
+            continue
+        sha, text = found
+        parsed = app.code_owners.get((path, sha))
+        if parsed is None:
+            try:
+                parsed = owners.parse(text, path=path, sha=sha)
+            except owners.CodeOwnersError as err:
+                parsed = str(err)
+            app.code_owners.put((path, sha), parsed)
+        if isinstance(parsed, str):
+            return policy, parsed
+        return replace(policy, code_owners=parsed), None
+    return policy, None
 
 
 def source(ctx: Context) -> str:
@@ -117,6 +143,9 @@ def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str |
         required_approvals=policy.required_approvals,
         policy_error=error,
     )
+    if owners.META in patch.meta and patch.pr_number is not None:
+        # after the check run, best effort: ask a covering set of owners to review
+        ctx.effect("owner_reviews", project=repo.project, ledger_id=patch.ledger_id)
 
 
 # -- sessions -------------------------------------------------------------------------
@@ -266,7 +295,7 @@ def record_head(
         paths=paths,
         risk=risk,
         risk_reasons=reasons,
-        metadata=guard_meta(guard),
+        metadata={**guard_meta(guard), **owners_meta(policy, paths)},
     )
     if guard.outcome != "pass":
         note(
@@ -282,6 +311,14 @@ def record_head(
     evaluate(ctx, repo, new, policy, error, head.verdict)
     publish(ctx, repo, new, policy, error)
     return new
+
+
+def owners_meta(policy: Policy, paths: list[str]) -> dict[str, Any]:
+    """With ``review.require_code_owners``, the owners of each touched path, fixed when
+    the patch is recorded (a push records a new patch, so it is judged afresh)."""
+    if not policy.require_code_owners:
+        return {}
+    return {owners.META: owners.assign(policy.code_owners, paths)}
 
 
 def guard_meta(guard: GuardVerdict) -> dict[str, Any]:
@@ -353,16 +390,13 @@ def _supersede(
         if why:
             ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
         else:
+            again = [g for g in given if g.lower() != pr["user"]["login"].lower()]
             new.meta = {
                 **new.meta,
                 "stale_approvals": [f"@{who} approved {old.patch_id[:12]}" for who in given],
+                "rerequested": again,  # code owners among them are not asked twice
             }
-            ctx.effect(
-                "request_reviewers",
-                project=repo.project,
-                number=pr["number"],
-                logins=[g for g in given if g.lower() != pr["user"]["login"].lower()],
-            )
+            ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
     ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
     publish(ctx, repo, old, policy, error)
 

@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from minipipe_gh import charts, dashboard, ledger, oauth, registry, signins
+from minipipe_gh import charts, dashboard, ledger, oauth, registry, signins, stats
 from minipipe_gh.config import Settings
 from minipipe_gh.db import Database
 from minipipe_gh.models import (
@@ -860,6 +860,29 @@ def test_the_stats_page_shows_each_agents_open_sessions_against_its_limit(
         ' class="at-limit"',  # aider holds all it may
     )
     assert shown["claude"] == ("1 of 4 (agents.default.max_open_sessions)", "")
+
+
+def test_stats_show_what_each_agents_work_cost_per_merged_patch(client, users, rt):
+    landed, lid = seed_patch(rt.database, agent="claude", pr_number=2)
+    seed_patch(rt.database, agent="aider", pr_number=3, sha="b" * 40)
+    with rt.database.unit() as s:
+        stats.record_usage(s, landed, tokens_in=1000, tokens_out=200, cost_usd=1.5)
+        stats.record_usage(s, landed, cost_usd=0.75, model="other")
+        patch = ledger.get_patch(s, lid)
+        ledger.transition(s, patch, "queued", actor="carol", source="test", reason="approved")
+        ledger.transition(s, patch, "applied", actor="github", source="test", reason="merged")
+    sign_in(client, users, "carol")
+
+    page = client.get("/stats").text
+
+    assert "<th>Cost per merged patch</th>" in page
+    claude = page.split('<td data-label="Agent">claude</td>', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-label="Reported cost">$2.25</td>' in claude
+    assert '<td data-label="Merged patches">1</td>' in claude
+    assert '<td data-label="Cost per merged patch">$2.25</td>' in claude
+    aider = page.split('<td data-label="Agent">aider</td>', 1)[1].split("</tr>", 1)[0]
+    assert '<td data-label="Reported cost">—</td>' in aider
+    assert '<td data-label="Cost per merged patch">—</td>' in aider
 
 
 def test_error_pages_are_html_and_the_api_keeps_json(client, users):

@@ -13,6 +13,7 @@ from .. import ledger, registry
 from ..context import Context
 from ..db import attempt
 from ..errors import Refused
+from ..owners import LOCATIONS
 from ..patch_states import PatchState
 from ..policy import PATH
 from ..routing import Router
@@ -118,8 +119,8 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
 
 @router.register("push")
 def on_push(ctx: Context) -> None:
-    """A change to the policy file on the default branch drops the cached policy and
-    judges the patches its guardrails blocked again."""
+    """A change to the policy file (or to CODEOWNERS, read with it) on the default branch
+    drops the cached policy and judges the patches its guardrails blocked again."""
     repo = ctx.payload.get("repository") or {}
     if ctx.payload.get("ref") != f"refs/heads/{repo.get('default_branch')}":
         return
@@ -129,6 +130,6 @@ def on_push(ctx: Context) -> None:
         for key in ("added", "modified", "removed")
         for path in commit.get(key) or []
     }
-    if PATH in touched and ctx.app is not None:
+    if (PATH in touched or touched & set(LOCATIONS)) and ctx.app is not None:
         ctx.app.policies.drop(repo["full_name"])
         release_blocked(ctx, Repo.of(ctx))  # a policy change releases what it no longer blocks
