@@ -935,6 +935,14 @@ def report(outs: list[Outcome], args: argparse.Namespace) -> bool:
             ok &= owners_report(o, args)
         if o.unattributed:
             print(f"  {o.cfg.key}: not attributed to a delivery: {dict(o.unattributed)}")
+    for o in outs:
+        patches = [r for r in o.done if r.step == "opened"]
+        listed = sum(r.requests.get("GET pulls/{n}/commits", 0) for r in patches)
+        print(
+            f"  {o.cfg.key}: guardrails per patch: {listed / max(1, len(patches)):.2f} "
+            "GET pulls/{n}/commits (provenance; the only call they add: paths come from "
+            "the files listing risk reads anyway)"
+        )
     first = outs[0]
     print(f"  routes per delivery, {first.cfg.label}:")
     for step in STEPS:

@@ -8,6 +8,7 @@ for any repository, in GitHub's shapes:
 * ``POST /app/installations/{id}/access_tokens`` (a token valid for an hour),
 * ``GET  /repos/{o}/{r}/contents/{path}`` (404: no policy file, the defaults apply),
 * ``GET  /repos/{o}/{r}/pulls/{n}/files`` (one high-risk and one ordinary file),
+* ``GET  /repos/{o}/{r}/pulls/{n}/commits`` (one commit by the session's bot, ``agent-bot``),
 * ``GET  /repos/{o}/{r}/commits/{sha}/check-suites`` (one CI suite, in progress
   until ``POST /_fake/ci`` says it finished) and ``.../check-runs`` (ours),
 * ``GET  /repos/{o}/{r}/collaborators/{login}/permission`` (``write``),
@@ -75,6 +76,7 @@ _TABLE = (  # method, route (as counted), path pattern below the API root
     ),
     ("GET", "contents/{path}", REPO + r"/contents/(?P<path>.+)"),
     ("GET", "pulls/{n}/files", REPO + r"/pulls/(?P<pr>\d+)/files"),
+    ("GET", "pulls/{n}/commits", REPO + r"/pulls/(?P<pr>\d+)/commits"),
     ("GET", "commits/{sha}/check-suites", REPO + r"/commits/(?P<sha>[^/]+)/check-suites"),
     ("GET", "commits/{sha}/check-runs", REPO + r"/commits/(?P<sha>[^/]+)/check-runs"),
     (
@@ -206,6 +208,15 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         return 200, TEAM
     if name == "pulls/{n}/files":
         return 200, FILES
+    if name == "pulls/{n}/commits":
+        bot = {"login": "agent-bot", "type": "User"}  # the PR's author in tests/scenario.py
+        git = {
+            "name": "agent-bot",
+            "email": "agent-bot@example.com",
+            "date": "2026-12-01T10:00:00Z",
+        }
+        commit = {"message": "fix", "author": git, "committer": git}
+        return 200, [{"sha": "f" * 40, "commit": commit, "author": bot, "committer": bot}]
     if name == "commits/{sha}/check-suites":
         conclusion = STATE.ci.get(g["sha"])
         suite = {

@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import HTTPException
 
-from . import actors, installations, ledger, people, registry, stats, tokens
+from . import actors, installations, ledger, people, registry, session_limits, stats, tokens
 from .authz import SessionMove
 from .commands import Verb
 from .errors import (
@@ -40,6 +40,7 @@ from .models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from .openapi import served
 from .pagination import check_limit, decode, encode
 from .people import Person
+from .policy import Policy
 from .runtime import Runtime
 from .serialize import audit_dict, change_version, patch_dict, session_dict
 from .session_pr import open_session_pr
@@ -63,10 +64,12 @@ class ApiError(Exception):
         code: str,
         message: str,
         field: str | None = None,
+        extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status, self.code, self.field = status, code, field
+        self.extra = extra or {}
         self.headers = headers or {}
 
 
@@ -74,16 +77,23 @@ def rt() -> Runtime:
     return current_app.extensions["minipipe"]
 
 
-def error_response(status: int, code: str, message: str, field: str | None = None) -> Any:
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    field: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Any:
     err: dict[str, Any] = {"code": code, "message": message}
     if field:
         err["field"] = field
+    err.update(extra or {})
     return jsonify(error=err), status
 
 
 @bp.errorhandler(ApiError)
 def _api_error(err: ApiError) -> Any:
-    resp, status = error_response(err.status, err.code, str(err), err.field)
+    resp, status = error_response(err.status, err.code, str(err), err.field, err.extra)
     resp.headers.update(err.headers)
     if status == 401:  # RFC 6750: say which scheme, and why the token was refused
         why = ', error="invalid_token"' if request.headers.get("Authorization") else ""
@@ -218,12 +228,24 @@ def create_session() -> Any:
             400, "invalid", "Idempotency-Key must be 1-150 characters", "Idempotency-Key"
         )
     scoped_key = f"{g.token.id}:{key}" if key else None
+    registry.check_session_fields(agent_type, title)
     fingerprint = _fingerprint(data)
     r = rt()
-    installations.look_up(r.database, r.github, project)  # its installation event may be lost
+    found = installations.look_up(r.database, r.github, project)  # its event may be lost
+    if found is None:
+        raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
+    limits = _limits_policy(found[0], project, scoped_key)
     try:
         installation_id, session_id, limit_headers = _start_session(
-            project, agent_type, title, base, workstream, metadata, scoped_key, fingerprint
+            project,
+            agent_type,
+            title,
+            base,
+            workstream,
+            metadata,
+            scoped_key,
+            fingerprint,
+            limits,
         )
     except _Done as done:
         return jsonify(done.session), 200
@@ -251,7 +273,14 @@ def create_session() -> Any:
         session.branch, session.base_branch = opened.branch, opened.base_branch
         session.pr_number = session.pr_number or opened.pr_number
         session.head_sha = session.head_sha or opened.head_sha
-        session.meta = {**session.meta, "pr_url": opened.pr_url, "github_error": None}
+        # the branch's first commit is the app's own (empty, naming the session): it is
+        # no foreign commit of the session's patches (people.commit_provenance)
+        session.meta = {
+            **session.meta,
+            "pr_url": opened.pr_url,
+            "github_error": None,
+            "seed_commit": opened.head_sha,
+        }
         result = session_dict(session)
     resp = jsonify(result)
     resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
@@ -357,12 +386,15 @@ def _start_session(
     metadata: dict[str, Any] | None,
     scoped_key: str | None,
     fingerprint: str,
+    policy: Policy | None,
 ) -> tuple[int, str, dict[str, str]]:
     """The session row, new or the key's earlier one, claimed by this request.
 
     Returns (installation id, session id, rate-limit headers). A key's session
     is answered again once its PR exists; a key whose create failed, or whose
     claim expired, is taken over by this retry; a live claim is 409 in_progress.
+    A new one is refused (409 ``too_many_sessions``) when the agent type already
+    holds ``agents.<type>.max_open_sessions`` open sessions on the repository.
     """
     with rt().database.unit() as s:
         existing = registry.find_by_idempotency_key(s, scoped_key) if scoped_key else None
@@ -392,6 +424,8 @@ def _start_session(
             raise ApiError(404, "not_installed", f"the GitHub App is not installed on {project}")
         installation_id = inst.installation_id
         project = inst.full_name  # GitHub's spelling, as webhooks carry it
+        if policy is not None and (existing is None or not existing.meta.get("limit_checked")):
+            _over_limit(s, policy, project, agent_type, existing)
         # The bot (the token's user) and the installation are recorded with the row itself:
         # a webhook for the PR may bind the session before GitHub's answer reaches us, or
         # that answer may be lost, and the session must never be left without its bot.
@@ -419,6 +453,8 @@ def _start_session(
         )
         if existing is not None and not existing.meta.get("bot_login"):
             existing.meta = {**own, **existing.meta}  # a row older than the bot's record
+        if policy is not None:  # admitted under agents.<type>.max_open_sessions
+            session.meta = {**session.meta, "limit_checked": True}
         if scoped_key:  # the claim; a concurrent takeover loses on the row's version
             session.meta = {
                 **session.meta,
@@ -428,6 +464,69 @@ def _start_session(
         session_id = session.session_id
 
     return installation_id, session_id, headers
+
+
+def _limits_policy(installation_id: int, project: str, scoped_key: str | None) -> Policy | None:
+    """The policy for ``agents.<type>.max_open_sessions``, read before any row is written,
+    when this request may make a session that was never checked against the limit.
+
+    None when no check is due (the key's session passed it already) or GitHub cannot be
+    reached now: the create then fails at GitHub, records ``github_error``, and the retry
+    that takes the row over is checked (``limit_checked`` in the session metadata)."""
+    if scoped_key:
+        with rt().database.unit(write=False) as s:
+            existing = registry.find_by_idempotency_key(s, scoped_key)
+            if existing is not None and (
+                existing.archived_at is not None
+                or existing.pr_number is not None
+                or existing.meta.get("limit_checked")
+                or not existing.meta.get("github_error")
+            ):
+                return None  # answered, refused or claimed by the rules below, not the limit
+    try:
+        policy, _error = load_policy(rt().github, rt().github.repo(installation_id, project), None)
+    except UPSTREAM_ERRORS:
+        return None
+    return policy
+
+
+def _over_limit(
+    s: Any, policy: Policy, project: str, agent_type: str, existing: AgentSession | None
+) -> None:
+    """409 ``too_many_sessions`` naming the limit and the open sessions, if the agent type
+    holds its ``max_open_sessions`` already (a row this request takes over excepted, and
+    failed so it holds nothing)."""
+    limit = policy.guardrails(agent_type).max_open_sessions
+    if not limit:
+        return
+    session_limits.lock_repository(s, project)
+    held = [
+        h
+        for h in session_limits.open_sessions(s, project, agent_type)
+        if existing is None or h.session_id != existing.session_id
+    ]
+    why = session_limits.refusal(policy, agent_type, held)
+    if not why:
+        return
+    if existing is not None:
+        registry.complete_session(
+            s,
+            existing.session_id,
+            success=False,
+            actor="minipipe",
+            source="api",
+            reason=f"too_many_sessions: {why}",
+        )
+        s.commit()  # the refusal stands: the taken-over row holds no session any more
+    raise ApiError(
+        409,
+        "too_many_sessions",
+        why,
+        extra={
+            "limit": limit,
+            "open_sessions": [{"session_id": h.session_id, "state": h.state} for h in held],
+        },
+    )
 
 
 def _record_bot_id(session_id: str, user_id: int | None) -> None:

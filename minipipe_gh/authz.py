@@ -41,12 +41,19 @@ class PullFacts:
     approve_permission: str | None = None
     blocked: bool = False  # blocked by its guardrails: no approval can queue it
     token_users: tuple[Person, ...] = ()  # whose API tokens created or moved the session
+    # every author and committer of the patch's commits (the PR's commits listing)
+    commit_people: tuple[Person, ...] = ()
+    # those of them who are not the session's bot, under provenance.foreign_commits review
+    foreign_people: tuple[Person, ...] = ()
     owner_teams: tuple[str, ...] = ()  # "org/team" code owners of the patch's paths
 
     @property
     def authors(self) -> list[Person]:
-        """Who may not approve as an independent reviewer: author, bot, token users."""
-        return merged([person(self.author), person(self.session_bot), *self.token_users])
+        """Who may not approve as an independent reviewer: author, bot, token users, and
+        everyone who authored or committed a commit of the patch."""
+        return merged(
+            [person(self.author), person(self.session_bot), *self.token_users, *self.commit_people]
+        )
 
     @property
     def bot(self) -> Person | None:
@@ -97,6 +104,11 @@ def refusal(verb: Verb, actor: Actor, policy: Policy, facts: PullFacts) -> str |
                 f"this patch is high risk: only the configured reviewers "
                 f"({_who(policy)}) may {verb} it"
             )
+    if verb == Verb.APPROVE and actor.person.among(facts.foreign_people):
+        return (
+            f"@{actor.login} authored or committed a commit of this patch that is not the "
+            "session's bot's (provenance.foreign_commits): someone else must approve it"
+        )
     if (
         verb == Verb.APPROVE
         and not policy.allow_self_approval

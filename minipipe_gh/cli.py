@@ -653,6 +653,52 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
     )
 
 
+@sessions.command("limits")
+@click.option("--project", "project_id", required=True, help="The repository, owner/name.")
+@json_option
+@pass_ctx
+@core_errors
+def sessions_limits(ctx: Ctx, project_id: str, as_json: bool) -> None:
+    """Per agent type: open sessions (created, active, paused) against
+    agents.<type>.max_open_sessions in the repository's .github/minipipe.yml."""
+    from sqlalchemy import func, select
+
+    from .models import InstalledRepository
+    from .session_limits import counts
+    from .workflow import load_policy
+
+    with ctx.db.unit(write=False) as s:
+        inst = s.scalars(
+            select(InstalledRepository).where(
+                func.lower(InstalledRepository.full_name) == project_id.lower()
+            )
+        ).first()
+    if inst is None:
+        raise click.ClickException(f"the GitHub App is not installed on {project_id}")
+    github = GitHubApp(ctx.settings.app_id, ctx.settings.private_key, ctx.settings.api_url)
+    try:
+        policy, error = load_policy(github, github.repo(inst.installation_id, inst.full_name), None)
+    except GithubException as err:
+        raise click.ClickException(f"GitHub answered {err.status}: {err.data}") from err
+    if error:
+        raise click.ClickException(error)
+    with ctx.db.unit(write=False) as s:
+        rows = [
+            {
+                "agent_type": c.agent_type,
+                "open": c.open,
+                "limit": c.limit or None,
+                "open_sessions": c.shown(),
+                "rule": c.rule,
+            }
+            for c in counts(s, inst.full_name, policy)
+        ]
+    if as_json:
+        emit_json({"project_id": inst.full_name, "items": rows})
+        return
+    emit_table(rows, ("agent_type", "open_sessions", "rule"))
+
+
 # --- tokens -------------------------------------------------------------------------
 
 

@@ -31,16 +31,30 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from . import api, audit, charts, ledger, lost, people, scoped, serialize, stats, waits, worker
+from . import (
+    api,
+    audit,
+    charts,
+    ledger,
+    lost,
+    people,
+    scoped,
+    serialize,
+    session_limits,
+    stats,
+    waits,
+    worker,
+)
 from .commands import Verb
 from .errors import Conflict, Invalid, MinipipeError, NotFound, PermissionDenied, Refused
 from .models import AgentSession, utcnow
 from .oauth import current_viewer
 from .patch_states import OPEN, PatchState
-from .policy import permission_at_least
+from .policy import Policy, guard_record, permission_at_least
 from .runtime import Runtime
 from .session_states import SessionState
 from .signins import Viewer
+from .workflow import load_policy
 
 log = logging.getLogger(__name__)
 bp = Blueprint("dashboard", __name__)
@@ -235,6 +249,7 @@ def _patch(
         patch=patch,
         work=session,
         history=history,
+        guard=guard_record(patch.meta),
         can_approve=patch.state in OPEN - {PatchState.QUEUED},
         can_reject=patch.state in OPEN,
         error=error,
@@ -364,14 +379,38 @@ def stats_page(viewer: Viewer) -> Reply:
     if wanted and repo is None:
         raise NotFound(f"repository {wanted} not found")
     rows: list[dict[str, Any]] = []
+    held: list[session_limits.OpenCount] = []
+    policy: Policy | None = None
     if repo is not None:
+        policy = _policy_or_none(repo)
         with rt().database.unit(write=False) as s:
             rows = stats.agent_stats(s, project_id=repo.full_name)
+            held = session_limits.counts(s, repo.full_name, policy)
     by_state = charts.stacked(
         [(r["agent_type"], r["by_state"]) for r in rows], charts.SESSION_COLORS
     )
     reviews = charts.stacked([(r["agent_type"], _decisions(r)) for r in rows], charts.REVIEW_COLORS)
-    return render_template("stats.html", rows=rows, repo=repo, by_state=by_state, reviews=reviews)
+    return render_template(
+        "stats.html",
+        rows=rows,
+        repo=repo,
+        by_state=by_state,
+        reviews=reviews,
+        held={h.agent_type: h for h in held},
+        policy_unread=repo is not None and policy is None,
+    )
+
+
+def _policy_or_none(repo: Any) -> Policy | None:
+    """The repository's policy for the open-session limits; None when GitHub cannot
+    be asked now or the file is invalid (the page then shows no limits, and says so)."""
+    try:
+        api = rt().github.repo(repo.installation_id, repo.full_name)
+        policy, error = load_policy(rt().github, api, None)
+    except (GithubException, OSError) as err:
+        current_app.logger.info("policy of %s not read: %s", repo.full_name, err)
+        return None
+    return None if error else policy
 
 
 def _decisions(row: dict[str, Any]) -> dict[str, int]:

@@ -19,7 +19,7 @@ from .errors import IllegalTransition, PermissionDenied, Refused
 from .models import AgentSession, Patch, utcnow
 from .patch_states import MACHINE as PATCH_MACHINE
 from .patch_states import OPEN
-from .policy import Policy, blocked_by_guardrails
+from .policy import Policy, blocked_by_guardrails, guard_record
 from .session_states import MACHINE as SESSION_MACHINE
 from .transitions import check_version, note, refusal
 
@@ -41,6 +41,7 @@ TARGET = {
 
 
 def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
+    guard = guard_record(patch.meta) if patch else None
     return PullFacts(
         author=people.pr_author(session.meta),
         session_bot=people.session_bot(session.meta),
@@ -48,6 +49,8 @@ def facts(session: AgentSession, patch: Patch | None) -> PullFacts:
         approve_permission=patch.meta.get("approve_permission") if patch else None,
         blocked=blocked_by_guardrails(patch.meta) if patch else False,
         token_users=tuple(people.token_users(session.meta)),
+        commit_people=tuple(people.recorded_people(guard.people)) if guard else (),
+        foreign_people=tuple(people.recorded_people(guard.foreign)) if guard else (),
         owner_teams=owners.teams_of(patch.meta) if patch else (),
     )
 

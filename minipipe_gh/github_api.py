@@ -211,6 +211,11 @@ class RepoAPI:
             for f in files
         ]
 
+    def pr_commits(self, number: int) -> list[dict[str, Any]]:
+        """The PR's commits with their author and committer (GitHub lists at most 250),
+        one request per page of 100: who stands behind the patch (provenance)."""
+        return self._pages(f"{self.base}/pulls/{number}/commits", max_pages=3)
+
     def commit_tree(self, sha: str) -> str:
         return self._call("GET", f"{self.base}/git/commits/{sha}")["tree"]["sha"]
 

@@ -35,6 +35,13 @@ ERROR_CODES: list[tuple[str, int, str]] = [
         409,
         "A request with this Idempotency-Key is running. Retry after `Retry-After`.",
     ),
+    (
+        "too_many_sessions",
+        409,
+        "The agent type holds `agents.<type>.max_open_sessions` open sessions (created, "
+        "active, paused) on the repository; `error.limit` and `error.open_sessions` name "
+        "them. Retry once one of them has ended.",
+    ),
     ("no_installation", 409, "The session is not linked to an installation. Final."),
     ("policy_invalid", 409, "`.github/minipipe.yml` is invalid; fix it, then retry."),
     ("idempotency_mismatch", 422, "The Idempotency-Key was used with another body. Use a new key."),
@@ -580,7 +587,8 @@ SPEC: dict[str, Any] = {
             "Conflict": _json(
                 _ref("ErrorResponse"),
                 "`illegal_transition`, `refused` (final), `conflict` (re-read and retry), "
-                "`in_progress` (retry after Retry-After), `no_installation`, `policy_invalid`",
+                "`in_progress` (retry after Retry-After), `too_many_sessions` (the agent "
+                "type's open-session limit), `no_installation`, `policy_invalid`",
                 headers={"Retry-After": {"$ref": "#/components/headers/Retry-After"}},
             ),
             "IdempotencyMismatch": _json(
@@ -617,8 +625,19 @@ SPEC: dict[str, Any] = {
                         },
                         "message": {"type": "string", "description": "For a human."},
                         "field": {"type": "string", "description": "The bad field (400)."},
+                        "limit": {
+                            "type": "integer",
+                            "description": "too_many_sessions: the agent type's limit.",
+                        },
+                        "open_sessions": {
+                            "type": "array",
+                            "description": "too_many_sessions: the open sessions, oldest first.",
+                            "items": _closed(
+                                {"session_id": {"type": "string"}, "state": {"type": "string"}}
+                            ),
+                        },
                     },
-                    optional=("field",),
+                    optional=("field", "limit", "open_sessions"),
                 ),
             },
             "NewSession": {

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .policy import permission_at_least
+from .policy import Provenance, permission_at_least
 
 
 @dataclass(frozen=True)
@@ -174,3 +174,70 @@ def with_approvals(meta: Mapping[str, Any], given: Iterable[Approval]) -> dict[s
         "approvers": [a.as_json() for a in given],
         "approvals": [a.who.login for a in given],
     }
+
+
+def seed_commit(meta: Mapping[str, Any]) -> str | None:
+    """The app's own first commit on an API-created session's branch (session metadata)."""
+    value = meta.get("seed_commit")
+    return value if isinstance(value, str) and value else None
+
+
+# -- commits -----------------------------------------------------------------------------
+
+# GitHub's own committer: commits made in the web UI, by "Update branch" or a merge are
+# committed by the ``web-flow`` account (git identity "GitHub <noreply@github.com>"). It
+# stands behind nothing: the commit's author, who pressed the button, is who counts.
+WEB_FLOW_ID = 19864447
+WEB_FLOW_EMAIL = "noreply@github.com"
+
+
+def _github_itself(account: Any, identity: Mapping[str, Any]) -> bool:
+    if isinstance(account, Mapping) and account.get("login"):
+        return account.get("id") == WEB_FLOW_ID or str(account["login"]).lower() == "web-flow"
+    return str(identity.get("email") or "").lower() == WEB_FLOW_EMAIL
+
+
+def commit_provenance(
+    commits: Iterable[Mapping[str, Any]], bot: Person | None, *, seed: str | None = None
+) -> Provenance:
+    """Who stands behind the PR's commits (GitHub's commits listing): every author and
+    committer with a GitHub account, and everyone who is not the session's bot.
+
+    A git identity GitHub links to no account cannot be shown to be the bot's: it is
+    foreign, named by its git name and e-mail. GitHub's own ``web-flow`` committer counts
+    as nobody (its commit's author does). ``seed`` is the empty commit the app itself
+    started an API-created session's branch with: it stands for no one."""
+    everyone: list[Person] = []
+    foreign: list[Person] = []
+    names: list[str] = []
+    for item in commits:
+        if seed and item.get("sha") == seed:
+            continue
+        git = item.get("commit") or {}
+        for role in ("author", "committer"):
+            account = item.get(role)
+            identity = git.get(role) or {}
+            if role == "committer" and _github_itself(account, identity):
+                continue
+            who = person(account) if isinstance(account, Mapping) else None
+            if who is None:
+                name = f"{identity.get('name') or '?'} <{identity.get('email') or '?'}>"
+                label = f"{name} (no GitHub account)"
+                if label not in names:
+                    names.append(label)
+                continue
+            if not who.among(everyone):
+                everyone.append(who)
+            if not who.same(bot) and not who.among(foreign):
+                foreign.append(who)
+                names.append(f"@{who.login}")
+    return Provenance(
+        tuple((p.login, p.id) for p in everyone),
+        tuple((p.login, p.id) for p in foreign),
+        tuple(names),
+    )
+
+
+def recorded_people(pairs: Iterable[tuple[str, int | None]]) -> list[Person]:
+    """People recorded on a patch's guardrail verdict (``policy.guard_record``)."""
+    return merged(Person(login, uid) for login, uid in pairs)

@@ -34,27 +34,117 @@ PROTECTED_PATHS = (
     "CLAUDE.md",
 )
 ON_PROTECTED = ("review", "block")
+FOREIGN_COMMITS = ("review", "block", "allow")
 PROTECTED_APPROVER = "maintain"  # who may approve a patch that touches protected paths
+
+
+@dataclass(frozen=True)
+class RuleVerdict:
+    """One guardrail's verdict on a patch: ``rule`` is the key as the file spells it
+    (``agents.aider.allowed_paths``, ``provenance.foreign_commits``), ``verdict`` one of
+    ``pass``, ``review``, ``block`` or ``unknown``, ``detail`` the sentence shown."""
+
+    guardrail: str  # protected_paths | allowed_paths | max_changed_files | foreign_commits
+    rule: str
+    verdict: str
+    detail: str
+
+    def as_meta(self) -> dict[str, str]:
+        return {
+            "guardrail": self.guardrail,
+            "rule": self.rule,
+            "verdict": self.verdict,
+            "detail": self.detail,
+        }
 
 
 @dataclass(frozen=True)
 class GuardVerdict:
     """What an agent's guardrails say of a patch: ``pass``, ``review`` or ``block``.
 
-    ``lines`` is each guardrail's verdict (for the check run and the audit trail);
-    ``reasons`` what sends the patch to review or blocks it, naming files and rule.
+    Recorded on the patch as ``metadata["guardrails"]`` (``as_meta``) and read back
+    only through ``guard_record``: ``rules`` is each guardrail's verdict, ``lines``
+    the same as sentences (check run, dashboard), ``reasons`` what sends the patch to
+    review or blocks it, naming files, people and rule. ``people`` is every GitHub
+    account that authored or committed one of the patch's commits (each counts as
+    an author), ``foreign`` those of them who are not the session's bot, and
+    ``foreign_names`` how the check names every foreign identity (git identities
+    with no GitHub account included).
     """
 
     outcome: str
     lines: tuple[str, ...]
     reasons: tuple[str, ...]
+    rules: tuple[RuleVerdict, ...] = ()
+    people: tuple[tuple[str, int | None], ...] = ()
+    foreign: tuple[tuple[str, int | None], ...] = ()
+    foreign_names: tuple[str, ...] = ()
+    commits_read: bool = False
 
     @property
     def approve_permission(self) -> str | None:
-        return PROTECTED_APPROVER if self.outcome == "review" else None
+        """Protected paths under ``review`` ask for ``maintain`` or more of an approver."""
+        protected = any(
+            r.guardrail == "protected_paths" and r.verdict == "review" for r in self.rules
+        )
+        return PROTECTED_APPROVER if protected and self.outcome == "review" else None
+
+    @property
+    def blocked(self) -> bool:
+        return self.outcome == "block"
+
+    def rule_for(self, guardrail: str) -> RuleVerdict | None:
+        return next((r for r in self.rules if r.guardrail == guardrail), None)
 
     def as_meta(self) -> dict[str, Any]:
-        return {"verdict": self.outcome, "lines": list(self.lines), "reasons": list(self.reasons)}
+        out: dict[str, Any] = {
+            "verdict": self.outcome,
+            "lines": list(self.lines),
+            "reasons": list(self.reasons),
+            "rules": [r.as_meta() for r in self.rules],
+        }
+        if self.commits_read:
+            out["commits_read"] = True
+            out["people"] = [{"login": login, "id": uid} for login, uid in self.people]
+            out["foreign"] = [{"login": login, "id": uid} for login, uid in self.foreign]
+            out["foreign_names"] = list(self.foreign_names)
+        return out
+
+
+def guard_record(patch_meta: dict[str, Any]) -> GuardVerdict | None:
+    """The guardrail verdict recorded on a patch (``metadata["guardrails"]``), typed;
+    ``None`` for a patch recorded before guardrails were judged."""
+    raw = patch_meta.get("guardrails")
+    if not isinstance(raw, dict) or "verdict" not in raw:
+        return None
+
+    def _people(key: str) -> tuple[tuple[str, int | None], ...]:
+        out = []
+        for p in raw.get(key) or []:
+            if isinstance(p, dict) and isinstance(p.get("login"), str):
+                out.append((p["login"], p["id"] if isinstance(p.get("id"), int) else None))
+        return tuple(out)
+
+    rules = tuple(
+        RuleVerdict(
+            str(r.get("guardrail", "")),
+            str(r.get("rule", "")),
+            str(r.get("verdict", "")),
+            str(r.get("detail", "")),
+        )
+        for r in raw.get("rules") or []
+        if isinstance(r, dict)
+    )
+    return GuardVerdict(
+        str(raw["verdict"]),
+        tuple(raw.get("lines") or ()),
+        tuple(raw.get("reasons") or ()),
+        rules,
+        _people("people"),
+        _people("foreign"),
+        tuple(raw.get("foreign_names") or ()),
+        bool(raw.get("commits_read")),
+    )
 
 
 def blocked_by_guardrails(patch_meta: dict[str, Any]) -> bool:
@@ -63,63 +153,126 @@ def blocked_by_guardrails(patch_meta: dict[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
+class Provenance:
+    """Who stands behind a patch's commits, as ``people.commit_provenance`` found them:
+    every GitHub account among authors and committers, the foreign ones (not the
+    session's bot) and how each foreign identity is named."""
+
+    people: tuple[tuple[str, int | None], ...] = ()
+    foreign: tuple[tuple[str, int | None], ...] = ()
+    foreign_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Guardrails:
-    """What one agent type may touch: ``agents.default`` overridden key by key by its entry."""
+    """What one agent type may touch: ``agents.default`` overridden key by key by its entry,
+    with the repository's ``provenance.foreign_commits``."""
 
     protected_paths: tuple[str, ...] = PROTECTED_PATHS
     on_protected: str = "review"
     allowed_paths: tuple[str, ...] = ()
     max_changed_files: int = 0
+    max_open_sessions: int = 0
+    foreign_commits: str = "review"
     origin: tuple[tuple[str, str], ...] = ()  # (key, entry that set it), for the messages
 
     def rule(self, key: str) -> str:
         """The key as the file spells it: ``agents.aider.allowed_paths``."""
+        if key == "foreign_commits":
+            return "provenance.foreign_commits"
         return f"agents.{dict(self.origin).get(key, 'default')}.{key}"
 
-    def check(self, paths: Sequence[str]) -> GuardVerdict:
-        lines: list[str] = []
-        review: list[str] = []
-        block: list[str] = []
+    def check(self, paths: Sequence[str], provenance: Provenance | None = None) -> GuardVerdict:
+        """Each guardrail's verdict on a patch touching ``paths`` whose commits are
+        ``provenance`` (``None``: not read, the provenance rule says so and passes)."""
+        rules: list[RuleVerdict] = []
         protected = _matching(self.protected_paths, paths)
+        rule = self.rule("on_protected")
         if not protected:
-            lines.append("protected paths: none touched")
+            rules.append(RuleVerdict("protected_paths", rule, "pass", "none touched"))
         else:
             touched = ", ".join(protected)
             if self.on_protected == "block":
-                why = f"touches protected paths: {touched} ({self.rule('on_protected')}: block)"
-                block.append(why)
-                lines.append(f"protected paths: blocked, {why}")
+                why = f"touches protected paths: {touched} ({rule}: block)"
             else:
                 why = (
-                    f"touches protected paths: {touched} ({self.rule('on_protected')}: review, "
+                    f"touches protected paths: {touched} ({rule}: review, "
                     f"only `{PROTECTED_APPROVER}` or more may approve)"
                 )
-                review.append(why)
-                lines.append(f"protected paths: review, {why}")
+            rules.append(RuleVerdict("protected_paths", rule, self.on_protected, why))
+        rule = self.rule("allowed_paths")
         if not self.allowed_paths:
-            lines.append("allowed paths: no limit")
+            rules.append(RuleVerdict("allowed_paths", rule, "pass", "no limit"))
         else:
             inside = set(_matching(self.allowed_paths, paths))
             outside = [p for p in paths if p not in inside]
             if outside:
-                why = f"outside {self.rule('allowed_paths')}: {', '.join(outside)}"
-                block.append(why)
-                lines.append(f"allowed paths: blocked, {why}")
+                why = f"outside {rule}: {', '.join(outside)}"
+                rules.append(RuleVerdict("allowed_paths", rule, "block", why))
             else:
-                lines.append(f"allowed paths: every file is inside {self.rule('allowed_paths')}")
+                why = f"every file is inside {rule}"
+                rules.append(RuleVerdict("allowed_paths", rule, "pass", why))
+        rule = self.rule("max_changed_files")
         if not self.max_changed_files:
-            lines.append(f"changed files: {len(paths)} (no limit)")
+            rules.append(RuleVerdict("max_changed_files", rule, "pass", f"{len(paths)} (no limit)"))
         elif len(paths) > self.max_changed_files:
-            why = (
-                f"{len(paths)} changed files, over {self.rule('max_changed_files')} "
-                f"({self.max_changed_files})"
-            )
-            block.append(why)
-            lines.append(f"changed files: blocked, {why}")
+            why = f"{len(paths)} changed files, over {rule} ({self.max_changed_files})"
+            rules.append(RuleVerdict("max_changed_files", rule, "block", why))
         else:
-            lines.append(f"changed files: {len(paths)} of at most {self.max_changed_files}")
+            why = f"{len(paths)} of at most {self.max_changed_files}"
+            rules.append(RuleVerdict("max_changed_files", rule, "pass", why))
+        rules.append(self._provenance(provenance))
+        lines = tuple(_line(r) for r in rules)
+        block = tuple(r.detail for r in rules if r.verdict == "block")
+        review = tuple(r.detail for r in rules if r.verdict == "review")
         outcome = "block" if block else "review" if review else "pass"
-        return GuardVerdict(outcome, tuple(lines), tuple(block or review))
+        found = provenance or Provenance()
+        return GuardVerdict(
+            outcome,
+            lines,
+            block or review,
+            tuple(rules),
+            found.people,
+            found.foreign if self.foreign_commits != "allow" else (),
+            found.foreign_names,
+            commits_read=provenance is not None,
+        )
+
+    def _provenance(self, provenance: Provenance | None) -> RuleVerdict:
+        rule = self.rule("foreign_commits")
+        if provenance is None:
+            return RuleVerdict("foreign_commits", rule, "unknown", "commits not read")
+        if not provenance.foreign_names:
+            return RuleVerdict(
+                "foreign_commits", rule, "pass", "every commit is the session's bot's"
+            )
+        names = ", ".join(provenance.foreign_names)
+        if self.foreign_commits == "allow":
+            why = f"foreign commits by {names} ({rule}: allow)"
+            return RuleVerdict("foreign_commits", rule, "pass", why)
+        if self.foreign_commits == "block":
+            why = f"foreign commits by {names} ({rule}: block)"
+            return RuleVerdict("foreign_commits", rule, "block", why)
+        why = f"foreign commits by {names} ({rule}: review, never approved by them)"
+        return RuleVerdict("foreign_commits", rule, "review", why)
+
+
+_TITLES = {
+    "protected_paths": "protected paths",
+    "allowed_paths": "allowed paths",
+    "max_changed_files": "changed files",
+    "foreign_commits": "provenance",
+}
+
+
+def _line(rule: RuleVerdict) -> str:
+    """``protected paths: blocked, touches ...``: the sentence the check run lists."""
+    title = _TITLES[rule.guardrail]
+    if rule.verdict == "block":
+        return f"{title}: blocked, {rule.detail}"
+    if rule.verdict == "review":
+        return f"{title}: review, {rule.detail}"
+    return f"{title}: {rule.detail}"
 
 
 def _matching(globs: Sequence[str], paths: Sequence[str]) -> list[str]:
@@ -145,6 +298,7 @@ class Policy:
     stale_after: timedelta = timedelta(days=7)
     # ``agents:`` as written: (entry, ((key, value), ...)) pairs, applied by ``guardrails``
     agents: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
+    foreign_commits: str = "review"  # provenance.foreign_commits
     source_sha: str | None = field(default=None, compare=False)
     # the default branch's CODEOWNERS (an ``owners.OwnersFile``), read only when required
     code_owners: Any = field(default=None, compare=False)
@@ -153,7 +307,7 @@ class Policy:
         """``agents.default`` (the built-in defaults where it is silent), then the entry
         for ``agent_type`` key by key."""
         entries = dict(self.agents)
-        rails = Guardrails()
+        rails = Guardrails(foreign_commits=self.foreign_commits)
         for entry in dict.fromkeys(("default", agent_type or "default")):
             if entry not in entries:
                 continue
@@ -204,15 +358,15 @@ _SCHEMA: dict[str, dict[str, str]] = {
     },
     "validation": {"required_checks": "strings"},
     "sessions": {"branch_prefix": "prefix", "stale_after": "duration"},
+    "provenance": {"foreign_commits": "foreign_commits"},
 }
 _AGENT_SCHEMA: dict[str, str] = {
     "protected_paths": "globs",
     "on_protected": "on_protected",
     "allowed_paths": "globs",
     "max_changed_files": "non_negative_int",
+    "max_open_sessions": "non_negative_int",
 }
-# Keys of the spec's ``agents:`` this version does not enforce: refused, never ignored.
-_NOT_ENFORCED = ("max_open_sessions",)
 SECTIONS = (*_SCHEMA, "agents")
 DURATION = re.compile(r"^(\d+)([smhdw])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -303,11 +457,7 @@ def _agents(section: yaml.MappingNode) -> tuple[tuple[str, tuple[tuple[str, Any]
             key = f"agents.{agent}.{sub_key.value}"
             kind = _AGENT_SCHEMA.get(sub_key.value)
             if kind is None:
-                why = (
-                    "is not enforced by this version of minipipe-gh; remove it"
-                    if sub_key.value in _NOT_ENFORCED
-                    else f"is not a known key of an agent ({', '.join(_AGENT_SCHEMA)})"
-                )
+                why = f"is not a known key of an agent ({', '.join(_AGENT_SCHEMA)})"
                 raise PolicyError(key, sub_key.start_mark.line + 1, why)
             keys[sub_key.value] = _value(key, kind, node)
         entries[agent] = tuple(keys.items())
@@ -355,6 +505,10 @@ def _value(key: str, kind: str, node: yaml.Node) -> Any:
         if kind == "logins":
             return tuple(x.lower() for x in data)
         return tuple(data)
+    if kind == "foreign_commits":
+        if data not in FOREIGN_COMMITS:
+            raise PolicyError(key, line, f"must be review, block or allow, not {data!r}")
+        return data
     if kind == "on_protected":
         if data not in ON_PROTECTED:
             raise PolicyError(key, line, f"must be review or block, not {data!r}")

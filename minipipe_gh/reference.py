@@ -40,6 +40,8 @@ KINDS = {
     "strings": "list of strings",
     "prefix": "branch-name prefix",
     "duration": "duration: `30m`, `12h`, `7d`, `2w`",
+    "on_protected": "`review` or `block`",
+    "foreign_commits": "`review`, `block` or `allow`",
 }
 # What each key does; the key list, types and defaults come from the code.
 MEANING = {
@@ -59,6 +61,14 @@ MEANING = {
     "validation.required_checks": "check-run names that must pass; empty: every check suite",
     "sessions.branch_prefix": "prefix of the branches the app creates for sessions",
     "sessions.stale_after": "idle active sessions are paused (reason `stale`) after this",
+    "provenance.foreign_commits": "a commit authored or committed by anyone but the session's "
+    "bot: `review` (needs approval, never by that person), `block`, or `allow`",
+    "agents.protected_paths": "files an agent's patch may touch only under `on_protected`",
+    "agents.on_protected": "`review`: only `maintain` or more may approve; `block`: nothing "
+    "queues it",
+    "agents.allowed_paths": "non-empty: touching anything else blocks the patch",
+    "agents.max_changed_files": "0: no limit; more changed files block the patch",
+    "agents.max_open_sessions": "0: no limit; the bot API refuses more (409 too_many_sessions)",
 }
 DOC = Path("docs") / "reference.md"
 
@@ -87,6 +97,18 @@ def policy_table() -> str:
             default = f"`{yaml_value(getattr(defaults, key))}`" if key in names else "—"
             meaning = MEANING.get(f"{section}.{key}", "")
             rows.append(f"| `{section}.{key}` | {KINDS.get(kind, kind)} | {default} | {meaning} |")
+    return "\n".join(rows)
+
+
+def agents_table() -> str:
+    """``agents.<agent_type>.<key>`` (``default`` for all types): ``policy._AGENT_SCHEMA``
+    with the built-in defaults of ``policy.Guardrails``."""
+    defaults = policy.Guardrails()
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, kind in policy._AGENT_SCHEMA.items():
+        default = f"`{yaml_value(getattr(defaults, key))}`"
+        meaning = MEANING.get(f"agents.{key}", "")
+        rows.append(f"| `agents.<type>.{key}` | {KINDS.get(kind, kind)} | {default} | {meaning} |")
     return "\n".join(rows)
 
 
@@ -207,6 +229,14 @@ From the environment, or a `.env` file in the app's folder (the environment wins
 In `.github/minipipe.yml` on the default branch; a key left out has its default.
 
 {policy_table()}
+
+## Agent guardrails
+
+`agents.<type>.<key>`: `default` applies to every agent type; an entry for one
+`agent_type` overrides its keys one by one. The defaults below apply with no
+`agents:` section at all.
+
+{agents_table()}
 
 ## Check-run states
 

@@ -37,6 +37,8 @@ RESERVED_METADATA = frozenset(
         "holds",
         "github_error",
         "archived_by",
+        "seed_commit",
+        "limit_checked",
     }
 )
 PROJECT_RE = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$")
@@ -53,6 +55,12 @@ def _required(value: Any, field: str, max_len: int) -> str:
     if len(value) > max_len:
         raise Invalid(f"{field} must be at most {max_len} characters", field=field)
     return value.strip()
+
+
+def check_session_fields(agent_type: Any, title: Any) -> tuple[str, str]:
+    """The checks ``create_session`` makes of these fields, for an edge that must refuse
+    bad input before it asks GitHub anything."""
+    return _required(agent_type, "agent_type", 100), _required(title, "title", 500)
 
 
 def check_project_id(project_id: Any) -> str:

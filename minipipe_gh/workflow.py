@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from . import ledger, owners, registry
+from . import ledger, owners, people, registry
 from .context import Context
 from .db import attempt
 from .errors import Refused
@@ -22,7 +22,16 @@ from .github_app import GitHubApp
 from .models import AgentSession, Patch
 from .patch_states import MACHINE as PATCH_MACHINE
 from .patch_states import PatchState
-from .policy import PATH, GuardVerdict, Policy, PolicyError, blocked_by_guardrails, parse
+from .policy import (
+    PATH,
+    GuardVerdict,
+    Policy,
+    PolicyError,
+    Provenance,
+    blocked_by_guardrails,
+    guard_record,
+    parse,
+)
 from .session_states import SessionState
 from .transitions import note
 from .validation import Checks, runs_checks, suites_checks
@@ -228,10 +237,16 @@ class HeadFacts:
 
     files: list[FileChange]
     verdict: Checks
+    commits: list[dict[str, Any]] | None = None  # the PR's commits listing (provenance)
 
 
 def read_head(repo: Repo, pr: dict[str, Any], policy: Policy) -> HeadFacts:
-    return HeadFacts(repo.api.pr_files(pr["number"]), verdict(repo, pr["head"]["sha"], policy))
+    """The head's files, checks and commits: three listings, once per patch."""
+    return HeadFacts(
+        repo.api.pr_files(pr["number"]),
+        verdict(repo, pr["head"]["sha"], policy),
+        repo.api.pr_commits(pr["number"]),
+    )
 
 
 def verdict(repo: Repo, sha: str, policy: Policy) -> Checks:
@@ -263,7 +278,16 @@ def record_head(
     additions = sum(f.additions for f in files)
     deletions = sum(f.deletions for f in files)
     risk, reasons = policy.assess(paths, additions + deletions)
-    guard = policy.guardrails(session.agent_type).check(paths)
+    provenance = (
+        people.commit_provenance(
+            head.commits,
+            people.session_bot(session.meta),
+            seed=people.seed_commit(session.meta),
+        )
+        if head.commits is not None
+        else None
+    )
+    guard = policy.guardrails(session.agent_type).check(paths, provenance)
     new = ledger.record_patch(
         ctx.db,
         session,
@@ -285,7 +309,7 @@ def record_head(
             PATCH_MACHINE,
             actor="minipipe",
             source=source(ctx),
-            reason=f"guardrails: {guard.outcome}: {'; '.join(guard.reasons)}",
+            reason=guard_audit(guard),
         )
     if old is not None:
         _supersede(ctx, repo, old, new, pr, policy, error)
@@ -304,11 +328,38 @@ def owners_meta(policy: Policy, paths: list[str]) -> dict[str, Any]:
 
 def guard_meta(guard: GuardVerdict) -> dict[str, Any]:
     """What a guardrail verdict writes on a patch: ``review`` asks for a manual review
-    that only ``maintain`` or more may approve, whatever the patch's risk."""
+    whatever the patch's risk (protected paths: one only ``maintain`` or more may approve;
+    foreign commits: one that none of their people may give)."""
     meta: dict[str, Any] = {"guardrails": guard.as_meta()}
     if guard.outcome == "review":
-        meta.update(manual_review_required=True, approve_permission=guard.approve_permission)
+        meta["manual_review_required"] = True
+        if guard.approve_permission:
+            meta["approve_permission"] = guard.approve_permission
     return meta
+
+
+def guard_audit(guard: GuardVerdict) -> str:
+    """The audit line of a verdict that is not ``pass``: each reason names its rule
+    (``agents.aider.allowed_paths``, ``provenance.foreign_commits``) and what it found."""
+    return f"guardrails: {guard.outcome}: {'; '.join(guard.reasons)}"
+
+
+def stored_provenance(patch: Patch) -> Provenance | None:
+    """The provenance judged when the patch was recorded (its commits are not re-read)."""
+    found = guard_record(patch.meta)
+    if found is None or not found.commits_read:
+        return None
+    return Provenance(found.people, found.foreign, found.foreign_names)
+
+
+def _new_foreign(old: Patch, new: Patch) -> bool:
+    """The new head has foreign commits by someone the old one had not: an earlier
+    approval may be that person's, so it is not carried over."""
+    before, after = guard_record(old.meta), guard_record(new.meta)
+    if after is None:
+        return False
+    known = people.recorded_people(before.foreign if before else ())
+    return any(not p.among(known) for p in people.recorded_people(after.foreign))
 
 
 def blocked(patch: Patch) -> bool:
@@ -334,9 +385,10 @@ def _supersede(
             new.tree_sha = repo.api.commit_tree(new.patch_id)
             if old.tree_sha == new.tree_sha:
                 why = f"same tree {new.tree_sha[:12]} (reworded or re-signed commit)"
-        stricter = blocked(new) or new.meta.get("approve_permission") not in (
-            None,
-            old.meta.get("approve_permission"),
+        stricter = (
+            blocked(new)
+            or new.meta.get("approve_permission") not in (None, old.meta.get("approve_permission"))
+            or _new_foreign(old, new)
         )
         if why and stricter:
             why = None  # the new head's guardrails ask more: earlier approvers may not suffice
@@ -448,7 +500,8 @@ def release_blocked(ctx: Context, repo: Repo) -> None:
     released: list[tuple[Patch, GuardVerdict, Checks]] = []
     for patch in held:  # GitHub first, then the writes
         session = ctx.db.get(AgentSession, patch.session_id)
-        guard = policy.guardrails(session.agent_type if session else None).check(patch.paths)
+        rails = policy.guardrails(session.agent_type if session else None)
+        guard = rails.check(patch.paths, stored_provenance(patch))
         if guard.outcome != "block":
             released.append((patch, guard, verdict(repo, patch.patch_id, policy)))
     for patch, guard, checks in released:

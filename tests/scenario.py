@@ -12,6 +12,8 @@ import itertools
 import re
 from typing import Any
 
+from responses import matchers
+
 from minipipe_gh.models import CheckRunRef
 from tests.support import APP_ID, INSTALLATION_ID, WIRE, Deliver, FakeGitHub, payload
 
@@ -46,6 +48,46 @@ def check_run(
         "check_suite": {"id": suite},
         "app": {"id": app_id, "slug": "minipipe" if app_id == APP_ID else "ci"},
     }
+
+
+def commit(
+    sha: str,
+    author: dict[str, Any] | None,
+    committer: dict[str, Any] | None = None,
+    *,
+    name: str | None = None,
+    email: str | None = None,
+) -> dict[str, Any]:
+    """A commit as ``GET /pulls/{n}/commits`` lists it: GitHub accounts (``user(...)``, or
+    None when GitHub links the git identity to no account) and the git identities."""
+    committer = author if committer is None else committer
+    git_name = name or (author or {}).get("login") or "someone"
+    git_email = email or f"{git_name}@example.com"
+
+    def identity(account: dict[str, Any] | None) -> dict[str, str]:
+        if account is not None and account.get("login") == "web-flow":
+            return {"name": "GitHub", "email": "noreply@github.com", "date": "2026-12-01T10:00:00Z"}
+        login = (account or {}).get("login")
+        return {
+            "name": login or git_name,
+            "email": f"{login}@example.com" if login else git_email,
+            "date": "2026-12-01T10:00:00Z",
+        }
+
+    return {
+        "sha": sha,
+        "commit": {
+            "message": "Fix the login form",
+            "author": identity(author),
+            "committer": identity(committer),
+        },
+        "author": author,
+        "committer": committer,
+        "parents": [],
+    }
+
+
+WEB_FLOW = {"login": "web-flow", "id": 19864447, "type": "User"}
 
 
 class Scenario:
@@ -90,6 +132,7 @@ class Scenario:
             {"filename": p, "additions": lines, "deletions": 0, "status": "modified"} for p in paths
         ]
         self.github.add("GET", f"{R}/pulls/{self.number}/files", files)
+        self._default_commits()
 
     def serve_changes(self, *files: dict[str, Any]) -> None:
         """The PR's files as GitHub lists them (``{"filename": ..., "status": "renamed",
@@ -98,6 +141,29 @@ class Scenario:
         self.github.rsps.upsert(
             "GET", self.github.url(f"{R}/pulls/{self.number}/files"), json=listed
         )
+        self._default_commits()
+
+    def _default_commits(self) -> None:
+        """Unless a test served its own: the PR's one commit is its author's (the bot's)."""
+        if not getattr(self, "_commits_served", False):
+            self.serve_commits(commit(self.sha, user(self.author)))
+
+    def serve_commits(self, *commits: dict[str, Any]) -> None:
+        """The PR's commits as GitHub lists them (``commit(...)`` dicts), replacing any;
+        more than 100 are served in pages of 100, as GitHub does."""
+        self._commits_served = True
+        url = self.github.url(f"{R}/pulls/{self.number}/commits")
+        listed = list(commits)
+        if len(listed) <= 100:
+            self.github.rsps.upsert("GET", url, json=listed)
+            return
+        for page in range(1, len(listed) // 100 + 2):
+            self.github.rsps.add(
+                "GET",
+                url,
+                json=listed[(page - 1) * 100 : page * 100],
+                match=[matchers.query_param_matcher({"per_page": "100", "page": str(page)})],
+            )
 
     def serve_suites(self, sha: str, *conclusions: str | None, app_id: int = 42) -> None:
         suites = [

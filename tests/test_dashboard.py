@@ -7,6 +7,7 @@ decisions follow the comment rules (``api.act_on_patch``).
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -32,7 +33,7 @@ from minipipe_gh.models import (
 )
 from minipipe_gh.runtime import Runtime
 from minipipe_gh.web import create_app
-from tests.scenario import REPO, R, Scenario
+from tests.scenario import REPO, R, Scenario, commit, user
 from tests.support import INSTALLATION_ID, FakeGitHub
 
 WEB = "https://ghe.test"  # GITHUB_WEB_URL: where sign-in goes
@@ -808,6 +809,57 @@ def test_stats_draw_an_svg_chart_per_agent(client, users, rt):
     assert page.count('<svg class="chart"') == 1  # no decisions yet: one chart
     assert "No patch of these agents has been approved or rejected yet." in page
     assert "<title>aider: 1 active</title>" in page and "<title>claude: 1 active</title>" in page
+
+
+def test_the_patch_page_shows_each_guardrail_and_its_verdict(client, users, rt, sc):
+    """A patch touching AGENTS.md, with a commit a person pushed onto the session branch."""
+    sc.serve_commits(commit("c" * 40, user("agent-bot")), commit(sc.sha, user("alice")))
+    sc.serve_changes({"filename": "AGENTS.md"})
+    sc.serve_green()
+    sc.serve_writes()
+    sc.pr_event("opened")
+    rt.worker().run_once()
+    with rt.database.unit(write=False) as s:
+        ledger_id = s.scalars(select(Patch.ledger_id)).one()
+    sign_in(client, users, "carol")
+
+    page = client.get(f"/patches/{ledger_id}").text
+
+    assert 'aria-label="Guardrails"' in page
+    assert "Guardrails: <span" in page and ">review</span>" in page
+    assert "<code>agents.default.on_protected</code>" in page
+    assert "touches protected paths: AGENTS.md" in page
+    assert "<code>provenance.foreign_commits</code>" in page
+    assert "foreign commits by @alice" in page
+    assert "Approvers need <code>maintain</code> or more." in page
+    assert "none of them may approve it): @agent-bot, @alice" in page
+
+
+def test_the_stats_page_shows_each_agents_open_sessions_against_its_limit(
+    client, users, rt, github
+):
+    limits = "agents:\n  default:\n    max_open_sessions: 4\n  aider:\n    max_open_sessions: 1\n"
+    policy_url = github.url(f"{R}/contents/.github/minipipe.yml")
+    content = base64.b64encode(limits.encode()).decode()
+    github.rsps.upsert("GET", policy_url, json={"type": "file", "sha": "b1", "content": content})
+    github.allow_token_exchange()
+    seed_patch(rt.database, agent="aider", pr_number=2)
+    seed_patch(rt.database, agent="claude", pr_number=3)
+    sign_in(client, users, "carol")
+
+    page = client.get("/stats").text
+
+    cells = re.findall(
+        r'<td data-label="Agent">(.*?)</td>.*?data-label="Open sessions"([^>]*)>(.*?)</td>',
+        page,
+        re.S,
+    )
+    shown = {agent: (re.sub(r"<[^>]+>", "", text).strip(), attrs) for agent, attrs, text in cells}
+    assert shown["aider"] == (
+        "1 of 1 (agents.aider.max_open_sessions)",
+        ' class="at-limit"',  # aider holds all it may
+    )
+    assert shown["claude"] == ("1 of 4 (agents.default.max_open_sessions)", "")
 
 
 def test_stats_show_what_each_agents_work_cost_per_merged_patch(client, users, rt):

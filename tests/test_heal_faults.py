@@ -124,6 +124,21 @@ class MisbehavingGitHub:
         def files(owner: str, name: str, number: int) -> Any:
             return jsonify(self.files[number])
 
+        @app.get(f"{base}/pulls/<int:number>/commits")
+        def pr_commits(owner: str, name: str, number: int) -> Any:
+            pr = self.prs[number]  # one commit, by the PR's author (the session's bot)
+            git = {"name": pr["user"]["login"], "email": "bot@example.com", "date": "2026"}
+            return jsonify(
+                [
+                    {
+                        "sha": pr["head"]["sha"],
+                        "commit": {"author": git, "committer": git},
+                        "author": pr["user"],
+                        "committer": pr["user"],
+                    }
+                ]
+            )
+
         @app.get(f"{base}/commits/<sha>/check-suites")
         def suites(owner: str, name: str, sha: str) -> Any:
             suite = {"id": 1, "status": "completed", "conclusion": "success", "app": {"id": 42}}

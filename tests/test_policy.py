@@ -464,7 +464,8 @@ def test_block_names_every_offending_file_and_the_rule() -> None:
         "outside agents.default.allowed_paths: CODEOWNERS, docs/x.md",
         "3 changed files, over agents.default.max_changed_files (2)",
     )
-    assert len(verdict.lines) == 3
+    assert len(verdict.lines) == 4
+    assert verdict.lines[3] == "provenance: commits not read"
 
 
 def test_protected_paths_can_be_replaced() -> None:
@@ -484,12 +485,14 @@ D = "agents:\n  default:\n"  # the default entry, its keys on line 3
         (D + "    protected_paths: ['!']\n", "agents.default.protected_paths", 3, "invalid glob"),
         (D + "    max_changed_files: -2\n", "agents.default.max_changed_files", 3, "at least 0"),
         (D + "    protect: []\n", "agents.default.protect", 3, "known key"),
-        ("agents:\n  aider:\n    max_open_sessions: 3\n", "agents.aider.max_open_sessions", 3,
-         "not enforced"),
+        ("agents:\n  aider:\n    max_open_sessions: many\n", "agents.aider.max_open_sessions",
+         3, "at least 0"),
         ("agents:\n  default: [a]\n", "agents.default", 2, "mapping"),
         ("agents: [default]\n", "agents", 1, "mapping"),
         ("\nagents:\n  'two words':\n    on_protected: block\n", "agents", 3, "agent type"),
-        ("provenance:\n  foreign_commits: review\n", "provenance", 1, "known section"),
+        ("provenance:\n  foreign_commits: maybe\n", "provenance.foreign_commits", 2,
+         "review, block or allow"),
+        ("provenance:\n  foreign: review\n", "provenance.foreign", 2, "known key"),
     ],
 )  # fmt: skip
 def test_invalid_agents_name_key_and_line(text: str, key: str, line: int, words: str) -> None:
