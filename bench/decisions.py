@@ -1,0 +1,619 @@
+"""Decisions at GitHub speed: ours against a minimal Probot app, the same ``/approve`` work.
+
+    .venv/bin/python bench/decisions.py [--approvals 150] [--clients 16] [--latency-ms 25]
+                                        [--reviewers 8] [--worker-threads 4] [--keep]
+
+Both apps talk to one ``bench/fake_github.py`` on loopback that answers every API
+request after a fixed ``--latency-ms``. Each is sent ``--approvals`` signed
+``issue_comment`` ``/approve`` deliveries (each with a delivery id and a comment
+id of its own, so nothing is deduplicated) by ``--clients`` client threads, one
+connection per delivery, as GitHub posts them.
+
+* ours, in the README's production shape: gunicorn gthread 2 workers x 8
+  threads serving ``app:app`` plus one ``minipipe-gh worker --threads T``, on
+  SQLite. Before the clock starts every PR is opened and its CI reported green
+  through the same webhook (not timed), so the approval is what turns the check
+  green. The web process stores the delivery and answers 202; the worker
+  decides: permission (cached per reviewer), PATCH the check run, the reaction.
+* Probot 14 (installed with npm into a temporary folder at bench time, write
+  throttling off): one Node process handling the comment inline before it
+  answers: permission, the PR, the check runs on its head, PATCH, the reaction.
+  The fake is seeded with each PR and its check run first.
+
+Printed for both: approvals decided per second (first send to the last
+check-run update), the time from a comment's send to its check-run update at
+the fake (p50/p99), acknowledgement latency, CPU ms per decision (the app's
+processes: web + worker, or node), GitHub requests per decision, and the
+ratios ours/Probot. For ours every acknowledged delivery is checked to be a
+stored row that the worker finished. Processes run in their own process groups
+and are stopped on exit. Numbers on a shared machine are noisy: run it twice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import http.client
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+for _p in (str(ROOT), str(BENCH)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import e2e  # noqa: E402  (payloads, signing, the inbox watcher)
+import ingest  # noqa: E402  (process groups, free ports, CPU accounting)
+
+HOST = ingest.HOST
+BIN = ingest.BIN
+PROBOT_VERSION = "14"
+CHECK_NAME = "minipipe/review"
+
+PROBOT_APP = r"""
+import { createServer } from "node:http";
+import { Probot, ProbotOctokit, createNodeMiddleware } from "probot";
+
+const WRITERS = new Set(["admin", "maintain", "write"]);
+
+const appFn = (app) => {
+  app.on("issue_comment.created", async (context) => {
+    const comment = context.payload.comment;
+    if (!context.payload.issue.pull_request) return;
+    if (!comment.body.trim().startsWith("/approve")) return;
+    const { owner, repo } = context.repo();
+    const gh = context.octokit.rest;
+    const perm = await gh.repos.getCollaboratorPermissionLevel({
+      owner, repo, username: comment.user.login,
+    });
+    if (!WRITERS.has(perm.data.permission)) return;
+    const pr = await gh.pulls.get({ owner, repo, pull_number: context.payload.issue.number });
+    const runs = await gh.checks.listForRef({ owner, repo, ref: pr.data.head.sha });
+    const run = runs.data.check_runs.find((r) => r.name === "CHECK_NAME");
+    if (!run) return;
+    await gh.checks.update({
+      owner, repo, check_run_id: run.id, status: "completed", conclusion: "success",
+      output: { title: "Approved", summary: `Approved by @${comment.user.login}` },
+    });
+    await gh.reactions.createForIssueComment({
+      owner, repo, comment_id: comment.id, content: "+1",
+    });
+  });
+};
+
+const probot = new Probot({
+  appId: process.env.APP_ID,
+  privateKey: process.env.PRIVATE_KEY,
+  secret: process.env.WEBHOOK_SECRET,
+  baseUrl: process.env.API_URL,
+  logLevel: "warn",
+  // The function form runs last, so it wins over Probot's own throttle defaults
+  // (an object here would be overridden by them): no 1-write-per-second queue.
+  Octokit: ProbotOctokit.defaults((options) => ({
+    ...options, throttle: { enabled: false }, retry: { enabled: false },
+  })),
+});
+const middleware = await createNodeMiddleware(appFn, { probot, webhooksPath: "/webhook" });
+createServer((req, res) => {
+  middleware(req, res, () => { res.writeHead(404); res.end(); });
+}).listen(Number(process.env.PORT), "127.0.0.1", () => console.log("probot listening"));
+""".replace("CHECK_NAME", CHECK_NAME)
+
+
+@dataclass
+class Sent:
+    pr: int
+    delivery: str
+    t_sent: float = 0.0
+    t_ack: float = 0.0
+    status: int = 0
+    error: str = ""
+
+
+@dataclass
+class Run:
+    name: str
+    sent: list[Sent]
+    decided: dict[int, float]  # PR -> when its check run was turned green at the fake
+    cpu: float
+    fake_cpu: float
+    machine_cpu: float
+    requests: collections.Counter[str] = field(default_factory=collections.Counter)
+    stored_ok: str = "n/a"
+
+    @property
+    def acked(self) -> list[Sent]:
+        return [s for s in self.sent if 200 <= s.status < 300]
+
+    def latencies(self) -> list[float]:
+        return [self.decided[s.pr] - s.t_sent for s in self.sent if s.pr in self.decided]
+
+    @property
+    def rate(self) -> float:
+        if not self.decided:
+            return 0.0
+        span = max(self.decided.values()) - min(s.t_sent for s in self.sent)
+        return len(self.decided) / span if span > 0 else 0.0
+
+    @property
+    def cpu_ms(self) -> float:
+        return 1000 * self.cpu / max(1, len(self.decided))
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    vals = sorted(values)
+    return vals[min(len(vals) - 1, max(0, round(p / 100 * len(vals)) - 1))]
+
+
+# --------------------------------------------------------------------------- the client
+
+
+def post_blocking(port: int, data: bytes) -> tuple[int, float]:
+    """One delivery on a connection of its own; its status and when the answer was complete."""
+    import socket
+
+    with socket.create_connection((HOST, port), timeout=30) as sock:
+        sock.sendall(data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        t = time.time()
+    head = b"".join(chunks).split(b"\r\n", 1)[0].split()
+    return int(head[1]), t
+
+
+def send_all(port: int, items: list[tuple[Sent, bytes]], clients: int) -> None:
+    """``clients`` threads, each posting the next delivery once its last one was answered."""
+    work: queue.Queue[tuple[Sent, bytes]] = queue.Queue()
+    for item in items:
+        work.put(item)
+
+    def client() -> None:
+        while True:
+            try:
+                rec, data = work.get_nowait()
+            except queue.Empty:
+                return
+            rec.t_sent = time.time()
+            try:
+                rec.status, rec.t_ack = post_blocking(port, data)
+            except OSError as err:
+                rec.error = str(err)
+
+    threads = [threading.Thread(target=client, name=f"client-{i}") for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def wait_decided(fake_port: int, sha_of: dict[str, int], since: float, want: int, timeout: float):
+    """PR -> the time of its check run's first ``success`` write after ``since``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        stats = e2e.fake_get(fake_port, "/_fake/stats")
+        decided: dict[int, float] = {}
+        for sha, writes in stats["check_run_writes"].items():
+            pr = sha_of.get(sha)
+            if pr is None:
+                continue
+            for t, _method, status, conclusion in writes:
+                if t >= since - e2e.EPS and status == "completed" and conclusion == "success":
+                    decided[pr] = min(t, decided.get(pr, t))
+        if len(decided) >= want or time.monotonic() > deadline:
+            return decided, stats
+        time.sleep(0.1)
+
+
+def counts_of(stats: dict[str, Any]) -> collections.Counter[str]:
+    return collections.Counter({f"{m} {r}": n for m, r, n in stats["counts"]})
+
+
+# --------------------------------------------------------------------------- ours
+
+
+def run_ours(
+    args: argparse.Namespace, work: Path, env0: dict[str, str], fake: e2e.Proc, fake_port: int
+) -> Run:
+    from minipipe_gh import migrate
+
+    e2e.fake_post(fake_port, "/_fake/reset")
+    tag = f"ours-{uuid.uuid4().hex[:6]}"
+    url = f"sqlite:///{work / f'{tag}.db'}"
+    migrate.upgrade(url)
+    env = dict(env0)
+    env.update(
+        DATABASE_URL=url,
+        GITHUB_API_URL=f"http://{HOST}:{fake_port}",
+        MINIPIPE_INSTANCE_PATH=str(work / f"instance-{tag}"),
+    )
+    port = ingest.free_port()
+    web = ingest.Server(
+        f"web-{tag}",
+        ingest.gunicorn_argv("gthread:2:8", port, "app:app"),
+        env,
+        work / f"{tag}-web.log",
+    )
+    wargv = [str(BIN / "minipipe-gh"), "worker", "--threads", str(args.worker_threads)]
+    worker = e2e.Proc(f"worker-{tag}", wargv, env, work / f"{tag}-worker.log")
+    prs = e2e.build_prs(args.approvals, tag, args.reviewers)
+    sha_of = {pr.sha: pr.number for pr in prs}
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            for f in [pool.submit(web.start, port), pool.submit(worker.launch, " started")]:
+                f.result()
+        prepare_ours(args, port, fake_port, url, prs)
+        before = counts_of(e2e.fake_get(fake_port, "/_fake/stats"))
+        items = []
+        for pr in prs:
+            rec = Sent(pr.number, str(uuid.uuid4()))
+            data = e2e.signed_request(
+                port, "issue_comment", rec.delivery, pr.bodies["approve"], ingest.SECRET
+            )
+            items.append((rec, data))
+        cpu0, fake0, m0 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
+        since = time.time()
+        send_all(port, items, args.clients)
+        decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
+        done_ok = wait_done(url, [r.delivery for r, _d in items if 200 <= r.status < 300], 30)
+        cpu1, fake1, m1 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
+    finally:
+        with ThreadPoolExecutor(2) as pool:
+            for f in [pool.submit(p.stop) for p in (worker, web)]:
+                f.result()
+    sent = [r for r, _d in items]
+    run = Run("ours", sent, decided, cpu1 - cpu0, fake1 - fake0, m1 - m0)
+    run.requests = counts_of(stats) - before
+    run.stored_ok = done_ok
+    return run
+
+
+def prepare_ours(
+    args: argparse.Namespace, port: int, fake_port: int, url: str, prs: list[e2e.PR]
+) -> None:
+    """Open every PR and report its CI green through the webhook, before the clock starts."""
+    import asyncio
+
+    loop = asyncio.new_event_loop()
+    watcher = e2e.DoneWatcher(url, loop)
+    sem = asyncio.Semaphore(args.clients)
+
+    async def one(pr: e2e.PR) -> None:
+        async with sem:
+            for step in ("opened", "ci"):
+                if step == "ci":
+                    ci = {"sha": pr.sha, "conclusion": "success"}
+                    await e2e.post(fake_port, e2e.control_request(fake_port, "/_fake/ci", ci))
+                ident = str(uuid.uuid4())
+                data = e2e.signed_request(
+                    port, e2e.EVENT_OF[step], ident, pr.bodies[step], ingest.SECRET
+                )
+                status, _t = await e2e.post(port, data)
+                if status != 202:
+                    raise RuntimeError(f"preparing PR {pr.number}: {step} answered {status}")
+                outcome, _ts, _n = await watcher.wait(ident)
+                if outcome != "done":
+                    raise RuntimeError(f"preparing PR {pr.number}: {step} ended {outcome}")
+
+    async def everything() -> None:
+        await asyncio.wait_for(asyncio.gather(*(one(p) for p in prs)), 600)
+
+    try:
+        loop.run_until_complete(everything())
+    finally:
+        watcher.close()
+        loop.close()
+
+
+def wait_done(url: str, idents: list[str], timeout: float) -> str:
+    """Every acknowledged delivery a stored row, and finished by the worker."""
+    from sqlalchemy import select
+
+    from minipipe_gh.db import Database
+    from minipipe_gh.models import Delivery
+
+    db = Database(url)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            with db.engine.connect() as conn:
+                rows = dict(
+                    conn.execute(
+                        select(Delivery.delivery_id, Delivery.status).where(
+                            Delivery.delivery_id.in_(idents)
+                        )
+                    ).all()
+                )
+            done = sum(1 for i in idents if rows.get(i) == "done")
+            if done == len(idents) or time.monotonic() > deadline:
+                missing = sum(1 for i in idents if i not in rows)
+                return f"{len(idents)} acked, {len(rows)} stored, {done} done, {missing} missing"
+            time.sleep(0.1)
+    finally:
+        db.dispose()
+
+
+# --------------------------------------------------------------------------- Probot
+
+
+def install_probot(folder: Path) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        raise SystemExit("npm is not on PATH: Node 20 and npm are needed for the Probot side")
+    (folder / "package.json").write_text(
+        json.dumps({"name": "bench-probot", "private": True, "type": "module"})
+    )
+    subprocess.run(
+        [
+            npm,
+            "install",
+            "--no-save",
+            "--no-package-lock",
+            "--no-audit",
+            "--no-fund",
+            "--silent",
+            f"probot@{PROBOT_VERSION}",
+        ],
+        cwd=folder,
+        check=True,
+        timeout=600,
+    )
+    (folder / "app.mjs").write_text(PROBOT_APP)
+
+
+def run_probot(
+    args: argparse.Namespace,
+    work: Path,
+    folder: Path,
+    env0: dict[str, str],
+    fake: e2e.Proc,
+    fake_port: int,
+) -> Run:
+    e2e.fake_post(fake_port, "/_fake/reset")
+    tag = f"probot-{uuid.uuid4().hex[:6]}"
+    prs = e2e.build_prs(args.approvals, tag, args.reviewers)
+    sha_of = {pr.sha: pr.number for pr in prs}
+    repo = json.loads(prs[0].bodies["approve"])["repository"]["full_name"]
+    seed = {
+        "repo": repo,
+        "pulls": [
+            {
+                "number": pr.number,
+                "sha": pr.sha,
+                "ref": f"minipipe/bench-{pr.number}",
+                "check": ["in_progress", None],
+            }
+            for pr in prs
+        ],
+    }
+    conn = http.client.HTTPConnection(HOST, fake_port, timeout=30)
+    conn.request(
+        "POST", "/_fake/pulls", body=json.dumps(seed), headers={"Content-Type": "application/json"}
+    )
+    conn.getresponse().read()
+    conn.close()
+    port = ingest.free_port()
+    env = dict(env0)
+    env.update(
+        APP_ID=env0["GITHUB_APP_ID"],
+        PRIVATE_KEY=env0["GITHUB_PRIVATE_KEY"],
+        WEBHOOK_SECRET=ingest.SECRET,
+        API_URL=f"http://{HOST}:{fake_port}",
+        PORT=str(port),
+        NODE_ENV="production",
+    )
+    node = e2e.Proc(
+        tag, [shutil.which("node") or "node", str(folder / "app.mjs")], env, work / f"{tag}.log"
+    )
+    node.proc = None
+    try:
+        node.launch_until(
+            lambda: "probot listening" in _read(node.log_path), ingest.BOOT_S, "not ready"
+        )
+        warm_probot(port, prs[0])
+        before = counts_of(e2e.fake_get(fake_port, "/_fake/stats"))
+        items = []
+        for pr in prs:
+            rec = Sent(pr.number, str(uuid.uuid4()))
+            data = e2e.signed_request(
+                port, "issue_comment", rec.delivery, pr.bodies["approve"], ingest.SECRET
+            )
+            items.append((rec, data))
+        # the warm-up decided PR 1 already: its success write is older than ``since``
+        cpu0, fake0, m0 = node.cpu(), fake.cpu(), ingest._machine_busy()
+        since = time.time()
+        send_all(port, items, args.clients)
+        decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
+        cpu1, fake1, m1 = node.cpu(), fake.cpu(), ingest._machine_busy()
+        if os.environ.get("DECISIONS_DEBUG"):
+            for entry in stats["log"][-40:]:
+                print(f"  {entry[0] - since:8.3f} {entry[1]} {entry[2]} {entry[3]}")
+            for s in items[:10]:
+                print(
+                    f"  sent {s[0].t_sent - since:.3f} ack {s[0].t_ack - since:.3f} {s[0].status}"
+                )
+    finally:
+        node.stop()
+    run = Run("Probot", [r for r, _d in items], decided, cpu1 - cpu0, fake1 - fake0, m1 - m0)
+    run.requests = counts_of(stats) - before
+    return run
+
+
+def warm_probot(port: int, pr: e2e.PR) -> None:
+    """A few deliveries first (token exchange, JIT), as ours is warmed by its preparation."""
+    body = json.loads(pr.bodies["approve"])
+    for i in range(20):
+        body["comment"] = {**body["comment"], "id": 9_000_000_000 + i}
+        data = e2e.signed_request(
+            port, "issue_comment", f"warm-{uuid.uuid4()}", json.dumps(body).encode(), ingest.SECRET
+        )
+        post_blocking(port, data)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report(ours: Run, probot: Run, args: argparse.Namespace) -> bool:
+    def row(r: Run) -> list[str]:
+        lat = r.latencies()
+        acks = [s.t_ack - s.t_sent for s in r.acked]
+        per = sum(r.requests.values()) / max(1, len(r.decided))
+        return [
+            r.name,
+            f"{len(r.acked)}/{len(r.sent)}",
+            f"{len(r.decided)}",
+            f"{r.rate:.1f}",
+            f"{1000 * pct(lat, 50):.0f} / {1000 * pct(lat, 99):.0f}",
+            f"{1000 * pct(acks, 50):.1f} / {1000 * pct(acks, 99):.1f}",
+            f"{r.cpu_ms:.1f}",
+            f"{per:.2f}",
+            f"{1000 * r.fake_cpu / max(1, len(r.decided)):.1f}",
+        ]
+
+    header = [
+        "app",
+        "acked",
+        "decided",
+        "decisions/s",
+        "send->green p50/p99 ms",
+        "ack p50/p99 ms",
+        "CPU ms/decision",
+        "GH req/decision",
+        "fake CPU ms/dec",
+    ]
+    rows = [header, row(ours), row(probot)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    for r in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+    print()
+    for r in (ours, probot):
+        print(
+            f"{r.name} GitHub requests: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(r.requests.items()))
+        )
+    print(f"ours, durability: {ours.stored_ok}")
+    lo, lp = ours.latencies(), probot.latencies()
+    if probot.rate and lp:
+        print(
+            f"ours/Probot: throughput {ours.rate / probot.rate:.2f}x, "
+            f"p50 {pct(lo, 50) / pct(lp, 50):.2f}x, p99 {pct(lo, 99) / pct(lp, 99):.2f}x, "
+            f"CPU per decision {ours.cpu_ms / max(probot.cpu_ms, 1e-9):.2f}x"
+        )
+    print(
+        f"machine busy during the runs: ours {ours.machine_cpu:.1f} CPU-s, "
+        f"Probot {probot.machine_cpu:.1f} CPU-s (other jobs share the cores)"
+    )
+    ok = len(ours.decided) == len(ours.sent) and len(probot.decided) == len(probot.sent)
+    ok = (
+        ok and ours.stored_ok.endswith(" 0 missing") and f"{len(ours.acked)} done" in ours.stored_ok
+    )
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--approvals", type=int, default=150)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--latency-ms", type=float, default=25.0)
+    ap.add_argument(
+        "--reviewers", type=int, default=8, help="distinct reviewers (permission cache)"
+    )
+    ap.add_argument("--worker-threads", type=int, default=4)
+    ap.add_argument("--timeout", type=float, default=120.0)
+    ap.add_argument("--only", choices=["ours", "probot"])
+    ap.add_argument("--probot-dir", type=Path, help="reuse a folder where probot is installed")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="minipipe-decisions-"))
+    stop: Callable[[], None] = ingest.stop_all
+
+    def on_term(signum: int, _frame: object) -> None:
+        stop()
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        env, _bare = ingest.make_env(work)
+        fake_port = ingest.free_port()
+        fake_argv = [
+            sys.executable,
+            str(BENCH / "fake_github.py"),
+            "--port",
+            str(fake_port),
+            "--latency-ms",
+            str(args.latency_ms),
+        ]
+        fake = e2e.Proc("fake-github", fake_argv, env, work / "fake.log")
+        fake.launch("fake GitHub on")
+        ours = probot = None
+        if args.only != "probot":
+            ours = run_ours(args, work, env, fake, fake_port)
+        if args.only != "ours":
+            folder = args.probot_dir or work / "probot"
+            folder.mkdir(exist_ok=True)
+            if not (folder / "node_modules" / "probot").is_dir():
+                install_probot(folder)
+            (folder / "app.mjs").write_text(PROBOT_APP)
+            probot = run_probot(args, work, folder, env, fake, fake_port)
+        print(
+            f"{args.approvals} /approve deliveries from {args.clients} client threads, "
+            f"fake GitHub +{args.latency_ms:g} ms; ours: gunicorn gthread 2x8 + "
+            f"1 worker x {args.worker_threads} threads, SQLite; Probot {PROBOT_VERSION}, inline, "
+            f"{os.cpu_count()} CPUs"
+        )
+        if ours and probot:
+            return 0 if report(ours, probot, args) else 1
+        for r in (ours, probot):
+            if r is not None:
+                lat = r.latencies()
+                print(
+                    f"{r.name}: {r.rate:.1f}/s, p50 {1000 * pct(lat, 50):.0f} ms, "
+                    f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision, "
+                    f"{r.stored_ok}"
+                )
+        return 0
+    finally:
+        ingest.stop_all()
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            with contextlib.suppress(OSError):
+                shutil.rmtree(work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
