@@ -139,7 +139,8 @@ def waiting_for(
         case P.VALIDATED:
             out.append(Wait("decision", "Checks passed: the review decision is being recorded"))
         case P.AWAITING_REVIEW:
-            out.append(_approvals(meta, required_approvals, reviewers))
+            listed = reviewers or [str(r) for r in meta.get("decided_by") or []]
+            out.append(_approvals(meta, required_approvals, listed))
             out += _code_owners(meta)
         case P.QUEUED if approvals(meta):
             out.append(

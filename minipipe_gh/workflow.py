@@ -14,6 +14,8 @@ from typing import Any
 from sqlalchemy import select
 
 from . import ledger, owners, people, registry
+from .authz import PullFacts, needs_reviewer_list
+from .commands import Verb
 from .context import Context
 from .db import attempt
 from .errors import Refused
@@ -137,10 +139,15 @@ def source(ctx: Context) -> str:
 def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
     """Ask for the patch's check run to be brought up to date once this delivery commits.
 
-    The patch keeps the approvals count it was published with, so the API, the
-    dashboard and the CLI say what the check run says without reading the policy."""
-    if patch.meta.get("required_approvals") != policy.required_approvals:
-        patch.meta = {**patch.meta, "required_approvals": policy.required_approvals}
+    The patch keeps the approvals count and the reviewer list it was published with,
+    so the API, the dashboard and the CLI say what the check run says without reading
+    the policy."""
+    stamp = {
+        "required_approvals": policy.required_approvals,
+        "decided_by": deciders(policy, patch.risk),
+    }
+    if any(patch.meta.get(k) != v for k, v in stamp.items()):
+        patch.meta = {**patch.meta, **stamp}
     ctx.effect(
         "publish",
         project=repo.project,
@@ -151,6 +158,15 @@ def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str |
     if owners.META in patch.meta and patch.pr_number is not None:
         # after the check run, best effort: ask a covering set of owners to review
         ctx.effect("owner_reviews", project=repo.project, ledger_id=patch.ledger_id)
+
+
+def deciders(policy: Policy, risk: str | None) -> list[str]:
+    """The configured reviewers (logins and ``org/team``) when only they may decide this
+    patch (``authz.needs_reviewer_list``); empty when anyone with the permission may."""
+    facts = PullFacts(author=None, session_bot=None, risk=risk)
+    if not needs_reviewer_list(Verb.APPROVE, policy, facts):
+        return []
+    return [*policy.reviewers, *policy.reviewer_teams]
 
 
 # -- sessions -------------------------------------------------------------------------

@@ -274,3 +274,29 @@ def test_a_move_to_the_state_it_is_in_says_already() -> None:
     assert str(IllegalTransition("patch", "01X", "dropped", "queued")) == (
         "patch 01X cannot move from dropped to queued"
     )
+
+
+def test_a_high_risk_patch_says_only_the_listed_reviewers_may_approve(
+    rt: Any, deliver: Any, github: Any, reader: Api
+) -> None:
+    """With `review.reviewers` / `reviewer_teams`, the wait names them, on GitHub and in the API."""
+    from tests.scenario import R, Scenario
+    from tests.test_review_flow import drain, only_patch, writes
+
+    sc = Scenario(deliver, github)
+    sc.serve_policy("review:\n  reviewers: [alice]\n  reviewer_teams: [octo/security]\n")
+    sc.serve_files("src/auth/login.py")
+    sc.serve_green()
+    sc.serve_writes()
+    sc.pr_event("opened")
+    drain(rt)
+    patch = only_patch(rt)
+    assert (patch.state, patch.risk) == ("awaiting_review", "high")
+    said = (
+        "Needs 1 approval from one of @alice, @octo/security: comment `/approve`, or use the button"
+    )
+    check = [w for w in writes(github) if w[1].startswith(f"{R}/check-runs")][-1][2]
+    assert f"Next: {said}" in check["output"]["summary"]
+    [need] = [w for w in reader("GET", f"/patches/{patch.ledger_id}").get_json()["waiting_for"]
+              if w["kind"] == "approvals"]  # fmt: skip
+    assert need["summary"] == said and need["who"] == ["alice", "octo/security"]
