@@ -827,7 +827,10 @@ def decide(ledger_id: str, verb: str) -> Any:
     if verb == "reject" and not text.strip():
         raise ApiError(400, "invalid", "reason is required to reject a patch", "reason")
     version = field(data, "version", int)
-    result = act_on_patch(
+    r = rt()
+    result = actors.decide(
+        r.database,
+        r.github,
         ledger_id,
         verbs[verb],
         text,
@@ -837,31 +840,6 @@ def decide(ledger_id: str, verb: str) -> Any:
         allowed=g.token.allows,
     )
     return jsonify(result)
-
-
-def act_on_patch(
-    ledger_id: str,
-    verb: Verb,
-    argument: str,
-    login: str,
-    *,
-    source: str,
-    version: int | None = None,
-    allowed: Callable[[str], bool] = lambda _: True,
-) -> dict[str, Any]:
-    """A decision made off GitHub (API, dashboard), under exactly the comment rules."""
-    r = rt()
-    return actors.decide(
-        r.database,
-        r.github,
-        ledger_id,
-        verb,
-        argument,
-        login,
-        source=source,
-        version=version,
-        allowed=allowed,
-    )
 
 
 # -- stats and the description ----------------------------------------------------------------

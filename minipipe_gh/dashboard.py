@@ -2,7 +2,7 @@
 
 Every page and every action is scoped to the viewer's repositories
 (``scoped``): another repository's session, patch or delivery is a 404, as
-if it did not exist. Decisions go through ``api.act_on_patch``, the same rules
+if it did not exist. Decisions go through ``actors.decide``, the same rules
 as a PR comment; the page only shows what the rules answered.
 """
 
@@ -32,6 +32,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
 from . import (
+    actors,
     api,
     audit,
     charts,
@@ -272,7 +273,9 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     raw_version = request.form.get("version") or ""
     version = int(raw_version) if raw_version.isdigit() else None
     try:
-        result = api.act_on_patch(
+        result = actors.decide(
+            rt().database,
+            rt().github,
             ledger_id,
             DECISIONS[verb],
             text,
@@ -285,8 +288,6 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
         return _patch(viewer, ledger_id, error=str(err), status=403, form=form)
     except (Refused, Conflict) as err:
         return _patch(viewer, ledger_id, error=str(err), status=409, form=form)
-    except api.ApiError as err:
-        return _patch(viewer, ledger_id, error=str(err), status=err.status, form=form)
     except GithubException as err:
         return _patch(viewer, ledger_id, error=_github_message(err), status=502, form=form)
     done = "Approved" if verb == "approve" else "Rejected"
