@@ -2,7 +2,7 @@
 
 The repository keeps them at the top level (the layout the project fixes); the build
 copies them into ``minipipe_gh/`` so an installed wheel, not only a checkout, serves
-every page and runs the setup flow. ``minipipe_gh.resources`` finds them in either place.
+every page and runs the setup flow. ``minipipe_gh.conf.resources`` finds them in either place.
 Everything else about the package is in ``pyproject.toml``.
 """
 

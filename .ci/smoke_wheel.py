@@ -127,9 +127,9 @@ def configured(root: Path, url: str) -> None:
     from flask import Flask
     from flask.sessions import SecureCookieSessionInterface
 
-    from minipipe_gh import ledger, registry, signins
-    from minipipe_gh.db import Database
-    from minipipe_gh.signins import Repo
+    from minipipe_gh.store import ledger, registry, signins
+    from minipipe_gh.store.db import Database
+    from minipipe_gh.store.signins import Repo
 
     folder = root / "app"
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

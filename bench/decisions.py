@@ -236,7 +236,7 @@ def counts_of(stats: dict[str, Any]) -> collections.Counter[str]:
 def run_ours(
     args: argparse.Namespace, work: Path, env0: dict[str, str], fake: e2e.Proc, fake_port: int
 ) -> Run:
-    from minipipe_gh import migrate
+    from minipipe_gh.store import migrate
 
     e2e.fake_post(fake_port, "/_fake/reset")
     tag = f"ours-{uuid.uuid4().hex[:6]}"
@@ -330,8 +330,8 @@ def wait_done(url: str, idents: list[str], timeout: float) -> str:
     """Every acknowledged delivery a stored row, and finished by the worker."""
     from sqlalchemy import select
 
-    from minipipe_gh.db import Database
-    from minipipe_gh.models import Delivery
+    from minipipe_gh.store.db import Database
+    from minipipe_gh.store.models import Delivery
 
     db = Database(url)
     try:

@@ -144,10 +144,12 @@ def inline_app() -> Any:
 
     from werkzeug.datastructures import EnvironHeaders
 
-    from minipipe_gh import effects, events, logs
-    from minipipe_gh.context import Context
-    from minipipe_gh.ingest import _read_body
-    from minipipe_gh.runtime import Runtime
+    from minipipe_gh.core import events
+    from minipipe_gh.delivery import logs
+    from minipipe_gh.delivery.ingest import _read_body
+    from minipipe_gh.delivery.runtime import Runtime
+    from minipipe_gh.gh import effects
+    from minipipe_gh.review.context import Context
 
     rt = Runtime.build()
     log = logging.getLogger("bench.inline")
@@ -289,7 +291,7 @@ class DoneWatcher:
     """Looks in the inbox every ``POLL_S`` for the deliveries the driver waits on."""
 
     def __init__(self, url: str, loop: asyncio.AbstractEventLoop) -> None:
-        from minipipe_gh.db import Database
+        from minipipe_gh.store.db import Database
 
         self.db = Database(url)
         self.loop = loop
@@ -308,7 +310,7 @@ class DoneWatcher:
     def run(self) -> None:
         from sqlalchemy import bindparam, select
 
-        from minipipe_gh.models import Delivery
+        from minipipe_gh.store.models import Delivery
 
         d = Delivery.__table__.c
         query = select(d.delivery_id, d.status, d.finished_at, d.attempts).where(
@@ -552,8 +554,8 @@ class Outcome:
 def db_summary(url: str) -> tuple[dict[str, int], int, dict[str, int]]:
     from sqlalchemy import func, select
 
-    from minipipe_gh.db import Database
-    from minipipe_gh.models import Delivery, Patch
+    from minipipe_gh.store.db import Database
+    from minipipe_gh.store.models import Delivery, Patch
 
     db = Database(url)
     try:
@@ -582,7 +584,7 @@ def run_config(
     fake_port: int,
     cluster: Cluster | None,
 ) -> Outcome:
-    from minipipe_gh import migrate
+    from minipipe_gh.store import migrate
 
     fake_post(fake_port, "/_fake/reset")
     env = dict(base_env)
@@ -1138,10 +1140,11 @@ def reconcile_bench(
 ) -> bool:
     """N open session PRs that agree with GitHub, reconciled cold, warm, and warm without
     ETags: the GitHub requests each run costs."""
-    from minipipe_gh import checkrun, ledger, migrate, registry
-    from minipipe_gh.db import Database
-    from minipipe_gh.github_app import GitHubApp
-    from minipipe_gh.reconcile import reconcile
+    from minipipe_gh.core import checkrun
+    from minipipe_gh.delivery.reconcile import reconcile
+    from minipipe_gh.gh.client import GitHubApp
+    from minipipe_gh.store import ledger, migrate, registry
+    from minipipe_gh.store.db import Database
 
     n, repo = args.reconcile_prs, "bench/reconcile"
     url = f"sqlite:///{work / 'reconcile.db'}"

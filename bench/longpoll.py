@@ -46,10 +46,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from minipipe_gh import ledger, migrate, registry, tokens  # noqa: E402
-from minipipe_gh.db import Database  # noqa: E402
-from minipipe_gh.models import Installation, InstalledRepository  # noqa: E402
-from minipipe_gh.patch_states import PatchState as P  # noqa: E402
+from minipipe_gh.core.patch_states import PatchState as P  # noqa: E402
+from minipipe_gh.store import ledger, migrate, registry, tokens  # noqa: E402
+from minipipe_gh.store.db import Database  # noqa: E402
+from minipipe_gh.store.models import Installation, InstalledRepository  # noqa: E402
 from tests.pg import BIN as PG_BIN  # noqa: E402
 from tests.pg import Cluster  # noqa: E402
 

@@ -40,8 +40,8 @@ from typing import Any
 
 from sqlalchemy import event, text
 
-from minipipe_gh import ledger, migrate, pagination, registry
-from minipipe_gh.db import Database
+from minipipe_gh.store import ledger, migrate, pagination, registry
+from minipipe_gh.store.db import Database
 
 SIZES = (10_000, 100_000, 1_000_000)
 PATCHES_PER_SESSION = 10

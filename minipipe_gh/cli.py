@@ -11,12 +11,14 @@ from typing import Any
 import click
 from github import GithubException
 
-from . import actors, config, ledger, migrate, registry
-from .commands import Verb
-from .db import Database
-from .errors import ConfigError, MinipipeError
-from .github_app import GitHubApp
-from .serialize import audit_dict, patch_dict, session_dict
+from minipipe_gh.conf import config
+from minipipe_gh.core.commands import Verb
+from minipipe_gh.core.errors import ConfigError, MinipipeError
+from minipipe_gh.gh.client import GitHubApp
+from minipipe_gh.review import actors
+from minipipe_gh.store import ledger, migrate, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.serialize import audit_dict, patch_dict, session_dict
 
 EXIT_REFUSED = 2
 
@@ -31,7 +33,7 @@ class Ctx:
     @property
     def db(self) -> Database:
         if self._db is None:
-            from .startup import check_database
+            from minipipe_gh.conf.startup import check_database
 
             check_database(self.settings)  # a sentence, not a traceback, when it is wrong
             self.settings.instance_path.mkdir(parents=True, exist_ok=True)
@@ -110,7 +112,7 @@ class Main(click.Group):
     """Every command stops on a configuration error with its one message, no traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from .startup import EXIT_CONFIG
+        from minipipe_gh.conf.startup import EXIT_CONFIG
 
         try:
             return super().invoke(ctx)
@@ -138,7 +140,7 @@ def db() -> None:
 @pass_ctx
 def db_upgrade(ctx: Ctx, revision: str) -> None:
     """Create or migrate the schema to the newest revision."""
-    from .startup import check_database
+    from minipipe_gh.conf.startup import check_database
 
     check_database(ctx.settings, migrated=False)
     ctx.settings.instance_path.mkdir(parents=True, exist_ok=True)
@@ -308,8 +310,8 @@ def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
     """Print the audit trail as JSON lines."""
     from datetime import UTC, datetime
 
-    from . import audit as audit_log
-    from .errors import Invalid
+    from minipipe_gh.core.errors import Invalid
+    from minipipe_gh.store import audit as audit_log
 
     when = None
     if since:
@@ -335,7 +337,7 @@ def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
 @click.option("--no-worker", is_flag=True, help="Do not start the in-process worker.")
 def run(host: str, port: int, public_url: str | None, no_worker: bool) -> None:
     """Development server with an in-process worker (migrates the database first)."""
-    from .runtime import freeze_startup_heap
+    from minipipe_gh.delivery.runtime import freeze_startup_heap
 
     rt, app = prepare_run(host, port, public_url)
     if not no_worker:
@@ -349,9 +351,9 @@ def prepare_run(host: str, port: int, public_url: str | None) -> tuple[Any, Any]
     smee.io subscription, and the setup link on the console."""
     import dataclasses
 
-    from . import startup
-    from .runtime import Runtime
-    from .web import create_app
+    from minipipe_gh.conf import startup
+    from minipipe_gh.delivery.runtime import Runtime
+    from minipipe_gh.web import create_app
 
     settings = config.load()
     if public_url:
@@ -363,7 +365,7 @@ def prepare_run(host: str, port: int, public_url: str | None) -> tuple[Any, Any]
     app = create_app(runtime_obj=rt)
     local = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::', '') else host}:{port}"
     if settings.webhook_proxy_url:
-        from .smee import subscribe
+        from minipipe_gh.delivery.smee import subscribe
 
         subscribe(rt, settings.webhook_proxy_url)
         click.echo(f"forwarding webhooks from {settings.webhook_proxy_url}")
@@ -407,9 +409,9 @@ def worker(ctx: Ctx, once: bool, threads: int) -> None:
     import signal
     import threading
 
-    from . import logs
-    from .runtime import Runtime, freeze_startup_heap
-    from .startup import check_database, check_production
+    from minipipe_gh.conf.startup import check_database, check_production
+    from minipipe_gh.delivery import logs
+    from minipipe_gh.delivery.runtime import Runtime, freeze_startup_heap
 
     if once:
         ctx.settings.require_credentials()
@@ -485,7 +487,7 @@ def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> 
     """Deliveries in the inbox, newest first."""
     from sqlalchemy import select
 
-    from .models import Delivery
+    from minipipe_gh.store.models import Delivery
 
     with ctx.db.unit(write=False) as s:
         q = select(Delivery).order_by(Delivery.seq.desc()).limit(limit)
@@ -501,7 +503,7 @@ def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> 
 @core_errors
 def deliveries_show(ctx: Ctx, ident: str) -> None:
     """One delivery, with its payload, as JSON."""
-    from .worker import find_delivery
+    from minipipe_gh.delivery.worker import find_delivery
 
     with ctx.db.unit(write=False) as s:
         emit_json(delivery_dict(find_delivery(s, ident), full=True))
@@ -516,8 +518,8 @@ def deliveries_replay(ctx: Ctx, ident: str, yes: bool) -> None:
     """Queue a delivery again (a dead one, typically).
 
     A finished delivery's GitHub writes are sent again: it asks first, naming them."""
-    from .lost import effects_in_words
-    from .worker import find_delivery, replay
+    from minipipe_gh.core.lost import effects_in_words
+    from minipipe_gh.delivery.worker import find_delivery, replay
 
     with ctx.db.unit(write=False) as s:
         found = find_delivery(s, ident)
@@ -559,8 +561,8 @@ def send_delivery(
 
     import requests
 
-    from .errors import Invalid
-    from .events import signature
+    from minipipe_gh.core.errors import Invalid
+    from minipipe_gh.core.events import signature
 
     if not settings.webhook_secrets:
         raise ConfigError(
@@ -598,10 +600,10 @@ def send_delivery(
 @core_errors
 def sessions_reap(ctx: Ctx, older_than: str | None, dry_run: bool, as_json: bool) -> None:
     """Pause active sessions with no activity for a while (reason: stale)."""
-    from .errors import Invalid
-    from .maintenance import reap_stale
-    from .policy import parse_duration
-    from .runtime import Runtime
+    from minipipe_gh.core.errors import Invalid
+    from minipipe_gh.core.policy import parse_duration
+    from minipipe_gh.delivery.maintenance import reap_stale
+    from minipipe_gh.delivery.runtime import Runtime
 
     try:
         limit = parse_duration(older_than) if older_than else None
@@ -624,7 +626,7 @@ def sessions_reap(ctx: Ctx, older_than: str | None, dry_run: bool, as_json: bool
 @core_errors
 def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
     """Per agent type: sessions, success rate, time to completion, review outcomes, cost."""
-    from .stats import agent_stats
+    from minipipe_gh.store.stats import agent_stats
 
     with ctx.db.unit(write=False) as s:
         rows = agent_stats(s, project_id=project_id)
@@ -663,9 +665,9 @@ def sessions_limits(ctx: Ctx, project_id: str, as_json: bool) -> None:
     agents.<type>.max_open_sessions in the repository's .github/minipipe.yml."""
     from sqlalchemy import func, select
 
-    from .models import InstalledRepository
-    from .session_limits import counts
-    from .workflow import load_policy
+    from minipipe_gh.review.workflow import load_policy
+    from minipipe_gh.store.models import InstalledRepository
+    from minipipe_gh.store.session_limits import counts
 
     with ctx.db.unit(write=False) as s:
         inst = s.scalars(
@@ -715,7 +717,7 @@ def token() -> None:
 @core_errors
 def token_create(ctx: Ctx, name: str, login: str, repos: tuple[str, ...]) -> None:
     """Create a token and print it once (only its hash is kept)."""
-    from . import tokens
+    from minipipe_gh.store import tokens
 
     with ctx.db.unit() as s:
         _row, secret = tokens.create(s, name, login=login, repositories=list(repos) or None)
@@ -732,7 +734,7 @@ def token_create(ctx: Ctx, name: str, login: str, repos: tuple[str, ...]) -> Non
 @pass_ctx
 def token_list(ctx: Ctx, as_json: bool) -> None:
     """Tokens (never their secrets)."""
-    from . import tokens
+    from minipipe_gh.store import tokens
 
     with ctx.db.unit(write=False) as s:
         rows = [
@@ -758,7 +760,7 @@ def token_list(ctx: Ctx, as_json: bool) -> None:
 @core_errors
 def token_revoke(ctx: Ctx, name: str) -> None:
     """Revoke a token at once."""
-    from . import tokens
+    from minipipe_gh.store import tokens
 
     with ctx.db.unit() as s:
         tokens.revoke(s, name)
@@ -770,8 +772,8 @@ def token_revoke(ctx: Ctx, name: str) -> None:
 
 def _app_runtime(ctx: Ctx) -> Any:
     """A runtime that can act as the app (reconcile and recover need its credentials)."""
-    from .errors import ConfigError
-    from .runtime import Runtime
+    from minipipe_gh.core.errors import ConfigError
+    from minipipe_gh.delivery.runtime import Runtime
 
     rt = Runtime.build(ctx.settings)
     if rt.github.app_id is None or not rt.github.private_key:
@@ -789,7 +791,7 @@ def _app_runtime(ctx: Ctx) -> Any:
 @core_errors
 def reconcile_command(ctx: Ctx, repo: str | None, as_json: bool) -> None:
     """Compare GitHub with the ledger for every open session PR and queue the repairs."""
-    from .reconcile import reconcile
+    from minipipe_gh.delivery.reconcile import reconcile
 
     rt = _app_runtime(ctx)
     report = reconcile(rt.database, rt.github, repo=repo)
@@ -817,9 +819,9 @@ def reconcile_command(ctx: Ctx, repo: str | None, as_json: bool) -> None:
 @core_errors
 def deliveries_recover(ctx: Ctx, since: str, max_redeliveries: int, as_json: bool) -> None:
     """Ask GitHub to redeliver the deliveries it failed to make and the inbox lacks."""
-    from .errors import Invalid
-    from .policy import parse_duration
-    from .recover import recover
+    from minipipe_gh.core.errors import Invalid
+    from minipipe_gh.core.policy import parse_duration
+    from minipipe_gh.delivery.recover import recover
 
     try:
         window = parse_duration(since)
@@ -855,10 +857,10 @@ def patches_waiting(
     ctx: Ctx, older_than: str | None, project_id: str | None, limit: int, as_json: bool
 ) -> None:
     """Open patches, longest waiting first, with what each waits for."""
-    from .errors import Invalid
-    from .models import utcnow
-    from .policy import parse_duration
-    from .waiting import waiting
+    from minipipe_gh.core.errors import Invalid
+    from minipipe_gh.core.policy import parse_duration
+    from minipipe_gh.store.models import utcnow
+    from minipipe_gh.store.waiting import waiting
 
     try:
         limit_age = parse_duration(older_than) if older_than else None
@@ -897,6 +899,6 @@ def mcp_command() -> None:
 
     Reads MINIPIPE_URL (this server's address) and MINIPIPE_TOKEN (a bot token).
     """
-    from .mcp_server import serve
+    from minipipe_gh.mcp_server import serve
 
     serve()

@@ -19,7 +19,7 @@ import requests
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from . import __version__
+from minipipe_gh import __version__
 
 MAX_WAIT = 60  # what the API's long-poll allows per request
 # Patch states at which a reviewer (or the checks) has spoken, and what that means for the bot.

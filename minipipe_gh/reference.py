@@ -22,10 +22,11 @@ from typing import Any
 import click
 import yaml
 
-from . import checkrun, commands, config, policy, resources
-from .models import Patch
-from .patch_states import PatchState
-from .people import Hold, Person
+from minipipe_gh.conf import config, resources
+from minipipe_gh.core import checkrun, commands, policy
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.core.people import Hold, Person
+from minipipe_gh.store.models import Patch
 
 HOLD = Hold(Person("LOGIN"), "triage", None, "")
 
@@ -171,7 +172,7 @@ def manifest_tables() -> str:
 
 
 def cli_reference() -> str:
-    from .cli import main
+    from minipipe_gh.cli import main
 
     lines: list[str] = []
 

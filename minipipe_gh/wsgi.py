@@ -7,10 +7,10 @@ missing or malformed setting, no traceback.
 
 from __future__ import annotations
 
-from .errors import ConfigError
-from .runtime import freeze_startup_heap
-from .startup import stop_server
-from .web import create_app
+from minipipe_gh.conf.startup import stop_server
+from minipipe_gh.core.errors import ConfigError
+from minipipe_gh.delivery.runtime import freeze_startup_heap
+from minipipe_gh.web import create_app
 
 try:
     app = create_app(production=True)

@@ -21,10 +21,11 @@ import responses
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from minipipe_gh import config, migrate
-from minipipe_gh.config import Settings
-from minipipe_gh.db import Database
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.conf import config
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.store import migrate
+from minipipe_gh.store.db import Database
 from minipipe_gh.web import create_app
 from tests.pg import Cluster
 from tests.support import API, APP_ID, OLD_SECRET, SECRET, Deliver, FakeGitHub

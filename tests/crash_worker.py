@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from minipipe_gh import audit
-from minipipe_gh.context import Context
-from minipipe_gh.db import Database
-from minipipe_gh.routing import Router
-from minipipe_gh.worker import Worker
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.worker import Worker
+from minipipe_gh.review.context import Context
+from minipipe_gh.store import audit
+from minipipe_gh.store.db import Database
 
 
 def build_router(marker_dir: Path, hang_s: float) -> Router:

@@ -14,7 +14,7 @@ from typing import Any
 
 from responses import matchers
 
-from minipipe_gh.models import CheckRunRef
+from minipipe_gh.store.models import CheckRunRef
 from tests.support import APP_ID, INSTALLATION_ID, WIRE, Deliver, FakeGitHub, payload
 
 REPO = "Codertocat/Hello-World"

@@ -11,7 +11,7 @@ from typing import Any
 
 import responses
 
-from minipipe_gh import events
+from minipipe_gh.core import events
 
 FIXTURES = Path(__file__).parent / "fixtures"
 API = "https://ghe.test/api/v3"  # an Enterprise-style base URL: GITHUB_API_URL must be honoured

@@ -17,10 +17,13 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
-from minipipe_gh import ledger, registry, tokens
 from minipipe_gh.cli import main
-from minipipe_gh.maintenance import reap_stale
-from minipipe_gh.models import (
+from minipipe_gh.core.patch_states import PatchState as P
+from minipipe_gh.delivery.maintenance import reap_stale
+from minipipe_gh.gh.session_pr import branch_name
+from minipipe_gh.review.notify import EVENT as PUBLISH_EVENT
+from minipipe_gh.store import ledger, registry, tokens
+from minipipe_gh.store.models import (
     AgentSession,
     ApiToken,
     AuditEntry,
@@ -31,9 +34,6 @@ from minipipe_gh.models import (
     InstalledRepository,
     utcnow,
 )
-from minipipe_gh.notify import EVENT as PUBLISH_EVENT
-from minipipe_gh.patch_states import PatchState as P
-from minipipe_gh.session_pr import branch_name
 from tests.scenario import REPO, R, user
 
 BASE_SHA = "ba5e" * 10

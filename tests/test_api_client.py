@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import requests
 
-from minipipe_gh import ledger
+from minipipe_gh.store import ledger
 from tests import test_mcp
 from tests.scenario import REPO
 from tests.test_api import install, make_token

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from minipipe_gh.workflow import session_marker
+from minipipe_gh.core.markers import session_marker
 from tests.scenario import R, Scenario
 from tests.test_api import (
     NEW_SESSION,

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
 
-from minipipe_gh.openapi import SPEC
+from minipipe_gh.web.openapi import SPEC
 from tests.scenario import R, user
 from tests.support import WIRE
 from tests.test_api import REPO, install, make_token, seed_patch, serve_session_pr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from minipipe_gh.authz import (
+from minipipe_gh.core.authz import (
     Actor,
     PullFacts,
     hold_lift_refusal,
@@ -12,9 +12,9 @@ from minipipe_gh.authz import (
     required_permission,
     session_move_refusal,
 )
-from minipipe_gh.commands import Verb
-from minipipe_gh.people import Hold, Person
-from minipipe_gh.policy import PERMISSIONS, Policy, parse
+from minipipe_gh.core.commands import Verb
+from minipipe_gh.core.people import Hold, Person
+from minipipe_gh.core.policy import PERMISSIONS, Policy, parse
 
 LOW = PullFacts(author="author", session_bot="agent-bot", risk="low")
 HIGH = PullFacts(author="author", session_bot="agent-bot", risk="high")

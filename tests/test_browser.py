@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from minipipe_gh.config import Settings
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.web import create_app
 from tests.fake_github_server import FakeGitHub, Served
 from tests.fake_github_server import create_app as create_fake_github

@@ -15,11 +15,12 @@ from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
 
-from minipipe_gh import ledger, people
-from minipipe_gh.db import Database
-from minipipe_gh.models import AgentSession, Delivery, Patch
-from minipipe_gh.people import Hold, Person
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.core import people
+from minipipe_gh.core.people import Hold, Person
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.store import ledger
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AgentSession, Delivery, Patch
 from tests import test_browser as browser_suite
 from tests.fake_github_server import FakeGitHub
 from tests.scenario import REPO

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from minipipe_gh.checkrun import NAME, View, body
-from minipipe_gh.models import AuditEntry, Patch
-from minipipe_gh.patch_states import PatchState
-from minipipe_gh.people import Hold, Person
+from minipipe_gh.core.checkrun import NAME, View, body
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.core.people import Hold, Person
+from minipipe_gh.store.models import AuditEntry, Patch
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 LEDGER_ID = "01J0000000000000000000LEDG"

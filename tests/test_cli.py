@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from minipipe_gh import ledger, migrate, registry
 from minipipe_gh.cli import main
-from minipipe_gh.db import Database
-from minipipe_gh.patch_states import PatchState
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.store import ledger, migrate, registry
+from minipipe_gh.store.db import Database
 from tests.support import API, APP_ID, FakeGitHub
 
 P = PatchState

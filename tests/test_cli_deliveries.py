@@ -12,11 +12,11 @@ from click.testing import CliRunner, Result
 from sqlalchemy import select
 
 from minipipe_gh.cli import main
-from minipipe_gh.context import Context
-from minipipe_gh.models import Delivery, Installation
-from minipipe_gh.routing import Router
-from minipipe_gh.runtime import Runtime
-from minipipe_gh.worker import Worker
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.delivery.worker import Worker
+from minipipe_gh.review.context import Context
+from minipipe_gh.store.models import Delivery, Installation
 from tests.support import API, APP_ID, OLD_SECRET, SECRET, payload
 
 Invoke = Callable[..., Result]

@@ -11,8 +11,8 @@ import base64
 import pytest
 from sqlalchemy import select
 
-from minipipe_gh import owners
-from minipipe_gh.models import Patch, ReviewRequest
+from minipipe_gh.core import owners
+from minipipe_gh.store.models import Patch, ReviewRequest
 from tests.scenario import R, Scenario
 
 # GitHub's "Example of a CODEOWNERS file" (docs: About code owners), as published.
@@ -538,7 +538,7 @@ def test_a_push_changing_codeowners_on_the_default_branch_drops_the_cache(rt, de
 
 
 def test_require_code_owners_is_validated_like_the_rest() -> None:
-    from minipipe_gh.policy import PolicyError, parse
+    from minipipe_gh.core.policy import PolicyError, parse
 
     assert parse("review:\n  require_code_owners: true\n").require_code_owners is True
     assert parse(None).require_code_owners is False
@@ -551,8 +551,8 @@ def test_0012_adds_review_requests_and_keeps_existing_rows(empty_db_url: str) ->
     from alembic import command
     from sqlalchemy import inspect, text
 
-    from minipipe_gh import migrate
-    from minipipe_gh.db import Database, make_engine
+    from minipipe_gh.store import migrate
+    from minipipe_gh.store.db import Database, make_engine
 
     command.upgrade(migrate.alembic_config(empty_db_url), "0008")
     engine = make_engine(empty_db_url)
@@ -587,7 +587,7 @@ def test_0012_adds_review_requests_and_keeps_existing_rows(empty_db_url: str) ->
 
 
 def test_a_team_review_request_github_refuses_is_audited_and_skipped(rt, deliver, github):
-    from minipipe_gh.models import AuditEntry, Delivery
+    from minipipe_gh.store.models import AuditEntry, Delivery
 
     sc = Scenario(deliver, github)
     sc.serve_policy(POLICY)

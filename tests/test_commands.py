@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from minipipe_gh.commands import BY_VERB, COMMANDS, Command, Problem, Verb, help_text, parse
+from minipipe_gh.core.commands import BY_VERB, COMMANDS, Command, Problem, Verb, help_text, parse
 
 PROPERTY = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

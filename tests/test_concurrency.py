@@ -19,10 +19,10 @@ from typing import Any
 
 import pytest
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import Conflict
-from minipipe_gh.patch_states import PatchState
+from minipipe_gh.core.errors import Conflict
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.db import Database
 
 P = PatchState
 ROUNDS = 20

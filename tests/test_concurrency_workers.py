@@ -35,16 +35,16 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from minipipe_gh import audit, ledger, registry
-from minipipe_gh.context import Context
-from minipipe_gh.db import Database, attempt
-from minipipe_gh.errors import Refused
-from minipipe_gh.events import Event
-from minipipe_gh.inbox import insert_new, row_for
-from minipipe_gh.models import AgentSession, AuditEntry, Delivery, Patch
-from minipipe_gh.patch_states import PatchState
-from minipipe_gh.routing import Router
-from minipipe_gh.worker import PENDING, Worker
+from minipipe_gh.core.errors import Refused
+from minipipe_gh.core.events import Event
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.worker import PENDING, Worker
+from minipipe_gh.review.context import Context
+from minipipe_gh.store import audit, ledger, registry
+from minipipe_gh.store.db import Database, attempt
+from minipipe_gh.store.inbox import insert_new, row_for
+from minipipe_gh.store.models import AgentSession, AuditEntry, Delivery, Patch
 
 P = PatchState
 PROJECT = "octo/load"

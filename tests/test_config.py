@@ -8,8 +8,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from minipipe_gh import config
-from minipipe_gh.errors import ConfigError
+from minipipe_gh.conf import config
+from minipipe_gh.core.errors import ConfigError
 from minipipe_gh.web import create_app
 from tests.support import APP_ID, SECRET
 

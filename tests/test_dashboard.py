@@ -19,10 +19,11 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-from minipipe_gh import charts, dashboard, ledger, oauth, registry, signins, stats
-from minipipe_gh.config import Settings
-from minipipe_gh.db import Database
-from minipipe_gh.models import (
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.store import ledger, registry, signins, stats
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import (
     AuditEntry,
     DashboardLogin,
     Delivery,
@@ -31,8 +32,7 @@ from minipipe_gh.models import (
     Patch,
     utcnow,
 )
-from minipipe_gh.runtime import Runtime
-from minipipe_gh.web import create_app
+from minipipe_gh.web import charts, create_app, dashboard, oauth
 from tests.scenario import REPO, R, Scenario, commit, user
 from tests.support import INSTALLATION_ID, FakeGitHub
 

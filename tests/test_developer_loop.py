@@ -23,11 +23,11 @@ from dotenv import dotenv_values
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
-from minipipe_gh import events
 from minipipe_gh.cli import main
-from minipipe_gh.db import Database
-from minipipe_gh.models import Delivery
-from minipipe_gh.smee import stringify
+from minipipe_gh.core import events
+from minipipe_gh.delivery.smee import stringify
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import Delivery
 from tests.support import APP_ID, FIXTURES, SECRET, payload
 
 MINIPIPE_GH = str(Path(sys.executable).parent / "minipipe-gh")
@@ -293,8 +293,8 @@ def test_run_prints_the_setup_link_and_keeps_its_secret_key_across_restarts(
 def registered_manifest(db_url: str, tmp_path: Path, **env: str) -> dict[str, Any]:
     import html
 
-    from minipipe_gh import config
-    from minipipe_gh.runtime import Runtime
+    from minipipe_gh.conf import config
+    from minipipe_gh.delivery.runtime import Runtime
     from minipipe_gh.web import create_app
 
     settings = config.load(

@@ -15,8 +15,10 @@ import inspect
 import re
 from pathlib import Path
 
-from minipipe_gh import config, policy, reference
-from minipipe_gh.commands import help_text
+from minipipe_gh import reference
+from minipipe_gh.conf import config
+from minipipe_gh.core import policy
+from minipipe_gh.core.commands import help_text
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -47,7 +49,7 @@ def test_every_policy_key_and_check_run_state_is_in_the_reference() -> None:
     for section, keys in policy._SCHEMA.items():
         for key in keys:
             assert f"| `{section}.{key}` |" in text
-    from minipipe_gh.patch_states import PatchState
+    from minipipe_gh.core.patch_states import PatchState
 
     for state in PatchState:
         assert f"| `{state}` |" in text

@@ -38,16 +38,17 @@ import requests
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
-from minipipe_gh import audit, ledger, worker
-from minipipe_gh.context import Context
-from minipipe_gh.db import Database
-from minipipe_gh.events import Event
-from minipipe_gh.inbox import insert_new, row_for
-from minipipe_gh.models import AuditEntry, Delivery, Patch, utcnow
-from minipipe_gh.patch_states import TRANSITIONS, PatchState
-from minipipe_gh.routing import Router
-from minipipe_gh.runtime import Runtime
-from minipipe_gh.worker import Outcome, Worker
+from minipipe_gh.core.events import Event
+from minipipe_gh.core.patch_states import TRANSITIONS, PatchState
+from minipipe_gh.delivery import worker
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.delivery.worker import Outcome, Worker
+from minipipe_gh.review.context import Context
+from minipipe_gh.store import audit, ledger
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import insert_new, row_for
+from minipipe_gh.store.models import AuditEntry, Delivery, Patch, utcnow
 from tests.pg import free_port
 from tests.scenario import R, Scenario, user
 from tests.support import API, APP_ID, SECRET, WIRE, FakeGitHub, payload, signed_headers

@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from minipipe_gh.models import AgentSession, AuditEntry, Patch
-from minipipe_gh.policy import guard_record
+from minipipe_gh.core.policy import guard_record
+from minipipe_gh.store.models import AgentSession, AuditEntry, Patch
 from tests.scenario import WEB_FLOW, R, Scenario, commit, user
 from tests.test_api import (
     NEW_SESSION,
@@ -370,7 +370,7 @@ def test_an_api_sessions_first_commit_is_the_apps_own_not_a_foreign_one(
     api = Api(client, make_token(rt, "agent", "agent-bot"))
     serve_session_pr(github)
     created = api("POST", "/sessions", NEW_SESSION).get_json()
-    from minipipe_gh.workflow import session_marker
+    from minipipe_gh.core.markers import session_marker
     from tests.test_api import START_SHA
 
     sc = Scenario(deliver, github, number=created["pr_number"], branch=created["branch"])

@@ -10,9 +10,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from minipipe_gh.metrics import WRITES_REFUSED
-from minipipe_gh.models import AuditEntry, CheckRunRef, Delivery
-from minipipe_gh.publish import REDUCED
+from minipipe_gh.delivery.metrics import WRITES_REFUSED
+from minipipe_gh.gh.writes import REDUCED
+from minipipe_gh.store.models import AuditEntry, CheckRunRef, Delivery
 from tests.scenario import REPO, R, Scenario
 from tests.test_review_flow import only_patch, opened_and_validated, serve_tree
 from tests.test_worker import Clock

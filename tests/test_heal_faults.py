@@ -31,8 +31,8 @@ from typing import Any
 from flask import Flask, jsonify, request
 from sqlalchemy import select
 
-from minipipe_gh import checkrun
-from minipipe_gh.models import AgentSession, Delivery, Patch
+from minipipe_gh.core import checkrun
+from minipipe_gh.store.models import AgentSession, Delivery, Patch
 from tests.fake_github_server import Served
 from tests.scenario import Scenario
 from tests.support import APP_ID, SECRET

@@ -20,10 +20,10 @@ import pytest
 import requests
 from sqlalchemy import select
 
-from minipipe_gh import api as api_module
-from minipipe_gh import registry
-from minipipe_gh.config import Settings
-from minipipe_gh.models import AgentSession, utcnow
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.store import registry
+from minipipe_gh.store.models import AgentSession, utcnow
+from minipipe_gh.web import api as api_module
 from tests.scenario import REPO, R
 from tests.test_api import (
     NEW_SESSION,

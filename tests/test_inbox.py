@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from minipipe_gh import db as db_module
-from minipipe_gh import inbox as inbox_module
-from minipipe_gh import migrate
-from minipipe_gh.db import Database
-from minipipe_gh.events import Event, order_key
-from minipipe_gh.inbox import BATCH_MAX, Inbox, insert_new, row_for
-from minipipe_gh.models import Delivery
+from minipipe_gh.core.events import Event, order_key
+from minipipe_gh.store import db as db_module
+from minipipe_gh.store import inbox as inbox_module
+from minipipe_gh.store import migrate
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import BATCH_MAX, Inbox, insert_new, row_for
+from minipipe_gh.store.models import Delivery
 from tests.support import payload
 
 

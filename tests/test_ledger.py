@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.exc import DatabaseError
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import Conflict, IllegalTransition, Invalid, NotFound, Refused
-from minipipe_gh.models import AuditEntry, Patch, utcnow
-from minipipe_gh.patch_states import PatchState
+from minipipe_gh.core.errors import Conflict, IllegalTransition, Invalid, NotFound, Refused
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AuditEntry, Patch, utcnow
 
 P = PatchState
 SHA = "0123456789abcdef0123456789abcdef01234567"

@@ -36,11 +36,11 @@ from hypothesis.stateful import (
 )
 from sqlalchemy import select
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import Refused
-from minipipe_gh.models import AuditEntry, Patch
-from minipipe_gh.patch_states import OPEN, TRANSITIONS, PatchState
+from minipipe_gh.core.errors import Refused
+from minipipe_gh.core.patch_states import OPEN, TRANSITIONS, PatchState
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AuditEntry, Patch
 
 P = PatchState
 PROJECT = "octo/stateful"

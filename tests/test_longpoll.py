@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from minipipe_gh import ledger
-from minipipe_gh.db import Database
-from minipipe_gh.patch_states import PatchState as P
+from minipipe_gh.core.patch_states import PatchState as P
+from minipipe_gh.store import ledger
+from minipipe_gh.store.db import Database
 from tests.test_api import Api, error, install, make_token, seed_patch, seed_session
 
 
@@ -85,8 +85,8 @@ def test_a_verdict_reaches_the_waiting_bot_within_a_second(api, rt, db_url):
 
 DECIDE_IN_ANOTHER_PROCESS = """
 import sys, time
-from minipipe_gh import ledger
-from minipipe_gh.db import Database
+from minipipe_gh.store import ledger
+from minipipe_gh.store.db import Database
 db = Database(sys.argv[1])
 with db.unit(write=False) as s:
     pass  # connected and warm before the clock starts
@@ -138,7 +138,7 @@ def test_nothing_changed_answers_after_the_wait_with_the_same_version(api, rt):
 
 
 def test_the_wait_is_capped_at_sixty_seconds(api, rt, monkeypatch):
-    from minipipe_gh import api as api_module
+    from minipipe_gh.web import api as api_module
 
     seen: list[float] = []
     monkeypatch.setattr(api_module, "_await_change", lambda sid, since, wait: seen.append(wait))

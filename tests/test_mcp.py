@@ -24,10 +24,10 @@ from flask import jsonify, request
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.config import Settings
-from minipipe_gh.patch_states import PatchState as P
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.core.patch_states import PatchState as P
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.store import ledger, registry
 from minipipe_gh.web import create_app
 from tests.fake_github_server import API, FakeGitHub, Served
 from tests.fake_github_server import create_app as create_fake_github

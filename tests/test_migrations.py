@@ -14,9 +14,9 @@ from alembic import command
 from sqlalchemy import event, inspect, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from minipipe_gh import migrate
-from minipipe_gh.db import Database, default_url, make_engine
-from minipipe_gh.models import NeutralCheckRun
+from minipipe_gh.store import migrate
+from minipipe_gh.store.db import Database, default_url, make_engine
+from minipipe_gh.store.models import NeutralCheckRun
 
 CORE_TABLES = {"sessions", "patches", "audit_log"}
 CORE_INDEXES = {

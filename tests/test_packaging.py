@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from minipipe_gh import resources
+from minipipe_gh.conf import resources
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from minipipe_gh import ledger, pagination, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import Invalid
-from minipipe_gh.models import AgentSession, Patch, utcnow
-from minipipe_gh.patch_states import PatchState
-from minipipe_gh.session_states import SessionState
+from minipipe_gh.core.errors import Invalid
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.core.session_states import SessionState
+from minipipe_gh.store import ledger, pagination, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AgentSession, Patch, utcnow
 
 N = 10_000
 PROJECTS = [f"org{i}/repo{i}" for i in range(7)]

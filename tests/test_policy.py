@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minipipe_gh.policy import (
+from minipipe_gh.core.policy import (
     PATH,
     PERMISSIONS,
     Policy,

@@ -16,8 +16,14 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from minipipe_gh.cli import main
-from minipipe_gh.models import AgentSession, AuditEntry, Delivery, Installation, InstalledRepository
-from minipipe_gh.reconcile import reconcile
+from minipipe_gh.delivery.reconcile import reconcile
+from minipipe_gh.store.models import (
+    AgentSession,
+    AuditEntry,
+    Delivery,
+    Installation,
+    InstalledRepository,
+)
 from tests.scenario import APP_ID, REPO, R, Scenario, user
 from tests.support import API
 from tests.test_api import NEW_SESSION, PR_NUMBER, make_token, serve_session_pr
@@ -308,8 +314,8 @@ def test_patches_waiting_says_what_each_waits_for_and_since_when(
     import json
     from datetime import timedelta
 
-    from minipipe_gh.models import utcnow
-    from minipipe_gh.waiting import waiting
+    from minipipe_gh.store.models import utcnow
+    from minipipe_gh.store.waiting import waiting
 
     sc = Scenario(deliver, github)
     patch = opened_and_validated(rt, sc, github)  # high risk: awaiting review

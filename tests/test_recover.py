@@ -19,8 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from minipipe_gh.cli import main
-from minipipe_gh.models import utcnow
-from minipipe_gh.recover import RecoveryMemo, recover
+from minipipe_gh.delivery.recover import RecoveryMemo, recover
+from minipipe_gh.store.models import utcnow
 from tests.scenario import APP_ID, INSTALLATION
 from tests.support import API, WIRE, payload
 

@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from minipipe_gh import audit, ledger, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import Conflict, IllegalTransition, Invalid, NotFound
-from minipipe_gh.models import AgentSession, AuditEntry, Patch
-from minipipe_gh.session_states import SessionState
+from minipipe_gh.core.errors import Conflict, IllegalTransition, Invalid, NotFound
+from minipipe_gh.core.session_states import SessionState
+from minipipe_gh.store import audit, ledger, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AgentSession, AuditEntry, Patch
 
 S = SessionState
 

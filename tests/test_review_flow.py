@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from minipipe_gh import ledger
-from minipipe_gh.models import AgentSession, AuditEntry, Patch, utcnow
+from minipipe_gh.store import ledger
+from minipipe_gh.store.models import AgentSession, AuditEntry, Patch, utcnow
 from tests.scenario import R, Scenario
 
 

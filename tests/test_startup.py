@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from minipipe_gh import config
 from minipipe_gh.cli import main
-from minipipe_gh.errors import ConfigError
-from minipipe_gh.startup import EXIT_CONFIG
+from minipipe_gh.conf import config
+from minipipe_gh.conf.startup import EXIT_CONFIG
+from minipipe_gh.core.errors import ConfigError
 from minipipe_gh.web import create_app
 from tests.support import APP_ID, SECRET
 

@@ -15,15 +15,15 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from minipipe_gh import audit, ledger, registry
-from minipipe_gh.db import Database
-from minipipe_gh.errors import IllegalTransition
-from minipipe_gh.machine import Machine
-from minipipe_gh.models import AuditEntry
-from minipipe_gh.patch_states import MACHINE as PATCH_MACHINE
-from minipipe_gh.patch_states import PatchState
-from minipipe_gh.session_states import MACHINE as SESSION_MACHINE
-from minipipe_gh.session_states import SessionState
+from minipipe_gh.core.errors import IllegalTransition
+from minipipe_gh.core.machine import Machine
+from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
+from minipipe_gh.core.patch_states import PatchState
+from minipipe_gh.core.session_states import MACHINE as SESSION_MACHINE
+from minipipe_gh.core.session_states import SessionState
+from minipipe_gh.store import audit, ledger, registry
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import AuditEntry
 
 ACTOR = "tester"
 SOURCE = "test:states"

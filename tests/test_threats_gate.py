@@ -12,8 +12,8 @@ import json
 import pytest
 from sqlalchemy import select
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.models import AgentSession, AuditEntry, NeutralCheckRun, Patch
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.models import AgentSession, AuditEntry, NeutralCheckRun, Patch
 from tests.scenario import REPO, R, Scenario, check_run
 
 

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from minipipe_gh.cli import main
-from minipipe_gh.models import AgentSession, Patch
-from minipipe_gh.workflow import session_marker
+from minipipe_gh.core.markers import session_marker
+from minipipe_gh.store.models import AgentSession, Patch
 from tests.scenario import R, Scenario, user
 from tests.support import API, APP_ID, FakeGitHub
 from tests.test_api import (

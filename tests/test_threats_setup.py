@@ -20,8 +20,8 @@ import pytest
 import responses
 from dotenv import dotenv_values
 
-from minipipe_gh import config
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.conf import config
+from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.web import create_app
 from tests.support import API
 

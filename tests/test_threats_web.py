@@ -17,12 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from minipipe_gh.config import Settings
-from minipipe_gh.metrics import DELIVERIES_PROCESSED, DELIVERIES_RECEIVED
-from minipipe_gh.models import AuditEntry, Delivery
-from minipipe_gh.notify import EVENT as PUBLISH_EVENT
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.core.markers import MARKER
+from minipipe_gh.delivery.metrics import DELIVERIES_PROCESSED, DELIVERIES_RECEIVED
+from minipipe_gh.review.notify import EVENT as PUBLISH_EVENT
+from minipipe_gh.store.models import AuditEntry, Delivery
 from minipipe_gh.web import create_app
-from minipipe_gh.workflow import MARKER
 from tests.scenario import REPO, R, Scenario
 from tests.support import FakeGitHub, payload, signed_headers
 from tests.test_api import NEW_SESSION, Api, error, install, make_token, seed_session
@@ -185,7 +185,7 @@ def test_attack_a_65000_character_reason_still_fits_the_check_run(rt, deliver, g
 
 def test_attack_text_sent_to_github_never_exceeds_its_limits():
     """Whatever ends up in a reply or a check run is cut to GitHub's limits, markers kept."""
-    from minipipe_gh import limits
+    from minipipe_gh.core import limits
 
     marker = "\n\n<!-- minipipe:reply=abc -->"
     reply = limits.fit("r" * 100_000, COMMENT_LIMIT, tail=marker)

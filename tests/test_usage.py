@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from minipipe_gh import ledger, registry
-from minipipe_gh.models import UsageReport
-from minipipe_gh.patch_states import PatchState as P
+from minipipe_gh.core.patch_states import PatchState as P
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.models import UsageReport
 from tests import test_api
 from tests.scenario import REPO
 from tests.test_api import Api, error, install, make_token, seed_session

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from minipipe_gh.validation import runs_verdict, suites_verdict
+from minipipe_gh.core.validation import runs_verdict, suites_verdict
 
 OWN = 4242
 CI = 15368  # GitHub Actions

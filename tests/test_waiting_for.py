@@ -13,11 +13,12 @@ from typing import Any
 
 import pytest
 
-from minipipe_gh import ledger, people, registry, waits
-from minipipe_gh.checkrun import View, body, patch_url
-from minipipe_gh.models import AgentSession, Patch
-from minipipe_gh.patch_states import OPEN, TRANSITIONS, PatchState
-from minipipe_gh.people import Hold, Person
+from minipipe_gh.core import people, waits
+from minipipe_gh.core.checkrun import View, body, patch_url
+from minipipe_gh.core.patch_states import OPEN, TRANSITIONS, PatchState
+from minipipe_gh.core.people import Hold, Person
+from minipipe_gh.store import ledger, registry
+from minipipe_gh.store.models import AgentSession, Patch
 from tests.test_api import PR_META, Api, install, make_token, seed_session
 
 P = PatchState
@@ -194,7 +195,7 @@ def test_logs_carry_no_colour_codes_off_a_terminal() -> None:
     import io
     import logging
 
-    from minipipe_gh.logs import PlainFormatter, is_terminal
+    from minipipe_gh.delivery.logs import PlainFormatter, is_terminal
 
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
@@ -211,7 +212,7 @@ def test_logs_carry_no_colour_codes_off_a_terminal() -> None:
 
 
 def test_the_checks_verdict_names_failing_and_pending_checks() -> None:
-    from minipipe_gh.validation import runs_checks, suites_checks
+    from minipipe_gh.core.validation import runs_checks, suites_checks
 
     def run(rid: int, name: str, status: str, conclusion: str | None, app: int = 5) -> dict:
         return {
@@ -266,7 +267,7 @@ def test_a_patch_validated_on_no_checks_says_no_checks_were_reported() -> None:
 
 
 def test_a_move_to_the_state_it_is_in_says_already() -> None:
-    from minipipe_gh.errors import IllegalTransition
+    from minipipe_gh.core.errors import IllegalTransition
 
     assert str(IllegalTransition("patch", "01X", "dropped", "dropped")) == (
         "patch 01X is already dropped"

@@ -8,8 +8,8 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from minipipe_gh import events
-from minipipe_gh.models import Delivery
+from minipipe_gh.core import events
+from minipipe_gh.store.models import Delivery
 from tests.support import OLD_SECRET, SECRET, payload
 
 

@@ -17,14 +17,15 @@ import pytest
 from github import BadCredentialsException, GithubException, RateLimitExceededException
 from sqlalchemy import select
 
-from minipipe_gh import effects, worker
-from minipipe_gh.context import Context
-from minipipe_gh.db import Database
-from minipipe_gh.effects import EffectContext
-from minipipe_gh.models import Delivery, Installation, InstalledRepository, utcnow
-from minipipe_gh.routing import Router
-from minipipe_gh.runtime import Runtime
-from minipipe_gh.worker import Worker, retry_delay
+from minipipe_gh.delivery import worker
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.delivery.worker import Worker, retry_delay
+from minipipe_gh.gh import effects
+from minipipe_gh.gh.effects import EffectContext
+from minipipe_gh.review.context import Context
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import Delivery, Installation, InstalledRepository, utcnow
 from tests.support import WIRE, payload
 
 COMMENT = "test_worker.comment"  # an effect kind of this module only

@@ -17,11 +17,11 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from minipipe_gh.db import Database
-from minipipe_gh.events import Event
-from minipipe_gh.inbox import insert_new, row_for
-from minipipe_gh.models import AuditEntry, Delivery, utcnow
-from minipipe_gh.worker import Worker
+from minipipe_gh.core.events import Event
+from minipipe_gh.delivery.worker import Worker
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import insert_new, row_for
+from minipipe_gh.store.models import AuditEntry, Delivery, utcnow
 from tests.crash_worker import build_router
 from tests.support import payload
 

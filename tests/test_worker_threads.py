@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy import select
 
-from minipipe_gh.context import Context
-from minipipe_gh.models import Delivery
-from minipipe_gh.routing import Router
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.review.context import Context
+from minipipe_gh.store.models import Delivery
 from tests.support import payload
 
 

@@ -23,10 +23,10 @@ from typing import Any
 
 from werkzeug.serving import make_server
 
-from minipipe_gh import config
-from minipipe_gh.events import Event
-from minipipe_gh.inbox import Inbox
-from minipipe_gh.runtime import Runtime
+from minipipe_gh.conf import config
+from minipipe_gh.core.events import Event
+from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.store.inbox import Inbox
 from minipipe_gh.web import create_app
 
 

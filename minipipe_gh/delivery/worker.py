@@ -1,0 +1,500 @@
+"""The worker: claim deliveries with a lease, handle them, retry or bury them.
+
+Ordering: deliveries that share an ``order_key`` (one pull request) are
+handled one at a time in the order received. Only the oldest unfinished
+delivery of a key can be claimed, so a delivery waiting out its backoff holds
+back the ones behind it.
+
+A claim is a lease: a worker that dies loses it when it expires and another
+worker takes the delivery over. Each claim counts as an attempt, so a
+delivery that kills its worker still ends dead, not in an endless loop.
+
+Phases: ``queued`` → handlers run and their database changes commit together
+with the delivery's move to ``effects`` (or straight to ``done``) → the
+recorded GitHub writes are performed → ``done``. A failure in either phase is
+retried with exponential backoff, honouring ``Retry-After`` and the rate-limit
+reset; after the last attempt the delivery is ``dead`` until replayed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from github import BadCredentialsException, GithubException, RateLimitExceededException
+from sqlalchemy import exists, func, or_, select, update
+from sqlalchemy.orm import aliased
+
+from minipipe_gh.core.errors import NotFound
+from minipipe_gh.core.events import Event
+from minipipe_gh.delivery import logs
+from minipipe_gh.delivery.metrics import (
+    DELIVERIES_PROCESSED,
+    PROCESSING_SECONDS,
+    WRITES_REFUSED,
+    counting_github_calls,
+    event_label,
+)
+from minipipe_gh.delivery.recover import RecoveryMemo
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.gh import effects as effects_mod
+from minipipe_gh.gh import installations
+from minipipe_gh.gh.client import GitHubApp
+from minipipe_gh.review.context import Context
+from minipipe_gh.store import audit
+from minipipe_gh.store.db import Database
+from minipipe_gh.store.models import Delivery, utcnow
+
+log = logging.getLogger(__name__)
+
+PENDING = ("queued", "effects")
+BASE_DELAY_S = 2.0
+MAX_DELAY_S = 15 * 60
+
+
+class LeaseLost(Exception):
+    """Another worker holds the delivery now: this attempt must change nothing."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    delivery_id: str
+    status: str  # done | retry | dead | lost (another worker holds it now)
+    github_calls: int = 0
+
+
+def retry_delay(err: BaseException, attempt: int, *, now: float | None = None) -> float:
+    """Seconds to wait before the next attempt.
+
+    Exponential from ``BASE_DELAY_S`` with jitter, but never sooner than GitHub
+    asked: ``Retry-After`` (secondary rate limits) or ``x-ratelimit-reset``.
+    https://docs.github.com/en/rest/using-the-rest-api/rate-limits-for-the-rest-api
+    """
+    now = time.time() if now is None else now
+    delay = min(MAX_DELAY_S, BASE_DELAY_S * 2 ** (attempt - 1) * random.uniform(0.8, 1.2))
+    if isinstance(err, BadCredentialsException) and attempt == 1:
+        return 0.0  # the token expired: retry at once with a fresh one, once
+    if isinstance(err, GithubException):
+        headers = {k.lower(): v for k, v in (err.headers or {}).items()}
+        if "retry-after" in headers:
+            try:
+                return max(float(headers["retry-after"]), 0.0)
+            except ValueError:
+                pass
+        remaining = headers.get("x-ratelimit-remaining")
+        if (isinstance(err, RateLimitExceededException) or remaining == "0") and (
+            "x-ratelimit-reset" in headers
+        ):
+            try:
+                return max(float(headers["x-ratelimit-reset"]) - now, 1.0)
+            except ValueError:
+                pass
+    return delay
+
+
+class Worker:
+    def __init__(
+        self,
+        database: Database,
+        router: Router,
+        app: GitHubApp | None,
+        *,
+        max_attempts: int = 8,
+        lease_seconds: int = 120,
+        worker_id: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        reconcile_every_s: float = 300.0,
+        recover_every_s: float = 300.0,
+    ) -> None:
+        self.database = database
+        self.router = router
+        self.app = app
+        self.max_attempts = max_attempts
+        self.lease = timedelta(seconds=lease_seconds)
+        self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self.wakeup = threading.Event()
+        self.clock = clock  # tests move time forward instead of sleeping
+        self.reconcile_every_s = reconcile_every_s
+        self.recover_every_s = recover_every_s
+        self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
+        self.seen = installations.Seen()  # repositories known to be recorded
+
+    @property
+    def worker_id(self) -> str:
+        """Who holds a lease: each of a worker's threads is a holder of its own, so one
+        thread that stalled past its lease cannot mistake a sibling's claim for its own."""
+        thread = threading.current_thread()
+        if thread is threading.main_thread():
+            return self.base_id
+        return f"{self.base_id}/{thread.name}"
+
+    # -- claiming ---------------------------------------------------------------
+
+    def claim(self, limit: int = 10) -> list[int]:
+        """Lease up to ``limit`` due deliveries, each the head of its order key."""
+        now = self.clock()
+        d, e = Delivery, aliased(Delivery)
+        earlier_pending = exists().where(
+            e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
+        )
+        q = (
+            select(d.seq)
+            .where(
+                d.status.in_(PENDING),
+                d.next_attempt_at <= now,
+                or_(d.lease_expires_at.is_(None), d.lease_expires_at < now),
+                ~earlier_pending,
+            )
+            .order_by(d.seq)
+            .limit(limit)
+        )
+        if not self.database.is_sqlite:
+            q = q.with_for_update(skip_locked=True, of=d)
+        with self.database.unit() as s:
+            seqs = s.scalars(q).all()
+            if not seqs:
+                return []
+            # One compare-and-set for the batch: a row another worker leased meanwhile
+            # no longer matches and is simply not returned.
+            claimed = sorted(
+                s.scalars(
+                    update(Delivery)
+                    .where(
+                        Delivery.seq.in_(seqs),
+                        Delivery.status.in_(PENDING),
+                        or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
+                    )
+                    .values(
+                        lease_owner=self.worker_id,
+                        lease_expires_at=now + self.lease,
+                        attempts=Delivery.attempts + 1,
+                    )
+                    .returning(Delivery.seq)
+                    .execution_options(synchronize_session=False)
+                ).all()
+            )
+        return claimed
+
+    # -- running ----------------------------------------------------------------
+
+    def run_once(self, limit: int = 10) -> list[Outcome]:
+        """Handle every delivery that is due now, then return (``worker --once``)."""
+        outcomes: list[Outcome] = []
+        while batch := self.claim(limit):
+            outcomes.extend(self.process(seq) for seq in batch)
+        return outcomes
+
+    def run_forever(
+        self,
+        stop: threading.Event,
+        *,
+        threads: int = 1,
+        poll_s: float = 0.2,
+        upkeep_every_s: float = 600.0,
+    ) -> None:
+        """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
+        deliveries (a delivery's wait on GitHub no longer holds up the others)."""
+        log.info("worker %s started with %d thread(s)", self.worker_id, threads)
+        loops = [
+            threading.Thread(
+                target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
+            )
+            for i in range(1, threads)
+        ]
+        for loop in loops:
+            loop.start()
+        # (due time, interval, job): recovery and reconciliation run at start, then periodically
+        jobs: list[list[Any]] = [
+            [time.monotonic(), upkeep_every_s, self.upkeep],
+            [time.monotonic(), self.recover_every_s, self.recover],
+            [time.monotonic(), self.reconcile_every_s, self.reconcile],
+        ]
+        while not stop.is_set():
+            for job in jobs:
+                if time.monotonic() >= job[0]:
+                    job[0] = time.monotonic() + job[1]
+                    job[2]()
+            self._step(poll_s)
+        for loop in loops:
+            loop.join(timeout=30)
+
+    def _loop(self, stop: threading.Event, poll_s: float) -> None:
+        while not stop.is_set():
+            self._step(poll_s)
+
+    def _step(self, poll_s: float) -> None:
+        try:
+            done = self.run_once(limit=1)
+        except Exception:
+            log.exception("worker loop failed; carrying on")
+            done = []
+        # Woken at once by an in-process inbox, else poll.
+        if not done and self.wakeup.wait(poll_s):
+            self.wakeup.clear()
+
+    def upkeep(self) -> None:
+        """Scheduled work between deliveries: pause stale sessions."""
+        from minipipe_gh.delivery.maintenance import reap_stale
+
+        try:
+            reap_stale(self.database, self.app)
+        except Exception:
+            log.exception("stale-session reaping failed; will try again")
+
+    def _can_act_as_app(self) -> bool:
+        return self.app is not None and self.app.app_id is not None and bool(self.app.private_key)
+
+    def reconcile(self) -> None:
+        """Compare GitHub with the ledger for every open session PR; queue the repairs."""
+        from minipipe_gh.delivery.reconcile import reconcile
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            report = reconcile(self.database, self.app)
+        except Exception:
+            log.exception("reconciliation failed; will try again")
+            return
+        if report.repairs:
+            log.info("reconciliation queued %d repairs", len(report.repairs))
+
+    def recover(self) -> None:
+        """Ask GitHub to redeliver the deliveries it failed to make (its delivery log)."""
+        from minipipe_gh.delivery.recover import recover
+
+        if not self._can_act_as_app():
+            return
+        try:
+            assert self.app is not None
+            result = recover(self.database, self.app, memo=self.recovery)
+        except Exception:
+            log.exception("recovery of missed deliveries failed; will try again")
+            return
+        if result.asked:
+            log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
+
+    def process(self, seq: int) -> Outcome:
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            assert d is not None
+            ident, name, phase, attempt = d.delivery_id, d.event, d.status, d.attempts
+            installation_id = d.installation_id
+        started = time.perf_counter()
+        with logs.for_delivery(ident), counting_github_calls() as calls:
+            try:
+                pending = self._handle(seq, attempt) if phase == "queued" else self._effects_of(seq)
+                if pending is None:
+                    return Outcome(ident, "lost")
+                if pending:
+                    ectx = effects_mod.EffectContext(
+                        self.database, self.app, installation_id, ident, retrying=attempt > 1
+                    )
+                    results = effects_mod.perform(
+                        ectx,
+                        pending,
+                        progress=lambda state: self._progress(seq, state),
+                        refused=lambda spec, err: self._refused(ident, spec, err),
+                    )
+                    if not self._finish(seq, results):
+                        return Outcome(ident, "lost", len(calls))
+                outcome = Outcome(ident, "done", len(calls))
+            except LeaseLost:
+                log.warning("lease on delivery %s was lost during its effects", seq)
+                outcome = Outcome(ident, "lost", len(calls))
+            except Exception as err:
+                outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
+            label = event_label(name)  # a replayed body can carry any event header
+            PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
+            DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
+            log.info(
+                "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
+            )
+        return outcome
+
+    def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
+        """Run the handlers; their changes and the delivery's next phase commit together,
+        and only while the lease is still this worker's (else everything rolls back)."""
+        try:
+            with self.database.unit() as s:
+                d = s.get(Delivery, seq)
+                if not self._mine(d) or d is None or d.status != "queued":
+                    raise LeaseLost
+                event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
+                s.expunge(d)  # the delivery row changes only through _settle
+                ctx = Context(event, s, self.app, log, attempt=attempt)
+                self.router.dispatch(ctx)
+                installations.remember(s, event, self.seen)  # after the handlers' reads
+                if ctx.effects:
+                    self._settle(s, seq, "queued", status="effects", effects=ctx.effects)
+                else:
+                    self._settle(s, seq, "queued", **self._done())
+                return ctx.effects
+        except LeaseLost:
+            log.warning("lease on delivery %s was lost; another worker has it", seq)
+            return None
+
+    def _settle(self, s: Any, seq: int, phase: str, **values: Any) -> None:
+        """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost."""
+        res = s.execute(
+            update(Delivery)
+            .where(
+                Delivery.seq == seq,
+                Delivery.status == phase,
+                Delivery.lease_owner == self.worker_id,
+            )
+            .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+        if res.rowcount != 1:
+            raise LeaseLost
+
+    def _mine(self, d: Delivery | None) -> bool:
+        """Still leased to this worker? A worker that stalled past its lease must stop."""
+        return d is not None and d.lease_owner == self.worker_id
+
+    def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            if not self._mine(d) or d is None or d.status != "effects":
+                log.warning("lease on delivery %s was lost before its effects", seq)
+                return None
+            return list(d.effects or [])
+
+    def _finish(self, seq: int, results: list[dict[str, Any]]) -> bool:
+        try:
+            with self.database.unit() as s:
+                self._settle(s, seq, "effects", effects=results, **self._done())
+        except LeaseLost:
+            return False
+        return True
+
+    def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
+        """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
+        another worker holds the delivery now: this one must write no more)."""
+        with self.database.unit() as s:
+            self._settle(s, seq, "effects", effects=state)
+
+    def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
+        """A write GitHub refused for good: in the audit trail, the log and a metric."""
+        kind = str(spec.get("kind"))
+        WRITES_REFUSED.labels(kind, str(err.status)).inc()
+        with self.database.unit() as s:
+            audit.record(
+                s,
+                entity="delivery",
+                entity_id=ident,
+                project_id=spec.get("project"),
+                actor="github",
+                source=f"delivery:{ident}",
+                outcome="refused",
+                reason=f"{kind} skipped: {effects_mod.describe(err)}"[:2000],
+                details={"effect": spec, "status": err.status},
+            )
+
+    def _left_over(self, seq: int) -> list[dict[str, Any]] | None:
+        """At the last attempt of a delivery whose unfinished writes are all best-effort:
+        its effects with those marked ``gave_up`` (the delivery ends done, not dead)."""
+        with self.database.unit(write=False) as s:
+            d = s.get(Delivery, seq)
+            if d is None or d.status != "effects" or not d.effects:
+                return None
+            effects = [dict(e) for e in d.effects]
+        left = effects_mod.pending(effects)
+        if not left or not all(effects_mod.is_best_effort(e) for e in left):
+            return None
+        for e in left:
+            e["result"] = "gave_up"
+        return effects
+
+    @staticmethod
+    def _done() -> dict[str, Any]:
+        return {
+            "status": "done",
+            "finished_at": utcnow(),
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": None,
+        }
+
+    def _fail(self, seq: int, attempt: int, installation_id: int | None, err: Exception) -> str:
+        if isinstance(err, BadCredentialsException) and self.app and installation_id:
+            self.app.forget_token(installation_id)
+        text = "".join(traceback.format_exception_only(type(err), err)).strip()
+        values: dict[str, Any] = {
+            "lease_owner": None,
+            "lease_expires_at": None,
+            "last_error": text[:4000],
+        }
+        left = self._left_over(seq) if attempt >= self.max_attempts else None
+        if left is not None:
+            # only best-effort writes failed, for too long: the gate is written; done
+            values.update(self._done(), effects=left, last_error=text[:4000])
+            outcome, delay = "done", 0.0
+        elif attempt >= self.max_attempts:
+            values.update(status="dead", finished_at=utcnow())
+            outcome, delay = "dead", 0.0
+        else:
+            delay = retry_delay(err, attempt, now=self.clock().timestamp())
+            values["next_attempt_at"] = self.clock() + timedelta(seconds=delay)
+            outcome = "retry"
+        try:
+            with self.database.unit() as s:
+                phase = s.scalar(select(Delivery.status).where(Delivery.seq == seq))
+                self._settle(s, seq, str(phase), **values)
+        except LeaseLost:
+            log.warning("attempt %d failed after the lease was lost: %s", attempt, text)
+            return "lost"
+        except Exception:  # e.g. the database itself is down: the lease runs out instead
+            log.exception(
+                "could not record the failure of attempt %d; the lease will expire", attempt
+            )
+            return "retry"
+        if outcome == "dead":
+            log.error("delivery dead after %d attempts: %s", attempt, text)
+        elif outcome == "done":
+            log.error("gave up best-effort writes after %d attempts: %s", attempt, text)
+        else:
+            log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
+        return outcome
+
+
+# -- operator actions ------------------------------------------------------------
+
+
+def find_delivery(s: Any, ident: str) -> Delivery:
+    d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).first()
+    if d is None and (ident.isascii() and ident.isdigit()):
+        d = s.get(Delivery, int(ident))
+    if d is None:
+        raise NotFound(f"delivery {ident} not found")
+    return d
+
+
+def replay(database: Database, ident: str) -> Delivery:
+    """Queue a delivery again from the phase it stopped in (handled ones redo only effects)."""
+    with database.unit() as s:
+        d = find_delivery(s, ident)
+        d.status = "effects" if d.effects else "queued"
+        d.attempts = 0
+        d.next_attempt_at = utcnow()
+        d.lease_owner = None
+        d.lease_expires_at = None
+        d.finished_at = None
+        return d
+
+
+def queue_depth(database: Database) -> dict[str, int]:
+    with database.unit(write=False) as s:
+        rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
+    return {status: count for status, count in rows}

@@ -1,0 +1,224 @@
+"""Engines, sessions and units of work: the one place that owns transactions.
+
+SQLite runs in WAL mode with foreign keys on. pysqlite's own transaction
+handling is switched off (SQLAlchemy's documented recipe) so that SAVEPOINTs
+work, and a unit takes SQLite's write lock with ``BEGIN IMMEDIATE`` just
+before its first write, not at its start:
+
+- reads before that see the latest commit (no snapshot to go stale, so a
+  late write never fails with SQLITE_BUSY_SNAPSHOT; optimistic locking guards
+  the rows a unit read and then changes);
+- a worker's GitHub reads, made before it writes, do not hold the lock that
+  the webhook's acknowledgements need;
+- two writers queue on the lock instead of failing.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import sqlite3
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.exc import StaleDataError
+
+from minipipe_gh.core.errors import Conflict, Refused
+from minipipe_gh.store import audit
+
+SQLITE_BUSY_TIMEOUT_S = 30
+# A WAL that grew past this during a burst is truncated once writes pause: see
+# ``Inbox._checkpoints``.
+SQLITE_WAL_SIZE_LIMIT = 64 * 1024 * 1024
+WRITES = re.compile(r"\s*(INSERT|UPDATE|DELETE|REPLACE|SAVEPOINT|CREATE|DROP|ALTER)\b", re.I)
+
+
+def default_url(instance_path: str | Path) -> str:
+    path = Path(instance_path)
+    path.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path / 'minipipe.db'}"
+
+
+def make_engine(url: str, **kw: Any) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}, **kw
+        )
+        _sqlite_setup(engine)
+        return engine
+    kw.setdefault("pool_pre_ping", True)
+    return create_engine(url, **kw)
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we emit BEGIN ourselves, below
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    lock_path = sqlite_lock_path(engine)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def _lock_before_first_write(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+        dbapi_conn = conn.connection.dbapi_connection
+        if not dbapi_conn.in_transaction and WRITES.match(statement):
+            try:
+                begin_write(dbapi_conn, conn.connection.info, lock_path)
+            except sqlite3.OperationalError as err:  # busy past the timeout: as SQLAlchemy would
+                raise OperationalError("BEGIN IMMEDIATE", None, err) from err
+
+    @event.listens_for(engine, "checkin")
+    def _done_writing(_dbapi_conn: Any, record: Any) -> None:
+        end_write_turn(record.info)
+
+
+def sqlite_lock_path(engine: Engine) -> str | None:
+    """The flock file beside a SQLite database file (None for an in-memory database)."""
+    return f"{engine.url.database}.writer-lock" if engine.url.database else None
+
+
+def begin_write(
+    dbapi_conn: sqlite3.Connection, info: dict[str, Any], lock_path: str | None
+) -> None:
+    """Take SQLite's write lock on a driver connection: our turn, then ``BEGIN IMMEDIATE``
+    (``sqlite3.OperationalError`` when still busy after the busy timeout)."""
+    take_write_turn(dbapi_conn, info, lock_path)
+    dbapi_conn.execute("BEGIN IMMEDIATE")
+
+
+def take_write_turn(
+    dbapi_conn: sqlite3.Connection, info: dict[str, Any], lock_path: str | None
+) -> None:
+    """Wait our turn to write on the flock beside the file, until ``end_write_turn``
+    (the pool calls it when the connection is checked in). Past the connection's
+    busy timeout, go on without it: SQLite's own lock then answers "database is
+    locked"."""
+    if lock_path:
+        if "busy_s" not in info:
+            (busy_ms,) = dbapi_conn.execute("PRAGMA busy_timeout").fetchone()
+            info["busy_s"] = busy_ms / 1000
+        _queue_for_writing(info, lock_path, info["busy_s"])
+
+
+def end_write_turn(info: dict[str, Any]) -> None:
+    """Let the next writer go."""
+    fd = info.pop("writer_lock", None)
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the flock
+
+
+def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -> None:
+    """Writers of one SQLite file (threads and processes alike) wait their turn on an
+    flock beside it: a waiter wakes within milliseconds of the lock's release, where
+    SQLite's own busy handler sleeps up to 100 ms between tries."""
+    if "writer_lock" in info:
+        return
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    deadline = time.monotonic() + timeout_s
+    pause = 0.0002
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() > deadline:
+                os.close(fd)
+                return  # SQLite's own lock then answers "database is locked"
+            time.sleep(pause)
+            pause = min(pause * 2, 0.002)
+    info["writer_lock"] = fd
+
+
+class Database:
+    """An engine and its session factories, one per process."""
+
+    def __init__(self, url: str, **engine_kw: Any) -> None:
+        self.url = url
+        self.engine = make_engine(url, **engine_kw)
+        self.is_sqlite = self.engine.dialect.name == "sqlite"
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        _LIVE.add(self)
+
+    def session(self, *, write: bool = True) -> Session:
+        """``write`` documents intent; SQLite locks at the first write either way."""
+        return self._sessions()
+
+    @contextmanager
+    def unit(self, *, write: bool = True) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on error.
+
+        A ``Refused`` error still leaves its audit row: the unit rolls back
+        whatever the attempt changed, records the refusal, commits that, and
+        re-raises. A lost optimistic-lock race becomes ``Conflict``.
+        """
+        db = self.session(write=write)
+        try:
+            yield db
+            db.commit()
+        except Refused as err:
+            db.rollback()
+            if err.audit:
+                audit.record(db, **err.audit)
+                db.commit()
+            raise
+        except StaleDataError as err:
+            db.rollback()
+            raise Conflict("the record was changed by someone else; reload and retry") from err
+        except BaseException:
+            db.rollback()
+            raise
+        finally:
+            db.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+_LIVE: weakref.WeakSet[Database] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    """A forked child (``gunicorn --preload``, multiprocessing) must not use the parent's
+    connections: it drops them without closing them (SQLAlchemy's recipe for forks)."""
+    for database in list(_LIVE):
+        database.engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+@contextmanager
+def attempt(db: Session) -> Iterator[None]:
+    """Run a step inside a SAVEPOINT; a refusal undoes the step but keeps its audit row.
+
+    For handlers that must carry on after a refused command (and answer it)
+    within the same delivery's transaction.
+    """
+    nested = db.begin_nested()
+    try:
+        yield
+    except Refused as err:
+        nested.rollback()
+        if err.audit:
+            audit.record(db, **err.audit)
+        raise
+    except StaleDataError as err:
+        nested.rollback()
+        raise Conflict("the record was changed by someone else; reload and retry") from err
+    except BaseException:
+        nested.rollback()
+        raise
+    else:
+        nested.commit()
