@@ -18,7 +18,7 @@ EVENT = "minipipe.publish"
 
 def publish_later(database: Database, session: AgentSession, patch: Patch) -> str | None:
     """Queue a check-run update for ``patch``; None if the session has no PR or installation."""
-    installation_id = session.meta.get("installation_id")
+    installation_id = session.installation_id
     if session.pr_number is None or installation_id is None:
         return None
     event = Event(

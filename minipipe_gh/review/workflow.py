@@ -138,12 +138,11 @@ def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str |
     The patch keeps the approvals count and the reviewer list it was published with,
     so the API, the dashboard and the CLI say what the check run says without reading
     the policy."""
-    stamp = {
-        "required_approvals": policy.required_approvals,
-        "decided_by": deciders(policy, patch.risk),
-    }
-    if any(patch.meta.get(k) != v for k, v in stamp.items()):
-        patch.meta = {**patch.meta, **stamp}
+    stamped = people.with_deciders(
+        patch.meta, policy.required_approvals, deciders(policy, patch.risk)
+    )
+    if stamped != patch.meta:
+        patch.meta = stamped
     ctx.effect(
         "publish",
         project=repo.project,
@@ -210,18 +209,12 @@ def find_or_adopt(
     session.pr_number = number
     session.branch = session.branch or head.get("ref")
     session.base_branch = session.base_branch or (pr.get("base") or {}).get("ref")
-    author = pr["user"]
-    bot = {"bot_login": author["login"], "bot_id": author.get("id")}
-    if session.meta.get("bot_login"):  # recorded when the session was created: kept
-        bot = {}
-    session.meta = {
-        **session.meta,
-        **bot,
-        "pr_url": pr.get("html_url"),
-        "pr_author": author["login"],
-        "pr_author_id": author.get("id"),
-        "installation_id": session.meta.get("installation_id") or ctx.event.installation_id,
-    }
+    author = people.Person(pr["user"]["login"], pr["user"].get("id"))
+    meta = people.with_pr_author({**session.meta, "pr_url": pr.get("html_url")}, author)
+    if people.session_bot(meta) is None:  # one recorded when the session was created: kept
+        meta = people.with_bot(meta, author)
+    session.meta = meta
+    session.installation_id = session.installation_id or ctx.event.installation_id
     ctx.db.flush()
     return session
 
@@ -408,11 +401,11 @@ def _supersede(
             ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
         else:
             again = [g for g in given if g.lower() != pr["user"]["login"].lower()]
-            new.meta = {
-                **new.meta,
-                "stale_approvals": [f"@{who} approved {old.patch_id[:12]}" for who in given],
-                "rerequested": again,  # code owners among them are not asked twice
-            }
+            new.meta = people.with_stale_approvals(
+                new.meta,
+                [f"@{who} approved {old.patch_id[:12]}" for who in given],
+                again,  # code owners among them are not asked twice
+            )
             ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
     ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
     publish(ctx, repo, old, policy, error)
