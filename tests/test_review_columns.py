@@ -14,9 +14,12 @@ from alembic import command
 from sqlalchemy import inspect, select
 from sqlalchemy.dialects.postgresql import JSONB
 
-from minipipe_gh.store import migrate
+from minipipe_gh.core import people
+from minipipe_gh.store import ledger, migrate
 from minipipe_gh.store.db import Database, make_engine
 from minipipe_gh.store.models import AgentSession, Patch
+from tests.scenario import R, Scenario, user
+from tests.support import INSTALLATION_ID
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 AT = "2026-01-01 00:00:00"
@@ -176,3 +179,108 @@ def test_0013_downgrade_puts_the_keys_back_and_keeps_every_row(empty_db_url: str
             assert s.get(Patch, "a").merge_commit_sha == MERGED
     finally:
         database.dispose()
+
+
+# -- through the webhook: the merge commit's checks find the patch by the column ----------
+
+
+def _merged(rt: Any, deliver: Any, github: Any) -> Scenario:
+    sc = Scenario(deliver, github)
+    sc.serve_policy(None)
+    sc.serve_files("src/app.py")
+    sc.serve_green()
+    sc.serve_writes()
+    sc.pr_event("opened")
+    rt.worker().run_once()
+    sc.serve_pull("closed", merged=True)
+    sc.pr_event("closed", merged=True)
+    rt.worker().run_once()
+    return sc
+
+
+def _only(rt: Any) -> tuple[AgentSession, Patch]:
+    with rt.database.unit(write=False) as s:
+        return s.scalars(select(AgentSession)).one(), s.scalars(select(Patch)).one()
+
+
+def _suites_read(github: Any, since: int) -> list[str]:
+    sent = github.api_requests()[since:]
+    return [p.split("?")[0] for m, p, _ in sent if m == "GET" and "/check-suites" in p]
+
+
+def test_a_bound_and_merged_pr_fills_the_columns_not_the_metadata(rt, deliver, github) -> None:
+    _merged(rt, deliver, github)
+    session, patch = _only(rt)
+    assert (session.installation_id, patch.state, patch.merge_commit_sha) == (
+        INSTALLATION_ID,
+        "applied",
+        MERGED,
+    )
+    assert "installation_id" not in session.meta and "merge_commit_sha" not in patch.meta
+    # the people of the session, through their one reader
+    bot = people.person(user("agent-bot"))
+    assert people.session_bot(session.meta) == bot == people.pr_author(session.meta)
+
+
+def test_green_checks_on_the_merge_commit_commit_the_applied_patch(rt, deliver, github) -> None:
+    sc = _merged(rt, deliver, github)
+    sc.serve_green(MERGED)
+    mark = len(github.api_requests())
+    sc.suite_completed(sha=MERGED)
+    rt.worker().run_once()
+    assert _suites_read(github, mark) == [f"{R}/commits/{MERGED}/check-suites"]
+    _session, patch = _only(rt)
+    assert patch.state == "committed"
+    with rt.database.unit(write=False) as s:
+        moves = [(h.from_state, h.to_state, h.reason) for h in ledger.history(s, patch.ledger_id)]
+    assert moves[-2:] == [
+        ("applied", "verified", f"checks on merge commit {MERGED[:12]} succeeded"),
+        ("verified", "committed", "verified on the base branch"),
+    ]
+
+
+def test_red_checks_on_the_merge_commit_roll_the_patch_back(rt, deliver, github) -> None:
+    sc = _merged(rt, deliver, github)
+    sc.serve_suites(MERGED, "failure")
+    sc.suite_completed(sha=MERGED, conclusion="failure")
+    rt.worker().run_once()
+    assert _only(rt)[1].state == "rolled_back"
+
+
+def test_checks_on_another_sha_leave_the_applied_patch_alone(rt, deliver, github) -> None:
+    """The PR's head is not its merge commit: no merge verification is read for it."""
+    sc = _merged(rt, deliver, github)
+    mark = len(github.api_requests())
+    sc.suite_completed(sha=sc.sha)
+    rt.worker().run_once()
+    assert _suites_read(github, mark) == []
+    assert _only(rt)[1].state == "applied"
+
+
+# -- the typed writers --------------------------------------------------------------------
+
+
+def test_a_bots_id_learned_later_names_it_as_bot_and_token_user() -> None:
+    meta = people.with_token_user(
+        people.with_bot({}, people.Person("Bot"), token="ci"), people.Person("Bot")
+    )
+    assert meta == {
+        "bot_login": "Bot",
+        "bot_token": "ci",
+        "token_users": [{"login": "Bot", "id": None}],
+    }
+    known = people.with_bot_id(meta, 7)
+    assert people.session_bot(known) == people.Person("Bot", 7)
+    assert people.token_users(known) == [people.Person("Bot", 7)]
+    # renamed: still the same person, by id
+    assert people.Person("bot-renamed", 7).among(people.authors(known))
+    assert known["bot_token"] == "ci"
+
+
+def test_the_published_stamp_reads_back_typed() -> None:
+    meta = people.with_deciders({}, 2, ["alice", "bob"])
+    assert (people.required_approvals(meta), people.decided_by(meta)) == (2, ["alice", "bob"])
+    assert (people.required_approvals({}), people.decided_by({})) == (1, [])
+    stale = people.with_stale_approvals({}, ["@alice approved aaaaaaaaaaaa"], ["alice"])
+    assert people.stale_approvals(stale) == ["@alice approved aaaaaaaaaaaa"]
+    assert people.rerequested(stale) == ["alice"]

@@ -248,6 +248,10 @@ def seed_commit(meta: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def with_seed_commit(meta: Mapping[str, Any], sha: str | None) -> dict[str, Any]:
+    return {**meta, "seed_commit": sha}
+
+
 # -- commits -----------------------------------------------------------------------------
 
 # GitHub's own committer: commits made in the web UI, by "Update branch" or a merge are

@@ -278,12 +278,9 @@ def create_session() -> Any:
         session.head_sha = session.head_sha or opened.head_sha
         # the branch's first commit is the app's own (empty, naming the session): it is
         # no foreign commit of the session's patches (people.commit_provenance)
-        session.meta = {
-            **session.meta,
-            "pr_url": opened.pr_url,
-            "github_error": None,
-            "seed_commit": opened.head_sha,
-        }
+        session.meta = people.with_seed_commit(
+            {**session.meta, "pr_url": opened.pr_url, "github_error": None}, opened.head_sha
+        )
         result = session_dict(session)
     resp = jsonify(result)
     resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
