@@ -79,7 +79,7 @@ def order_key(project: str, number: int) -> str:
 def reconcile(database: Database, app: GitHubApp, *, repo: str | None = None) -> Report:
     """One pass over every open session PR (of ``repo`` only, if given)."""
     report = Report()
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         q = select(AgentSession).where(
             AgentSession.state.in_([str(x) for x in OPEN_SESSIONS]),
             AgentSession.pr_number.is_not(None),
@@ -140,7 +140,7 @@ def _repository(
             found.append(Repair(project, number, session.session_id, "closed", "PR not open"))
             continue
         sha = pr["head"]["sha"]
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             patch = ledger.find_patch(s, project, number, sha)
             if patch is not None:
                 s.expunge(patch)
@@ -199,7 +199,7 @@ def _say(pair: tuple[Any, Any]) -> str:
 def _pending_keys(database: Database, keys: list[str]) -> set[str]:
     if not keys:
         return set()
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         rows = s.scalars(
             select(Delivery.order_key).where(
                 Delivery.order_key.in_(keys), Delivery.status.in_(("queued", "effects"))

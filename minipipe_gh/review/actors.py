@@ -27,7 +27,7 @@ from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.gh.rest import RepoAPI
-from minipipe_gh.review import decisions, notify
+from minipipe_gh.review import decisions, refresh
 from minipipe_gh.review.workflow import load_policy
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import Database
@@ -97,7 +97,7 @@ def decide(
     allowed: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, Any]:
     """A decision made off GitHub (API, dashboard, CLI), under exactly the comment rules."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         patch = ledger.get_patch(s, ledger_id)
         session = registry.get_session(s, patch.session_id)
         if not allowed(patch.project_id) or session.archived_at is not None:
@@ -112,7 +112,7 @@ def decide(
         decisions.act(s, verb, argument, actor, session, patch, policy, source=source)
         s.flush()
         result = patch_dict(patch)
-    notify.publish_later(database, session, patch)
+    refresh.queue_refresh(database, session, patch)
     return result
 
 
@@ -128,7 +128,7 @@ def move(
     allowed: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, Any]:
     """A session move by an API token's user, under ``authz.session_move_refusal``."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         session = visible_session(s, session_id, allowed)
         bot = decisions.facts(session, None).bot
     if (

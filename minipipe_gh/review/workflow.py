@@ -1,7 +1,7 @@
 """What happens to a session's PR on GitHub, step by step, shared by the handlers.
 
 Handlers translate events into these steps; GitHub reads happen here through
-``RepoAPI``, GitHub writes are recorded as effects (``publish``) for the
+``RepoAPI``, GitHub writes are recorded as effects (``ctx.effect``) for the
 worker to perform after the database changes commit.
 """
 
@@ -67,10 +67,6 @@ class Repo:
         assert self.ctx.app is not None
         return load_policy(self.ctx.app, self.api, self.default_branch)
 
-    def forget_policy(self) -> None:
-        assert self.ctx.app is not None
-        self.ctx.app.policies.drop(self.project)
-
     @property
     def own_app_id(self) -> int | None:
         return self.ctx.app.app_id if self.ctx.app else None
@@ -132,10 +128,12 @@ def source(ctx: Context) -> str:
     return f"delivery:{ctx.event.delivery_id}"
 
 
-def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
-    """Ask for the patch's check run to be brought up to date once this delivery commits.
+def refresh_check_run(
+    ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None
+) -> None:
+    """Ask for the patch's check run to be rewritten once this delivery commits.
 
-    The patch keeps the approvals count and the reviewer list it was published with,
+    The patch keeps the approvals count and the reviewer list its check run was last written with,
     so the API, the dashboard and the CLI say what the check run says without reading
     the policy."""
     stamp = {
@@ -145,7 +143,7 @@ def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str |
     if any(patch.meta.get(k) != v for k, v in stamp.items()):
         patch.meta = {**patch.meta, **stamp}
     ctx.effect(
-        "publish",
+        "check_run",
         project=repo.project,
         ledger_id=patch.ledger_id,
         required_approvals=policy.required_approvals,
@@ -326,7 +324,7 @@ def record_head(
     if old is not None:
         _supersede(ctx, repo, old, new, pr, policy, error)
     evaluate(ctx, repo, new, policy, error, head.verdict)
-    publish(ctx, repo, new, policy, error)
+    refresh_check_run(ctx, repo, new, policy, error)
     return new
 
 
@@ -415,7 +413,7 @@ def _supersede(
             }
             ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
     ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
-    publish(ctx, repo, old, policy, error)
+    refresh_check_run(ctx, repo, old, policy, error)
 
 
 def evaluate(
@@ -528,7 +526,7 @@ def release_blocked(ctx: Context, repo: Repo) -> None:
             + (f" ({'; '.join(guard.reasons)})" if guard.reasons else ""),
         )
         evaluate(ctx, repo, patch, policy, error, checks)
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
 
 
 def patches_for_sha(ctx: Context, project: str, sha: str) -> list[Patch]:

@@ -123,7 +123,7 @@ def healthz() -> tuple[Response, int]:
 def metrics() -> Response:
     for status, count in queue_depth(runtime().database).items():
         QUEUE_DEPTH.labels(status).set(count)
-    with runtime().database.unit(write=False) as s:
+    with runtime().database.unit() as s:
         for state, seconds in longest_by_state(s).items():
             PATCH_WAIT_SECONDS.labels(state).set(seconds)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

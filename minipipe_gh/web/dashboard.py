@@ -152,7 +152,7 @@ def _ticks(text: str | None) -> Markup:
 @signed_in
 def sessions(viewer: Viewer) -> Reply:
     filters = {k: request.args.get(k) or None for k in ("repo", "state", "agent")}
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.sessions_page(
             s,
             viewer,
@@ -196,7 +196,7 @@ def sessions(viewer: Viewer) -> Reply:
 @bp.get("/sessions/<session_id>")
 @signed_in
 def session_page(viewer: Viewer, session_id: str) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         session = scoped.visible_session(s, viewer, session_id)
         patches = ledger.list_patches(s, session_id=session_id, limit=500).items
         history = audit.history(s, "session", session_id)
@@ -216,7 +216,7 @@ def session_page(viewer: Viewer, session_id: str) -> Reply:
 @signed_in
 def review(viewer: Viewer) -> Reply:
     repo = request.args.get("repo") or None
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.review_page(
             s, viewer, project=repo, cursor=request.args.get("cursor"), limit=page_size()
         )
@@ -238,7 +238,7 @@ def _patch(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         patch = scoped.visible_patch(s, viewer, ledger_id)
         session = s.get(AgentSession, patch.session_id)
         history = ledger.history(s, ledger_id)
@@ -261,7 +261,7 @@ def _patch(
 def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     if verb not in DECISIONS:
         raise NotFound(f"no such action: {verb}")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         scoped.visible_patch(s, viewer, ledger_id)  # an unseen patch is a 404 whatever was posted
     text = (request.form.get("reason" if verb == "reject" else "comment") or "").strip()
     form = {"verb": verb, "text": text}
@@ -301,7 +301,7 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
 @bp.get("/deliveries")
 @signed_in
 def deliveries(viewer: Viewer) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.dead_page(s, viewer, cursor=request.args.get("cursor"), limit=page_size())
         described = {
             d.delivery_id: lost.describe(d.event, d.action, d.payload, d.last_error)
@@ -341,7 +341,7 @@ def _may_replay(viewer: Viewer, repository: str | None) -> bool:
 @bp.post("/deliveries/<delivery_id>/replay")
 @signed_in
 def replay(viewer: Viewer, delivery_id: str) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
         status, repository = d.status, d.repository
     if status != "dead":
@@ -381,7 +381,7 @@ def stats_page(viewer: Viewer) -> Reply:
     policy: Policy | None = None
     if repo is not None:
         policy = _policy_or_none(repo)
-        with rt().database.unit(write=False) as s:
+        with rt().database.unit() as s:
             rows = stats.agent_stats(s, project_id=repo.full_name)
             held = session_limits.counts(s, repo.full_name, policy)
     by_state = charts.stacked(

@@ -16,7 +16,7 @@ from minipipe_gh.core.policy import permission_at_least
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review import actors, decisions
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, publish
+from minipipe_gh.review.workflow import Repo, refresh_check_run
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import attempt
 from minipipe_gh.store.models import AgentSession, Patch
@@ -90,7 +90,7 @@ def run_commands(
         except (Refused, Conflict) as err:
             answer.refused.append(f"`/{item.verb}`: {err}")
     if patch is not None and answer.done:
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
     return answer
 
 
@@ -206,7 +206,7 @@ def on_review_dismissed(ctx: Context) -> None:
         required_approvals=policy.required_approvals,
         reason=f"approving review dismissed by {by}",
     )
-    publish(ctx, repo, patch, policy, error)
+    refresh_check_run(ctx, repo, patch, policy, error)
 
 
 @router.register("check_run", action="requested_action")

@@ -21,9 +21,9 @@ from minipipe_gh.review.workflow import (
     adoptable,
     find_or_adopt,
     move_session,
-    publish,
     read_head,
     record_head,
+    refresh_check_run,
     release_blocked,
     source,
 )
@@ -108,7 +108,7 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
                 )
         except Refused as err:
             ctx.log.warning("patch %s: %s", patch.ledger_id, err)
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
     move_session(
         ctx,
         session,
