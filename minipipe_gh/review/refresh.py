@@ -1,13 +1,21 @@
-"""A check-run refresh for decisions made off GitHub (API, CLI, dashboard).
+"""Rewriting a patch's check run: always by the worker, after a delivery commits.
 
-They enqueue an internal ``minipipe.refresh_check_run`` delivery in the same inbox,
-keyed to the PR, so the check run is rewritten in order with the PR's other events
-and with the same retries, instead of from inside a web request.
+A handler asks for it with ``refresh_check_run`` (a ``check_run`` effect). A decision
+made off GitHub (API, CLI, dashboard) asks with ``queue_refresh``: an internal
+``minipipe.refresh_check_run`` delivery in the same inbox, keyed to the PR, so the
+check run is rewritten in order with the PR's other events and with the same retries,
+never from inside a web request.
 """
 
 from __future__ import annotations
 
+from minipipe_gh.core import owners
+from minipipe_gh.core.authz import PullFacts, needs_reviewer_list
+from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.events import Event
+from minipipe_gh.core.policy import Policy
+from minipipe_gh.review.context import Context
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import insert_new, row_for
 from minipipe_gh.store.models import AgentSession, Patch
@@ -37,3 +45,38 @@ def queue_refresh(database: Database, session: AgentSession, patch: Patch) -> st
     )
     insert_new(database.engine, [row_for(event)])
     return event.delivery_id
+
+
+def refresh_check_run(
+    ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None
+) -> None:
+    """Ask for the patch's check run to be rewritten once this delivery commits.
+
+    The patch keeps the approvals count and the reviewer list its check run was last written with,
+    so the API, the dashboard and the CLI say what the check run says without reading
+    the policy."""
+    stamp = {
+        "required_approvals": policy.required_approvals,
+        "decided_by": deciders(policy, patch.risk),
+    }
+    if any(patch.meta.get(k) != v for k, v in stamp.items()):
+        patch.meta = {**patch.meta, **stamp}
+    ctx.effect(
+        "check_run",
+        project=repo.project,
+        ledger_id=patch.ledger_id,
+        required_approvals=policy.required_approvals,
+        policy_error=error,
+    )
+    if owners.META in patch.meta and patch.pr_number is not None:
+        # after the check run, best effort: ask a covering set of owners to review
+        ctx.effect("owner_reviews", project=repo.project, ledger_id=patch.ledger_id)
+
+
+def deciders(policy: Policy, risk: str | None) -> list[str]:
+    """The configured reviewers (logins and ``org/team``) when only they may decide this
+    patch (``authz.needs_reviewer_list``); empty when anyone with the permission may."""
+    facts = PullFacts(author=None, session_bot=None, risk=risk)
+    if not needs_reviewer_list(Verb.APPROVE, policy, facts):
+        return []
+    return [*policy.reviewers, *policy.reviewer_teams]

@@ -40,9 +40,9 @@ from minipipe_gh.core.people import Person
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import installations
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.gh.session_pr import open_session_pr
 from minipipe_gh.review import actors
-from minipipe_gh.review.workflow import load_policy
 from minipipe_gh.store import ledger, registry, session_limits, stats, tokens
 from minipipe_gh.store.models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from minipipe_gh.store.pagination import check_limit, decode, encode

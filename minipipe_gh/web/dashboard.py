@@ -46,8 +46,8 @@ from minipipe_gh.core.policy import Policy, guard_record, permission_at_least
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.review import actors
-from minipipe_gh.review.workflow import load_policy
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, utcnow
 from minipipe_gh.store.signins import Viewer

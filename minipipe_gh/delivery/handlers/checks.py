@@ -14,7 +14,9 @@ from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.core.validation import suites_verdict
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, evaluate, patches_for_sha, refresh_check_run, source
+from minipipe_gh.review.patches import evaluate, patches_for_sha
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import Patch
 

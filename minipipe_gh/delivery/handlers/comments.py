@@ -16,7 +16,8 @@ from minipipe_gh.core.policy import permission_at_least
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review import actors, decisions
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, refresh_check_run
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import attempt
 from minipipe_gh.store.models import AgentSession, Patch

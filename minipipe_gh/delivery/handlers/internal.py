@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.refresh import EVENT, LEGACY_EVENT
-from minipipe_gh.review.workflow import Repo, refresh_check_run
+from minipipe_gh.review.refresh import EVENT, LEGACY_EVENT, refresh_check_run
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import ledger
 
 router = Router()

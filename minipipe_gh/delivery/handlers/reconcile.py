@@ -16,7 +16,8 @@ from minipipe_gh.delivery.handlers import pulls
 from minipipe_gh.delivery.reconcile import EVENT, SOURCE
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, refresh_check_run
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import audit, ledger, registry
 
 router = Router()
