@@ -15,7 +15,7 @@ from minipipe_gh.conf import config
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.errors import ConfigError, MinipipeError
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.review import actors
+from minipipe_gh.review import off_github
 from minipipe_gh.store import ledger, migrate, registry
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.serialize import audit_dict, patch_dict, session_dict
@@ -260,11 +260,11 @@ reviewer_option = click.option(
 
 def _decide(ctx: Ctx, ledger_id: str, verb: Verb, text: str, reviewer: str) -> dict[str, Any]:
     """Decide as ``reviewer``, exactly as their comment would: their permission read from
-    GitHub, reviewer lists, authors, required approvals (``actors.decide``)."""
+    GitHub, reviewer lists, authors, required approvals (``off_github.decide``)."""
     settings = ctx.settings
     github = GitHubApp(settings.app_id, settings.private_key, settings.api_url, settings.public_url)
     try:
-        return actors.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
+        return off_github.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
     except GithubException as err:
         raise click.ClickException(f"GitHub answered {err.status}: {err.data}") from err
 

@@ -2,7 +2,7 @@
 
 Sign-in is GitHub's web flow; a user sees only the repositories GitHub says
 they can read among the app's installations; every form carries a CSRF token;
-decisions follow the comment rules (``actors.decide``).
+decisions follow the comment rules (``off_github.decide``).
 """
 
 from __future__ import annotations

@@ -42,7 +42,7 @@ from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import installations
 from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.gh.session_pr import open_session_pr
-from minipipe_gh.review import actors
+from minipipe_gh.review import off_github
 from minipipe_gh.store import ledger, registry, session_limits, stats, tokens
 from minipipe_gh.store.models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from minipipe_gh.store.pagination import check_limit, decode, encode
@@ -596,7 +596,7 @@ def _spelled(s: Any, project: str | None) -> str | None:
 
 
 def _session(s: Any, session_id: str) -> AgentSession:
-    return actors.visible_session(s, session_id, g.token.allows)
+    return off_github.visible_session(s, session_id, g.token.allows)
 
 
 MAX_WAIT = 60.0
@@ -711,7 +711,7 @@ def report_usage(session_id: str) -> Any:
 @authenticated
 def delete_session(session_id: str) -> Any:
     """Archive: for the session's own bot or a maintainer; decided patches are kept."""
-    actors.move(
+    off_github.move(
         rt().database,
         rt().github,
         session_id,
@@ -736,7 +736,7 @@ def move_session(session_id: str, move: str) -> Any:
     what: SessionMove = move  # type: ignore[assignment]
     if move == "complete" and success is False:
         what = "fail"
-    result = actors.move(
+    result = off_github.move(
         rt().database,
         rt().github,
         session_id,
@@ -831,7 +831,7 @@ def decide(ledger_id: str, verb: str) -> Any:
         raise ApiError(400, "invalid", "reason is required to reject a patch", "reason")
     version = field(data, "version", int)
     r = rt()
-    result = actors.decide(
+    result = off_github.decide(
         r.database,
         r.github,
         ledger_id,

@@ -2,7 +2,7 @@
 
 Every page and every action is scoped to the viewer's repositories
 (``scoped``): another repository's session, patch or delivery is a 404, as
-if it did not exist. Decisions go through ``actors.decide``, the same rules
+if it did not exist. Decisions go through ``off_github.decide``, the same rules
 as a PR comment; the page only shows what the rules answered.
 """
 
@@ -47,7 +47,7 @@ from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh.repo_files import load_policy
-from minipipe_gh.review import actors
+from minipipe_gh.review import off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, utcnow
 from minipipe_gh.store.signins import Viewer
@@ -270,7 +270,7 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     raw_version = request.form.get("version") or ""
     version = int(raw_version) if raw_version.isdigit() else None
     try:
-        result = actors.decide(
+        result = off_github.decide(
             rt().database,
             rt().github,
             ledger_id,
