@@ -51,7 +51,7 @@ from minipipe_gh.review import off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, utcnow
 from minipipe_gh.store.signins import Viewer
-from minipipe_gh.web import api, charts
+from minipipe_gh.web import charts
 from minipipe_gh.web.oauth import current_viewer
 
 log = logging.getLogger(__name__)
@@ -453,11 +453,8 @@ def _csrf_error(err: CSRFError) -> Any:
     )
 
 
-@bp.app_errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Any:
-    """HTML for people; the bot API keeps its JSON shape even for URLs it does not know."""
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.http_error(err)
+def http_error_page(err: HTTPException) -> Any:
+    """An HTTP error as a page, for people (the factory routes API paths to JSON)."""
     code = err.code or 500
     return render_template("error.html", code=code, title=err.name, message=err.description), code
 
@@ -468,9 +465,9 @@ def _github_error(err: GithubException) -> Any:
     return _refusal(502, _github_message(err))
 
 
-@bp.app_errorhandler(InternalServerError)
-def _server_error(err: InternalServerError) -> Any:
-    message = "Something went wrong on our side; it has been logged. Try again shortly."
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.error_response(500, "internal_server_error", message)
+SERVER_ERROR = "Something went wrong on our side; it has been logged. Try again shortly."
+
+
+def server_error_page(err: InternalServerError) -> Any:
+    message = SERVER_ERROR
     return render_template("error.html", code=500, title="Server error", message=message), 500
