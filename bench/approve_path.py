@@ -189,6 +189,7 @@ class Tracer:
         self.seen: set[str] = set()
         self.active = False
         self._names: dict[str, str | None] = {}
+        self._before: tuple[Any, Any] = (None, None)  # profilers set before ours
 
     def module_of(self, filename: str) -> str | None:
         """``.../minipipe_gh/core/authz.py`` → ``core/authz``; a package is its directory."""
@@ -239,6 +240,7 @@ class Tracer:
             t.modules.append(callee)
 
     def __enter__(self) -> Tracer:
+        self._before = (sys.getprofile(), threading.getprofile())
         self.active = True
         threading.setprofile(self._profile)
         sys.setprofile(self._profile)
@@ -246,9 +248,11 @@ class Tracer:
 
     def stop(self) -> None:
         """Called from inside the traced code (the PATCH's fake response): nothing after counts."""
+        if not self.active:
+            return
         self.active = False
-        sys.setprofile(None)
-        threading.setprofile(None)  # type: ignore[arg-type]
+        sys.setprofile(self._before[0])
+        threading.setprofile(self._before[1])
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
