@@ -204,7 +204,7 @@ def test_the_dead_delivery_page_says_what_was_lost_and_who_may_replay_it(
                 attempts=3,
                 last_error="Traceback (most recent call last):\n  File x\n"
                 "github.GithubException.GithubException: 502 Bad Gateway",
-                effects=[{"kind": "publish", "result": "done"}, {"kind": "react"}],
+                effects=[{"kind": "check_run", "result": "done"}, {"kind": "react"}],
             )
         )
 

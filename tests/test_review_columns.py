@@ -124,7 +124,7 @@ def test_0013_carries_the_installation_and_merge_commit_into_columns(empty_db_ur
         engine.dispose()
     database = Database(url)
     try:
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             sessions = {x.session_id: x for x in s.scalars(select(AgentSession))}
             assert {k: v.installation_id for k, v in sessions.items()} == {
                 "bound": 957387,
@@ -174,7 +174,7 @@ def test_0013_downgrade_puts_the_keys_back_and_keeps_every_row(empty_db_url: str
     migrate.upgrade(url)
     database = Database(url)
     try:
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             assert s.get(AgentSession, "bound").installation_id == 957387
             assert s.get(Patch, "a").merge_commit_sha == MERGED
     finally:
@@ -199,7 +199,7 @@ def _merged(rt: Any, deliver: Any, github: Any) -> Scenario:
 
 
 def _only(rt: Any) -> tuple[AgentSession, Patch]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(AgentSession)).one(), s.scalars(select(Patch)).one()
 
 
@@ -231,7 +231,7 @@ def test_green_checks_on_the_merge_commit_commit_the_applied_patch(rt, deliver, 
     assert _suites_read(github, mark) == [f"{R}/commits/{MERGED}/check-suites"]
     _session, patch = _only(rt)
     assert patch.state == "committed"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         moves = [(h.from_state, h.to_state, h.reason) for h in ledger.history(s, patch.ledger_id)]
     assert moves[-2:] == [
         ("applied", "verified", f"checks on merge commit {MERGED[:12]} succeeded"),

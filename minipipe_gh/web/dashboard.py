@@ -2,7 +2,7 @@
 
 Every page and every action is scoped to the viewer's repositories
 (``scoped``): another repository's session, patch or delivery is a 404, as
-if it did not exist. Decisions go through ``actors.decide``, the same rules
+if it did not exist. Decisions go through ``off_github.decide``, the same rules
 as a PR comment; the page only shows what the rules answered.
 """
 
@@ -46,12 +46,12 @@ from minipipe_gh.core.policy import Policy, guard_record, permission_at_least
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
-from minipipe_gh.review import actors
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.review import off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, utcnow
 from minipipe_gh.store.signins import Viewer
-from minipipe_gh.web import api, charts
+from minipipe_gh.web import charts
 from minipipe_gh.web.oauth import current_viewer
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ def _ticks(text: str | None) -> Markup:
 @signed_in
 def sessions(viewer: Viewer) -> Reply:
     filters = {k: request.args.get(k) or None for k in ("repo", "state", "agent")}
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.sessions_page(
             s,
             viewer,
@@ -196,7 +196,7 @@ def sessions(viewer: Viewer) -> Reply:
 @bp.get("/sessions/<session_id>")
 @signed_in
 def session_page(viewer: Viewer, session_id: str) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         session = scoped.visible_session(s, viewer, session_id)
         patches = ledger.list_patches(s, session_id=session_id, limit=500).items
         history = audit.history(s, "session", session_id)
@@ -216,7 +216,7 @@ def session_page(viewer: Viewer, session_id: str) -> Reply:
 @signed_in
 def review(viewer: Viewer) -> Reply:
     repo = request.args.get("repo") or None
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.review_page(
             s, viewer, project=repo, cursor=request.args.get("cursor"), limit=page_size()
         )
@@ -238,7 +238,7 @@ def _patch(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         patch = scoped.visible_patch(s, viewer, ledger_id)
         session = s.get(AgentSession, patch.session_id)
         history = ledger.history(s, ledger_id)
@@ -261,7 +261,7 @@ def _patch(
 def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     if verb not in DECISIONS:
         raise NotFound(f"no such action: {verb}")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         scoped.visible_patch(s, viewer, ledger_id)  # an unseen patch is a 404 whatever was posted
     text = (request.form.get("reason" if verb == "reject" else "comment") or "").strip()
     form = {"verb": verb, "text": text}
@@ -270,7 +270,7 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     raw_version = request.form.get("version") or ""
     version = int(raw_version) if raw_version.isdigit() else None
     try:
-        result = actors.decide(
+        result = off_github.decide(
             rt().database,
             rt().github,
             ledger_id,
@@ -301,7 +301,7 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
 @bp.get("/deliveries")
 @signed_in
 def deliveries(viewer: Viewer) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.dead_page(s, viewer, cursor=request.args.get("cursor"), limit=page_size())
         described = {
             d.delivery_id: lost.describe(d.event, d.action, d.payload, d.last_error)
@@ -341,7 +341,7 @@ def _may_replay(viewer: Viewer, repository: str | None) -> bool:
 @bp.post("/deliveries/<delivery_id>/replay")
 @signed_in
 def replay(viewer: Viewer, delivery_id: str) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
         status, repository = d.status, d.repository
     if status != "dead":
@@ -381,7 +381,7 @@ def stats_page(viewer: Viewer) -> Reply:
     policy: Policy | None = None
     if repo is not None:
         policy = _policy_or_none(repo)
-        with rt().database.unit(write=False) as s:
+        with rt().database.unit() as s:
             rows = stats.agent_stats(s, project_id=repo.full_name)
             held = session_limits.counts(s, repo.full_name, policy)
     by_state = charts.stacked(
@@ -453,11 +453,8 @@ def _csrf_error(err: CSRFError) -> Any:
     )
 
 
-@bp.app_errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Any:
-    """HTML for people; the bot API keeps its JSON shape even for URLs it does not know."""
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.http_error(err)
+def http_error_page(err: HTTPException) -> Any:
+    """An HTTP error as a page, for people (the factory routes API paths to JSON)."""
     code = err.code or 500
     return render_template("error.html", code=code, title=err.name, message=err.description), code
 
@@ -468,9 +465,9 @@ def _github_error(err: GithubException) -> Any:
     return _refusal(502, _github_message(err))
 
 
-@bp.app_errorhandler(InternalServerError)
-def _server_error(err: InternalServerError) -> Any:
-    message = "Something went wrong on our side; it has been logged. Try again shortly."
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.error_response(500, "internal_server_error", message)
+SERVER_ERROR = "Something went wrong on our side; it has been logged. Try again shortly."
+
+
+def server_error_page(err: InternalServerError) -> Any:
+    message = SERVER_ERROR
     return render_template("error.html", code=500, title="Server error", message=message), 500
