@@ -46,7 +46,7 @@ from minipipe_gh.core.policy import Policy, guard_record, permission_at_least
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.review import off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, utcnow
