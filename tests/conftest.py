@@ -27,8 +27,10 @@ from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
 from minipipe_gh.web import create_app
+from tests.github_fake import API, APP_ID, FakeGitHub
 from tests.pg import Cluster
-from tests.support import API, APP_ID, OLD_SECRET, SECRET, Deliver, FakeGitHub
+from tests.seed import Api, install, make_token
+from tests.support import OLD_SECRET, SECRET, Deliver
 
 # --- database ---------------------------------------------------------------------
 
@@ -186,3 +188,13 @@ def deliver(client: Any) -> Deliver:
 def github() -> Iterator[FakeGitHub]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeGitHub(rsps)
+
+
+# --- the bot API ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(rt: Runtime, client: Any, github: FakeGitHub) -> Api:
+    """Installed on Codertocat/Hello-World; a token for the session bot ``agent-bot``."""
+    install(rt)
+    return Api(client, make_token(rt, "agent", "agent-bot"))

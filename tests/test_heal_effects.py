@@ -14,8 +14,7 @@ from minipipe_gh.delivery.metrics import WRITES_REFUSED
 from minipipe_gh.gh.writes import REDUCED
 from minipipe_gh.store.models import AuditEntry, CheckRunRef, Delivery
 from tests.scenario import REPO, R, Scenario
-from tests.test_review_flow import only_patch, opened_and_validated, serve_tree
-from tests.test_worker import Clock
+from tests.seed import Clock, only_patch, opened_and_validated, serve_tree
 
 NOT_COLLABORATOR = (
     "Reviews may only be requested from collaborators. One or more of the users or teams "

@@ -34,8 +34,9 @@ from sqlalchemy import select
 from minipipe_gh.core import checkrun
 from minipipe_gh.store.models import AgentSession, Delivery, Patch
 from tests.fake_github_server import Served
+from tests.github_fake import APP_ID
 from tests.scenario import Scenario
-from tests.support import APP_ID, SECRET
+from tests.support import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("MINIPIPE_FAULT_SEED", "14"))  # reproducible; another to explore

@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from minipipe_gh.conf import config
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.web import create_app
-from tests.support import API
+from tests.github_fake import API
 
 CONVERSION = f"{API}/app-manifests/c0de/conversions"
 NO_CSRF = {"TESTING": True, "WTF_CSRF_ENABLED": False}

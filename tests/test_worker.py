@@ -25,8 +25,10 @@ from minipipe_gh.gh import effects
 from minipipe_gh.gh.effects import EffectContext
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.models import Delivery, Installation, InstalledRepository, utcnow
-from tests.support import WIRE, payload
+from minipipe_gh.store.models import Delivery, Installation, InstalledRepository
+from tests.github_fake import WIRE
+from tests.seed import Clock
+from tests.support import payload
 
 COMMENT = "test_worker.comment"  # an effect kind of this module only
 COMMENTS = "/repos/Codertocat/Hello-World/issues/{}/comments"
@@ -37,19 +39,6 @@ def post_comment(ectx: EffectContext, spec: dict[str, Any]) -> None:
     ectx.gh.requester.requestJsonAndCheck(
         "POST", COMMENTS.format(spec["number"]), input={"body": spec["body"]}
     )
-
-
-class Clock:
-    """Real time plus an offset that tests move forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 def make_worker(rt: Runtime, router: Router, **kw: Any) -> Worker:
