@@ -547,6 +547,13 @@ class FakeGitHub:
             {"permission": legacy, "role_name": role, "user": account(login)},
         )
 
+    def serve_manifest_conversion(self, code: str, created: dict[str, Any]) -> str:
+        """GitHub turns the manifest flow's ``code`` into the app ``created`` (its id, key,
+        secrets). The setup page posts with plain ``requests``: the URL has no port."""
+        url = f"{API}/app-manifests/{code}/conversions"
+        self.rsps.add("POST", url, status=201, json=created)
+        return url
+
     def allow_token_exchange(
         self, installation_id: int = INSTALLATION_ID, *, token: str = "ghs_installationtoken"
     ) -> None:
