@@ -2,8 +2,10 @@
 
 - A real migrated database per test: the schema is migrated once per run
   (Alembic, empty → head) into a template SQLite file that each test copies.
-- GitHub is faked at the HTTP layer only (``responses``), so PyGithub's real
+- GitHub is faked at the HTTP layer only (tests/github_fake.py: ``responses``
+  in-process, the same routes on loopback for subprocesses), so PyGithub's real
   requests run; ``github.requests`` lists what the app sent.
+- Seeding rows and reading them back: tests/seed.py.
 - Webhooks are real recorded payloads, signed as GitHub signs them, posted
   through the Flask app.
 """

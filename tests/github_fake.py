@@ -18,6 +18,7 @@ a canned answer.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -29,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
+import requests
 import responses
 
 API = "https://ghe.test/api/v3"  # an Enterprise-style base URL: GITHUB_API_URL must be honoured
@@ -84,16 +86,12 @@ class Fault:
         return status, headers, json.dumps(body)
 
 
-def _timeout() -> type[Exception]:
-    import requests
-
-    return requests.exceptions.ConnectTimeout
-
-
 FAULTS = {
     "500": Fault("500", 500, "Server Error", error="500", wait=(1.6, 2.4)),
     "502": Fault("502", 502, "Bad Gateway", error="502", wait=(1.6, 2.4)),
-    "timeout": Fault("timeout", exception=_timeout(), error="Timeout", wait=(1.6, 2.4)),
+    "timeout": Fault(
+        "timeout", exception=requests.exceptions.ConnectTimeout, error="Timeout", wait=(1.6, 2.4)
+    ),
     "401": Fault("401", 401, "Bad credentials", error="BadCredentials"),
     "404": Fault("404", 404, "Not Found"),
     "422": Fault("422", 422, "Validation Failed"),
@@ -354,8 +352,6 @@ def _permission(gh: GitHubState, req: Request) -> Reply:
 
 @route("contents", "GET", r"{repo}/contents/(?P<path>.+)")
 def _contents(gh: GitHubState, req: Request) -> Reply:
-    import base64
-
     if req.params["path"] != ".github/minipipe.yml" or gh.policy is None:
         return NOT_FOUND  # no policy file: the defaults
     content = base64.b64encode(gh.policy.encode()).decode()
@@ -527,8 +523,6 @@ class FakeGitHub:
 
     def serve_policy(self, text: str | None, repo: str = REPO) -> None:
         """``.github/minipipe.yml`` on the default branch says ``text`` (None: there is none)."""
-        import base64
-
         path = f"/repos/{repo}/contents/.github/minipipe.yml"
         if text is None:
             self.add("GET", path, {"message": "Not Found"}, status=404)
