@@ -26,7 +26,7 @@ from minipipe_gh.gh.effects import EffectContext
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import Delivery, Installation, InstalledRepository
-from tests.github_fake import WIRE
+from tests.github_fake import FAULTS, WIRE
 from tests.seed import Clock
 from tests.support import payload
 
@@ -333,16 +333,7 @@ def test_a_502_is_retried_after_the_backoff(deliver, rt, github):
 
 def test_a_secondary_rate_limit_waits_as_long_as_retry_after_says(deliver, rt, github):
     github.allow_token_exchange()
-    github.add(
-        "POST",
-        COMMENTS.format(2),
-        {
-            "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
-            "before you try again."
-        },
-        status=403,
-        headers={"Retry-After": "60"},
-    )
+    github.fail("POST", COMMENTS.format(2), FAULTS["secondary rate limit"])  # Retry-After: 60
     github.add("POST", COMMENTS.format(2), {"id": 1, "body": "hi"}, status=201)
     clock = Clock()
     w = make_worker(rt, commenting_router([]), clock=clock)
@@ -382,7 +373,7 @@ def test_bad_credentials_forget_the_token_and_the_retry_exchanges_a_fresh_one(de
 
 def test_a_delivery_failing_every_attempt_dies_and_a_replay_completes_it(deliver, rt, github):
     github.allow_token_exchange()
-    github.add("POST", COMMENTS.format(2), {"message": "Server Error"}, status=500)
+    github.fail("POST", COMMENTS.format(2), FAULTS["500"])
     handled: list[str] = []
     clock = Clock()
     w = make_worker(rt, commenting_router(handled), clock=clock)
