@@ -2,8 +2,10 @@
 
 - A real migrated database per test: the schema is migrated once per run
   (Alembic, empty → head) into a template SQLite file that each test copies.
-- GitHub is faked at the HTTP layer only (``responses``), so PyGithub's real
+- GitHub is faked at the HTTP layer only (tests/github_fake.py: ``responses``
+  in-process, the same routes on loopback for subprocesses), so PyGithub's real
   requests run; ``github.requests`` lists what the app sent.
+- Seeding rows and reading them back: tests/seed.py.
 - Webhooks are real recorded payloads, signed as GitHub signs them, posted
   through the Flask app.
 """
@@ -27,8 +29,10 @@ from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
 from minipipe_gh.web import create_app
+from tests.github_fake import API, APP_ID, FakeGitHub
 from tests.pg import Cluster
-from tests.support import API, APP_ID, OLD_SECRET, SECRET, Deliver, FakeGitHub
+from tests.seed import Api, install, make_token
+from tests.support import OLD_SECRET, SECRET, Deliver
 
 # --- database ---------------------------------------------------------------------
 
@@ -186,3 +190,13 @@ def deliver(client: Any) -> Deliver:
 def github() -> Iterator[FakeGitHub]:
     with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
         yield FakeGitHub(rsps)
+
+
+# --- the bot API ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(rt: Runtime, client: Any, github: FakeGitHub) -> Api:
+    """Installed on Codertocat/Hello-World; a token for the session bot ``agent-bot``."""
+    install(rt)
+    return Api(client, make_token(rt, "agent", "agent-bot"))

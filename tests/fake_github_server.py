@@ -1,117 +1,61 @@
-"""A tiny GitHub on a loopback port, for the browser tests: real HTTP, no internet.
+"""The suite's GitHub (tests/github_fake.py) on a loopback port: real HTTP, no internet.
 
-It serves the OAuth web flow (the authorize page redirects straight back to
-the callback, as if the user had clicked "Authorize"), the ``/user*`` reads
-of sign-in, installation tokens, collaborator permissions, the policy file
-and the check-run writes of a published patch, under ``/api/v3`` like GitHub
-Enterprise. ``requests`` records what was asked, in order.
+The same ``GitHubState`` and ``ROUTES`` the in-process tests answer through
+``responses``, served by a small Flask app: the OAuth web flow at the root (the
+authorize page redirects straight back to the callback, as if the user had
+clicked "Authorize"), the REST API under ``/api/v3`` like GitHub Enterprise.
+``state.requests`` records what was asked, in order (full paths). For the
+browser and MCP tests, the bench, and subprocess workers (give each the URL).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from typing import Any
-from urllib.parse import urlencode
 
-from flask import Flask, abort, jsonify, redirect, request
+import pytest
+from flask import Flask, Response, request
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from minipipe_gh.conf.config import Settings
+from minipipe_gh.web import create_app as create_web_app
+from tests.github_fake import REPO, Fault, GitHubState, Request, _parse_body
+
 API = "/api/v3"
+FakeGitHub = GitHubState  # the loopback's name for it (tests/test_browser_waits.py imports it)
+METHODS = ["GET", "POST", "PATCH", "PUT", "DELETE"]
 
 
-@dataclass
-class FakeGitHub:
-    """Who is signing in, what each user can read and their role on each repository."""
-
-    signing_in_as: str = "carol"
-    repos: dict[str, list[str]] = field(default_factory=dict)  # login → readable full names
-    roles: dict[tuple[str, str], str] = field(default_factory=dict)  # (repo, login) → role
-    installation_id: int = 1
-    requests: list[tuple[str, str, Any]] = field(default_factory=list)
-    check_run_id: int = 4242
-
-    def login_of(self, authorization: str | None) -> str:
-        token = (authorization or "").removeprefix("token ")
-        login = token.removeprefix("gho_")
-        if not token.startswith("gho_") or login not in self.repos:
-            abort(401)
-        return login
-
-    def paths(self) -> list[str]:
-        return [f"{method} {path}" for method, path, _body in self.requests]
-
-
-def create_app(gh: FakeGitHub) -> Flask:
+def create_app(gh: GitHubState) -> Flask:
     app = Flask(__name__)
 
-    @app.before_request
-    def _record() -> None:
-        body = request.get_json(silent=True) if request.is_json else None
-        gh.requests.append((request.method, request.path, body))
-
-    @app.get("/login/oauth/authorize")
-    def authorize() -> Any:
-        back = request.args["redirect_uri"]
-        query = urlencode({"code": gh.signing_in_as, "state": request.args.get("state", "")})
-        return redirect(f"{back}?{query}")
-
-    @app.post("/login/oauth/access_token")
-    def access_token() -> Any:
-        code = request.form.get("code", "")
-        if code not in gh.repos:
-            return jsonify(error="bad_verification_code")
-        return jsonify(access_token=f"gho_{code}", token_type="bearer", scope="")
-
-    @app.get(f"{API}/user")
-    def user() -> Any:
-        return jsonify(login=gh.login_of(request.headers.get("Authorization")))
-
-    @app.get(f"{API}/user/installations")
-    def installations() -> Any:
-        login = gh.login_of(request.headers.get("Authorization"))
-        found = [{"id": gh.installation_id}] if gh.repos[login] else []
-        return jsonify(total_count=len(found), installations=found)
-
-    @app.get(f"{API}/user/installations/<int:inst>/repositories")
-    def repositories(inst: int) -> Any:
-        login = gh.login_of(request.headers.get("Authorization"))
-        repos = [{"full_name": name} for name in gh.repos[login]]
-        return jsonify(total_count=len(repos), repositories=repos)
-
-    @app.post(f"{API}/app/installations/<int:inst>/access_tokens")
-    def installation_token(inst: int) -> Any:
-        expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return jsonify(token=f"ghs_installation{inst}", expires_at=expires, permissions={}), 201
-
-    @app.get(f"{API}/repos/<owner>/<name>/collaborators/<login>/permission")
-    def permission(owner: str, name: str, login: str) -> Any:
-        role = gh.roles.get((f"{owner}/{name}", login))
-        if role is None:
-            return jsonify(message="Not Found"), 404
-        legacy = {"triage": "read", "maintain": "write"}.get(role, role)
-        return jsonify(permission=legacy, role_name=role, user={"login": login})
-
-    @app.get(f"{API}/repos/<owner>/<name>/contents/<path:path>")
-    def contents(owner: str, name: str, path: str) -> Any:
-        return jsonify(message="Not Found"), 404  # no .github/minipipe.yml: the defaults
-
-    @app.get(f"{API}/repos/<owner>/<name>/commits/<sha>/check-runs")
-    def check_runs(owner: str, name: str, sha: str) -> Any:
-        return jsonify(total_count=0, check_runs=[])
-
-    @app.post(f"{API}/repos/<owner>/<name>/check-runs")
-    def create_check_run(owner: str, name: str) -> Any:
-        return jsonify(id=gh.check_run_id), 201
-
-    @app.patch(f"{API}/repos/<owner>/<name>/check-runs/<int:run>")
-    def update_check_run(owner: str, name: str, run: int) -> Any:
-        return jsonify(id=run)
-
-    @app.post(f"{API}/repos/<owner>/<name>/issues/comments/<int:comment>/reactions")
-    def react(owner: str, name: str, comment: int) -> Any:
-        return jsonify(id=1, content=(request.get_json(silent=True) or {}).get("content")), 201
+    @app.route("/", defaults={"path": ""}, methods=METHODS)
+    @app.route("/<path:path>", methods=METHODS)
+    def answer(path: str) -> Any:
+        raw = request.get_data()
+        body = _parse_body(raw, request.content_type or "")
+        gh.requests.append((request.method, request.path, body if request.is_json else None))
+        web = not request.path.startswith(f"{API}/")
+        below = request.path if web else request.path.removeprefix(API)
+        found = gh.match(request.method, below, web=web)
+        if found is None:
+            return Response('{"message": "Not Found"}', 404, mimetype="application/json")
+        rt, params = found
+        asked = Request(
+            method=request.method,
+            path=request.path,
+            query=request.args.to_dict(),
+            headers=dict(request.headers),
+            body=body,
+            params=params,
+        )
+        answer = gh.handle(rt, asked)
+        status, headers, data = answer.reply() if isinstance(answer, Fault) else answer
+        if isinstance(data, str):
+            return Response(data, status, headers=headers)
+        return Response(app.json.dumps(data), status, headers=headers, mimetype="application/json")
 
     return app
 
@@ -132,3 +76,28 @@ class Served:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(timeout=5)
+
+
+# --- fixtures: the live app against this GitHub (import them into a test module) ---------
+
+
+@pytest.fixture
+def fake_github() -> Iterator[tuple[GitHubState, str]]:
+    """This GitHub on a loopback port; the session bot may write (it may pause its session)."""
+    gh = GitHubState()
+    gh.allow("agent-bot", "write", REPO)
+    with Served(create_app(gh)) as served:
+        yield gh, served.url
+
+
+@pytest.fixture
+def settings(settings: Settings, fake_github: tuple[GitHubState, str]) -> Settings:
+    _gh, url = fake_github
+    return dataclasses.replace(settings, api_url=f"{url}/api/v3", web_url=url)
+
+
+@pytest.fixture
+def site(rt: Any) -> Iterator[str]:
+    """The app on a loopback port: a real HTTP server, as gunicorn would serve it."""
+    with Served(create_web_app(runtime_obj=rt)) as served:
+        yield served.url

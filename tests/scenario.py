@@ -7,7 +7,6 @@ reads as the user story: open → CI → /approve → merge.
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 from typing import Any
@@ -15,18 +14,13 @@ from typing import Any
 from responses import matchers
 
 from minipipe_gh.store.models import CheckRunRef
-from tests.support import APP_ID, INSTALLATION_ID, WIRE, Deliver, FakeGitHub, payload
+from tests.github_fake import APP_ID, INSTALLATION_ID, REPO, WIRE, FakeGitHub
+from tests.github_fake import account as user
+from tests.support import Deliver, payload
 
-REPO = "Codertocat/Hello-World"
 R = f"/repos/{REPO}"
 INSTALLATION = {"id": INSTALLATION_ID, "node_id": "MDIzOkludGVncmF0aW9uSW5zdGFsbGF0aW9uMQ=="}
 _ids = itertools.count(9000)
-
-
-def user(login: str, *, bot: bool = False, user_id: int | None = None) -> dict[str, Any]:
-    """A GitHub user; one account whatever the case of its login, as on GitHub."""
-    uid = user_id if user_id is not None else abs(hash(login.lower())) % 10**8
-    return {"login": login, "id": uid, "type": "Bot" if bot else "User"}
 
 
 def check_run(
@@ -112,20 +106,7 @@ class Scenario:
     # -- GitHub's side --------------------------------------------------------------------
 
     def serve_policy(self, text: str | None) -> None:
-        path = f"{R}/contents/.github/minipipe.yml"
-        if text is None:
-            self.github.add("GET", path, {"message": "Not Found"}, status=404)
-        else:
-            self.github.add(
-                "GET",
-                path,
-                {
-                    "type": "file",
-                    "sha": "blob1",
-                    "encoding": "base64",
-                    "content": base64.b64encode(text.encode()).decode(),
-                },
-            )
+        self.github.serve_policy(text)
 
     def serve_files(self, *paths: str, sha: str | None = None, lines: int = 10) -> None:
         files = [
@@ -230,12 +211,7 @@ class Scenario:
         )
 
     def serve_permission(self, login: str, role: str) -> None:
-        legacy = {"triage": "read", "maintain": "write"}.get(role, role)
-        self.github.add(
-            "GET",
-            f"{R}/collaborators/{login}/permission",
-            {"permission": legacy, "role_name": role, "user": user(login)},
-        )
+        self.github.serve_permission(login, role)
 
     def serve_writes(self) -> None:
         """Check runs, reactions, comments, review requests: the writes the app makes."""

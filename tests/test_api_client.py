@@ -29,15 +29,15 @@ import pytest
 import requests
 
 from minipipe_gh.store import ledger
-from tests import test_mcp
+from tests import fake_github_server as live
 from tests.scenario import REPO
-from tests.test_api import install, make_token
-from tests.test_mcp import PR_NUMBER, add_awaiting_patch
+from tests.seed import MCP_PR_NUMBER as PR_NUMBER
+from tests.seed import add_awaiting_patch, install, make_token
 
-# The live app and its loopback GitHub, as the MCP tests serve them.
-fake_github = test_mcp.fake_github
-settings = test_mcp.settings
-site = test_mcp.site
+# The live app and its loopback GitHub (tests/fake_github_server.py).
+fake_github = live.fake_github
+settings = live.settings
+site = live.site
 
 NODE_TOOLS = ["@redocly/cli@2.77.0", "openapi-typescript@7.13.0"]
 VENV_BIN = Path(sys.executable).parent

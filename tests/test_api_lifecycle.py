@@ -11,15 +11,7 @@ from typing import Any
 
 from minipipe_gh.core.markers import session_marker
 from tests.scenario import R, Scenario
-from tests.test_api import (
-    NEW_SESSION,
-    PR_NUMBER,
-    Api,
-    drain,
-    install,
-    make_token,
-    serve_session_pr,
-)
+from tests.seed import NEW_SESSION, PR_NUMBER, Api, drain, install, make_token, serve_session_pr
 
 APP_BOT = "minipipe-gh[bot]"  # the installation opens the PR, so the app is its author
 

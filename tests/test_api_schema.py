@@ -24,9 +24,9 @@ from schemathesis import checks
 from schemathesis.generation.modes import GenerationMode
 
 from minipipe_gh.web.openapi import SPEC
-from tests.scenario import R, user
-from tests.support import WIRE
-from tests.test_api import REPO, install, make_token, seed_patch, serve_session_pr
+from tests.github_fake import WIRE
+from tests.scenario import REPO, R, user
+from tests.seed import install, make_token, seed_patch, serve_session_pr
 
 MAX_EXAMPLES = 25
 CHECKS = [

@@ -24,7 +24,8 @@ from minipipe_gh.web import create_app
 from tests.fake_github_server import FakeGitHub, Served
 from tests.fake_github_server import create_app as create_fake_github
 from tests.scenario import REPO
-from tests.test_dashboard import seed_dead_delivery, seed_installation, seed_patch
+from tests.seed import seed_dead_delivery, seed_installation
+from tests.seed import seed_web_patch as seed_patch
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARGS = [

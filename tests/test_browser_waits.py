@@ -24,7 +24,8 @@ from minipipe_gh.store.models import AgentSession, Delivery, Patch
 from tests import test_browser as browser_suite
 from tests.fake_github_server import FakeGitHub
 from tests.scenario import REPO
-from tests.test_dashboard import seed_installation, seed_patch
+from tests.seed import seed_installation
+from tests.seed import seed_web_patch as seed_patch
 
 # the browser suite's fixtures: Chromium, the fake GitHub server, the served app, a page
 browser = browser_suite.browser

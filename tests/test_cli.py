@@ -15,7 +15,7 @@ from minipipe_gh.cli import main
 from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.store import ledger, migrate, registry
 from minipipe_gh.store.db import Database
-from tests.support import API, APP_ID, FakeGitHub
+from tests.github_fake import API, APP_ID, FakeGitHub
 
 P = PatchState
 

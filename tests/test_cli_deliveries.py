@@ -17,7 +17,8 @@ from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.delivery.worker import Worker
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.models import Delivery, Installation
-from tests.support import API, APP_ID, OLD_SECRET, SECRET, payload
+from tests.github_fake import API, APP_ID
+from tests.support import OLD_SECRET, SECRET, payload
 
 Invoke = Callable[..., Result]
 

@@ -495,7 +495,7 @@ def test_without_the_key_codeowners_is_never_read(rt, deliver, github):
 
 
 def test_a_team_owner_approving_through_the_api_covers_its_paths(rt, deliver, github, client):
-    from tests.test_api import Api, install, make_token
+    from tests.seed import Api, install, make_token
 
     text = "*  @default-owner\n/src/auth/  @Codertocat/security\n"
     install(rt)  # the API's tokens act on installed repositories

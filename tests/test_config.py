@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from minipipe_gh.conf import config
 from minipipe_gh.core.errors import ConfigError
 from minipipe_gh.web import create_app
-from tests.support import APP_ID, SECRET
+from tests.github_fake import APP_ID
+from tests.support import SECRET
 
 
 @pytest.fixture

@@ -28,174 +28,17 @@ from minipipe_gh.store.models import (
     AuditEntry,
     DashboardLogin,
     Delivery,
-    Installation,
-    InstalledRepository,
     Patch,
     utcnow,
 )
 from minipipe_gh.web import charts, create_app, dashboard, oauth
+from tests.github_fake import INSTALLATION_ID, WEB, FakeGitHub, Users
 from tests.scenario import REPO, R, Scenario, commit, user
-from tests.support import INSTALLATION_ID, FakeGitHub
+from tests.seed import seed_dead_delivery, seed_installation
+from tests.seed import seed_web_patch as seed_patch
 
-WEB = "https://ghe.test"  # GITHUB_WEB_URL: where sign-in goes
 OTHER = "octo-org/secret-service"  # installed too, but not everyone may read it
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
-
-
-# -- seeding (shared with the browser tests) ---------------------------------------------------
-
-
-def seed_installation(database: Database, *repos: str, installation_id: int = INSTALLATION_ID):
-    with database.unit() as s:
-        if s.get(Installation, installation_id) is None:
-            s.add(Installation(installation_id=installation_id, account=repos[0].split("/")[0]))
-            s.flush()
-        for i, name in enumerate(repos):
-            s.add(
-                InstalledRepository(
-                    repository_id=installation_id * 1000 + i,
-                    installation_id=installation_id,
-                    full_name=name,
-                )
-            )
-
-
-def seed_patch(
-    database: Database,
-    *,
-    repo: str = REPO,
-    title: str = "Fix the login form",
-    agent: str = "claude",
-    pr_number: int = 2,
-    state: str = "awaiting_review",
-    sha: str = "a" * 40,
-    installation_id: int | None = INSTALLATION_ID,
-) -> tuple[str, str]:
-    """An active session with one patch, moved along the ledger to ``state``."""
-    meta: dict[str, Any] = {
-        "pr_author": "agent-bot",
-        "bot_login": "agent-bot",
-        "pr_url": "javascript:alert(1)",  # metadata is the bot's to write: never a link
-    }
-    with database.unit() as s:
-        session = registry.create_session(
-            s,
-            project_id=repo,
-            agent_type=agent,
-            title=title,
-            actor="agent-bot",
-            source="test",
-            branch=f"minipipe/{pr_number:05d}-fix-login",
-            base_branch="main",
-            pr_number=pr_number,
-            metadata=meta,
-            installation_id=installation_id,
-        )
-        registry.resume_session(s, session.session_id, actor="agent-bot", source="test")
-        patch = ledger.record_patch(
-            s,
-            session,
-            sha,
-            actor="agent-bot",
-            source="test",
-            files=2,
-            additions=40,
-            deletions=3,
-            paths=["src/auth/login.py", "README.md"],
-            risk="high",
-            risk_reasons=["touches high-risk paths: src/auth/login.py"],
-        )
-        path = {
-            "created": [],
-            "validated": ["validated"],
-            "awaiting_review": ["validated", "awaiting_review"],
-            "dropped": ["dropped"],
-        }[state]
-        for to in path:
-            ledger.transition(s, patch, to, actor="minipipe", source="test", reason="seeded")
-        return session.session_id, patch.ledger_id
-
-
-def seed_dead_delivery(database: Database, *, repo: str = REPO, status: str = "dead") -> str:
-    ident = f"dead-{registry.new_id()}"
-    with database.unit() as s:
-        s.add(
-            Delivery(
-                delivery_id=ident,
-                event="pull_request",
-                action="synchronize",
-                installation_id=INSTALLATION_ID,
-                repository=repo,
-                order_key=f"{repo}#2",
-                payload="{}",
-                status=status,
-                attempts=3,
-                last_error="github.GithubException.GithubException: 502 Bad Gateway",
-            )
-        )
-    return ident
-
-
-# -- GitHub's side of sign-in ----------------------------------------------------------------
-
-
-class Users:
-    """GitHub's OAuth and ``/user*`` endpoints for a few users; the code is the login."""
-
-    def __init__(self, github: FakeGitHub) -> None:
-        self.github = github
-        self.visible: dict[str, list[str]] = {}  # login → full names they can read
-        self.revoked: set[str] = set()  # tokens GitHub no longer accepts
-        self.down = False  # GitHub answers 500 to the /user/installations reads
-        rsps = github.rsps
-        rsps.add_callback("POST", f"{WEB}/login/oauth/access_token", callback=self._token)
-        rsps.add_callback("GET", github.url("/user"), callback=self._user)
-        rsps.add_callback("GET", github.url("/user/installations"), callback=self._installations)
-        rsps.add_callback(
-            "GET",
-            re.compile(re.escape(github.url("/user/installations/")) + r"\d+/repositories"),
-            callback=self._repositories,
-        )
-
-    def _login(self, request: Any) -> str | None:
-        token = request.headers.get("Authorization", "").removeprefix("token ")
-        login = token.removeprefix("gho_")
-        return None if token in self.revoked or login not in self.visible else login
-
-    @staticmethod
-    def _json(status: int, data: Any) -> tuple[int, dict[str, str], str]:
-        return status, {"Content-Type": "application/json"}, json.dumps(data)
-
-    def _token(self, request: Any) -> tuple[int, dict[str, str], str]:
-        form = parse_qs(request.body if isinstance(request.body, str) else request.body.decode())
-        code = form.get("code", [""])[0]
-        assert request.headers["Accept"] == "application/json"
-        if code not in self.visible:
-            return self._json(200, {"error": "bad_verification_code"})
-        return self._json(200, {"access_token": f"gho_{code}", "token_type": "bearer"})
-
-    def _unauthorized(self) -> tuple[int, dict[str, str], str]:
-        return self._json(401, {"message": "Bad credentials"})
-
-    def _user(self, request: Any) -> tuple[int, dict[str, str], str]:
-        login = self._login(request)
-        return self._unauthorized() if login is None else self._json(200, {"login": login})
-
-    def _installations(self, request: Any) -> tuple[int, dict[str, str], str]:
-        if self.down:
-            return self._json(500, {"message": "Server Error"})
-        login = self._login(request)
-        if login is None:
-            return self._unauthorized()
-        found = [{"id": INSTALLATION_ID}] if self.visible[login] else []
-        return self._json(200, {"total_count": len(found), "installations": found})
-
-    def _repositories(self, request: Any) -> tuple[int, dict[str, str], str]:
-        login = self._login(request)
-        if login is None:
-            return self._unauthorized()
-        repos = [{"full_name": n} for n in self.visible[login]]
-        return self._json(200, {"total_count": len(repos), "repositories": repos})
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ from minipipe_gh.core import events
 from minipipe_gh.delivery.smee import stringify
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import Delivery
-from tests.support import APP_ID, FIXTURES, SECRET, payload
+from tests.github_fake import APP_ID
+from tests.support import FIXTURES, SECRET, payload
 
 MINIPIPE_GH = str(Path(sys.executable).parent / "minipipe-gh")
 

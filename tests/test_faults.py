@@ -3,7 +3,7 @@
 Each test ends where the spec says it must: every delivery is done (or dead and
 replayable), the ledger and its audit trail agree, and GitHub got no second
 comment, check run or reaction. GitHub is faked at the HTTP layer only; the
-writes the review makes are kept as GitHub keeps them (``GitHubSide``), so a
+writes the review makes are kept as GitHub keeps them (``github_side``), so a
 second comment would really be a second comment.
 
 The review is story 1 of ``test_review_flow``: a high-risk patch opens with
@@ -49,10 +49,11 @@ from minipipe_gh.store import audit, ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import insert_new, row_for
 from minipipe_gh.store.models import AuditEntry, Delivery, Patch, utcnow
+from tests.github_fake import API, APP_ID, FAULTS, FakeGitHub, Fault, GitHubState
 from tests.pg import free_port
-from tests.scenario import R, Scenario, user
-from tests.support import API, APP_ID, SECRET, WIRE, FakeGitHub, payload, signed_headers
-from tests.test_review_flow import only_patch
+from tests.scenario import Scenario
+from tests.seed import only_patch
+from tests.support import SECRET, payload, signed_headers
 
 ROOT = Path(__file__).resolve().parent.parent
 P = PatchState
@@ -84,150 +85,31 @@ class StepClock:
 # --- GitHub's side of the writes, with faults on demand ---------------------------------------
 
 
-@dataclass(frozen=True)
-class Fault:
-    name: str
-    status: int = 0
-    message: str = ""
-    headers: tuple[tuple[str, str], ...] = ()
-    exception: type[Exception] | None = None
-    took_effect: bool = False  # GitHub did the write; only the answer was lost
-    error: str = ""  # what the delivery's last_error must mention
-    wait: tuple[float, float] = (0.0, 0.0)  # the backoff the worker must choose
-
-    def answer(self, request: Any) -> Any:
-        if self.exception is not None:
-            return self.exception(f"fake {self.name}", request=request)
-        return (self.status, dict(self.headers), json.dumps({"message": self.message}))
+# the faults a write is retried after (tests/github_fake.py has them all)
+RETRIED = {k: FAULTS[k] for k in ("500", "502", "timeout", "401", "secondary rate limit")}
+SIDE_ROUTES = (
+    "create_run",
+    "update_run",
+    "list_runs",
+    "reaction",
+    "reply",
+    "list_comments",
+    "permission",
+    "reviewers",
+)
 
 
-FAULTS = {
-    "500": Fault("500", 500, "Server Error", error="500", wait=(1.6, 2.4)),
-    "502": Fault("502", 502, "Bad Gateway", error="502", wait=(1.6, 2.4)),
-    "timeout": Fault(
-        "timeout", exception=requests.exceptions.ConnectTimeout, error="Timeout", wait=(1.6, 2.4)
-    ),
-    "401": Fault("401", 401, "Bad credentials", error="BadCredentials"),
-    "secondary rate limit": Fault(
-        "secondary rate limit",
-        403,
-        "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.",
-        headers=(("Retry-After", "60"),),
-        error="RateLimitExceeded",
-        wait=(60.0, 60.0),
-    ),
-}
-
-
-class GitHubSide:
-    """The check runs, comments and reactions of one repository, as GitHub would keep them.
+def github_side(github: FakeGitHub) -> GitHubState:
+    """The check runs, comments and reactions of the repository, kept as GitHub keeps them
+    (tests/github_fake.py's state and routes, through ``responses``).
 
     ``fail_next(route, fault)`` makes the next request on that route fail.
     ``log`` is every request served: (route, status or exception name).
     """
-
-    def __init__(self, github: FakeGitHub, number: int = 2) -> None:
-        self.github = github
-        self.runs: dict[int, dict[str, Any]] = {}
-        self.run_posts: list[dict[str, Any]] = []  # accepted creations
-        self.run_patches: list[dict[str, Any]] = []  # accepted updates
-        self.comments: list[dict[str, Any]] = []
-        self.reactions: list[tuple[int, str]] = []  # as GitHub keeps them: each once
-        self.reaction_posts: Counter[tuple[int, str]] = Counter()
-        self.faults: dict[str, list[Fault]] = {}
-        self.log: list[tuple[str, int | str]] = []
-        routes: list[tuple[str, str, str, Callable[..., tuple[int, Any]]]] = [
-            ("create_run", "POST", rf"{R}/check-runs", self.create_run),
-            ("update_run", "PATCH", rf"{R}/check-runs/(\d+)", self.update_run),
-            ("list_runs", "GET", rf"{R}/commits/(\w+)/check-runs", self.list_runs),
-            ("reaction", "POST", rf"{R}/issues/comments/(\d+)/reactions", self.react),
-            ("reply", "POST", rf"{R}/issues/{number}/comments", self.comment),
-            ("list_comments", "GET", rf"{R}/issues/{number}/comments", self.list_comments),
-            ("permission", "GET", rf"{R}/collaborators/([^/?]+)/permission", self.permission),
-            ("reviewers", "POST", rf"{R}/pulls/{number}/requested_reviewers", self.ok),
-        ]
-        for name, method, path, fn in routes:
-            pattern = re.compile(re.escape(WIRE) + path.replace(R, re.escape(R)) + r"(?:\?.*)?$")
-            github.rsps.add_callback(
-                method,
-                pattern,
-                callback=self._route(name, pattern, fn),
-                content_type="application/json",
-            )
-
-    def fail_next(self, route: str, fault: Fault) -> None:
-        self.faults.setdefault(route, []).append(fault)
-
-    def _route(
-        self, name: str, pattern: re.Pattern[str], fn: Callable[..., tuple[int, Any]]
-    ) -> Callable[[Any], Any]:
-        def serve(request: Any) -> Any:
-            match = pattern.match(request.url)
-            assert match is not None
-            body = json.loads(request.body) if request.body else None
-            pending = self.faults.get(name)
-            if pending:
-                fault = pending.pop(0)
-                if fault.took_effect:
-                    fn(request, body, *match.groups())
-                self.log.append(
-                    (name, fault.exception.__name__ if fault.exception else fault.status)
-                )
-                return fault.answer(request)
-            status, data = fn(request, body, *match.groups())
-            self.log.append((name, status))
-            return status, {}, json.dumps(data)
-
-        return serve
-
-    # -- the endpoints -----------------------------------------------------------------------
-
-    def ok(self, request: Any, body: Any) -> tuple[int, Any]:
-        return 201, {}
-
-    def create_run(self, request: Any, body: Any) -> tuple[int, Any]:
-        ident = 555 + len(self.runs)
-        self.runs[ident] = {**body, "id": ident, "app": {"id": APP_ID}}
-        self.run_posts.append(body)
-        return 201, self.runs[ident]
-
-    def update_run(self, request: Any, body: Any, ident: str) -> tuple[int, Any]:
-        if int(ident) not in self.runs:
-            return 404, {"message": "Not Found"}
-        self.runs[int(ident)].update(body)
-        self.run_patches.append(body)
-        return 200, self.runs[int(ident)]
-
-    def list_runs(self, request: Any, body: Any, sha: str) -> tuple[int, Any]:
-        runs = [r for r in self.runs.values() if r["head_sha"] == sha]
-        return 200, {"total_count": len(runs), "check_runs": runs}
-
-    def react(self, request: Any, body: Any, comment_id: str) -> tuple[int, Any]:
-        key = (int(comment_id), body["content"])
-        self.reaction_posts[key] += 1
-        if key in self.reactions:
-            return 200, {"id": 1, "content": key[1]}  # GitHub: "reaction exists"
-        self.reactions.append(key)
-        return 201, {"id": 1, "content": key[1]}
-
-    def comment(self, request: Any, body: Any) -> tuple[int, Any]:
-        self.comments.append({"id": 9100 + len(self.comments), "body": body["body"]})
-        return 201, self.comments[-1]
-
-    def list_comments(self, request: Any, body: Any) -> tuple[int, Any]:
-        return 200, self.comments
-
-    def permission(self, request: Any, body: Any, login: str) -> tuple[int, Any]:
-        role = ROLES.get(login)
-        if role is None:
-            return 404, {"message": "Not Found"}
-        legacy = {"triage": "read", "maintain": "write"}.get(role, role)
-        return 200, {"permission": legacy, "role_name": role, "user": user(login)}
-
-    # -- what GitHub shows ------------------------------------------------------------------
-
-    def successful_run_updates(self) -> list[str | None]:
-        return [b.get("conclusion") for b in self.run_patches]
+    state = GitHubState(check_run_id=555)
+    for login, role in ROLES.items():
+        state.allow(login, role)
+    return github.serve(state, *SIDE_ROUTES)
 
 
 # --- the review, step by step -----------------------------------------------------------------
@@ -304,20 +186,20 @@ def assert_ledger_matches_its_audit_trail(database: Database) -> None:
             assert state == patch.state, (patch.ledger_id, state, patch.state)
 
 
-def assert_nothing_duplicated_on_github(gh: GitHubSide, github: FakeGitHub) -> None:
+def assert_nothing_duplicated_on_github(gh: GitHubState, github: FakeGitHub) -> None:
     shas = Counter(b["head_sha"] for b in gh.run_posts)
     assert all(n == 1 for n in shas.values()), shas  # one check run per SHA
     posted = Counter(p for m, p, _b in github.requests if m == "POST" and p.endswith("/check-runs"))
     assert sum(posted.values()) == len(gh.run_posts)  # none created behind our back
     markers = Counter(
-        re.findall(r"minipipe:reply=[^ ]+ -->", " ".join(c["body"] for c in gh.comments))
+        re.findall(r"minipipe:reply=[^ ]+ -->", " ".join(c["body"] for c in gh.posted_comments()))
     )
     assert all(n == 1 for n in markers.values()), markers
-    assert len(gh.comments) == len(markers)  # every reply carries its delivery's marker
+    assert len(gh.posted_comments()) == len(markers)  # every reply carries its delivery's marker
     assert len(set(gh.reactions)) == len(gh.reactions)
 
 
-def assert_the_review_ended_well(rt: Runtime, gh: GitHubSide, github: FakeGitHub) -> None:
+def assert_the_review_ended_well(rt: Runtime, gh: GitHubState, github: FakeGitHub) -> None:
     assert_every_delivery_settled(rt)
     assert_ledger_matches_its_audit_trail(rt.database)
     assert_nothing_duplicated_on_github(gh, github)
@@ -345,7 +227,7 @@ def assert_the_review_ended_well(rt: Runtime, gh: GitHubSide, github: FakeGitHub
     assert gh.successful_run_updates()[-1] == "success"
     assert gh.runs[555]["conclusion"] == "success"
     # one reply, to the reader; the reactions GitHub shows
-    [reply] = gh.comments
+    [reply] = gh.posted_comments()
     assert "needs `write`" in reply["body"] and "minipipe:reply=reader-approve" in reply["body"]
     assert sorted(gh.reactions) == [(READER_COMMENT, "confused"), (WRITER_COMMENT, "+1")]
 
@@ -387,14 +269,14 @@ def settle_after(
 
 
 @pytest.mark.parametrize("where", list(WHERE))
-@pytest.mark.parametrize("fault", list(FAULTS))
+@pytest.mark.parametrize("fault", list(RETRIED))
 def test_github_failing_during_a_review_is_retried_and_acts_once(
     fault: str, where: str, rt: Runtime, deliver: Any, github: FakeGitHub
 ) -> None:
-    sc, gh, clock = Scenario(deliver, github), GitHubSide(github), StepClock()
+    sc, gh, clock = Scenario(deliver, github), github_side(github), StepClock()
     opened(rt, sc, github, clock)
     route, step = WHERE[where]
-    f = FAULTS[fault]
+    f = RETRIED[fault]
 
     if step == "reader":
         gh.fail_next(route, f)
@@ -424,7 +306,7 @@ def test_a_reply_whose_answer_was_lost_is_not_posted_again(
     rt: Runtime, deliver: Any, github: FakeGitHub
 ) -> None:
     """GitHub stored the reply, then the connection timed out: the retry finds its marker."""
-    sc, gh, clock = Scenario(deliver, github), GitHubSide(github), StepClock()
+    sc, gh, clock = Scenario(deliver, github), github_side(github), StepClock()
     opened(rt, sc, github, clock)
     lost = Fault(
         "read timeout",
@@ -436,7 +318,7 @@ def test_a_reply_whose_answer_was_lost_is_not_posted_again(
     gh.fail_next("reply", lost)
     reader_approves(sc)
     settle_after(rt, github, clock, lost, "reader-approve")
-    assert len(gh.comments) == 1
+    assert len(gh.posted_comments()) == 1
     assert [r for r, _s in gh.log].count("list_comments") == 1  # the retry looked first
     writer_approves(sc)
     clock.sync()
@@ -517,7 +399,7 @@ def test_a_web_tier_killed_before_answering_loses_nothing_and_acts_once(
     crash_on: str, rt: Runtime, github: FakeGitHub, db_url: str, private_key_pem: str
 ) -> None:
     post = HttpDeliver()
-    sc, gh, clock = Scenario(post, github), GitHubSide(github), StepClock()
+    sc, gh, clock = Scenario(post, github), github_side(github), StepClock()
     sc.serve_policy(None)
     sc.serve_files("src/auth/login.py", "README.md")
     sc.serve_green()
@@ -620,7 +502,7 @@ def someone_holds_the_write_lock(db_url: str, backend: str) -> Iterator[None]:
 def test_a_locked_database_delays_a_delivery_and_loses_nothing(
     rt: Runtime, deliver: Any, github: FakeGitHub, db_url: str, backend: str
 ) -> None:
-    sc, gh, clock = Scenario(deliver, github), GitHubSide(github), StepClock()
+    sc, gh, clock = Scenario(deliver, github), github_side(github), StepClock()
     opened(rt, sc, github, clock)
     reader_approves(sc)
     clock.sync()
@@ -682,7 +564,7 @@ def restart_postgres(cluster: Any, while_down: Callable[[], None]) -> None:
 def test_the_database_restarting_mid_run_costs_no_delivery(
     rt: Runtime, deliver: Any, github: FakeGitHub, backend: str, pg_cluster: Any
 ) -> None:
-    sc, gh, clock = Scenario(deliver, github), GitHubSide(github), StepClock()
+    sc, gh, clock = Scenario(deliver, github), github_side(github), StepClock()
     opened(rt, sc, github, clock)  # the worker's pool now holds live connections
     reader_approves(sc)
     writer_approves(sc)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from minipipe_gh.core.policy import guard_record
 from minipipe_gh.store.models import AgentSession, AuditEntry, Patch
 from tests.scenario import WEB_FLOW, R, Scenario, commit, user
-from tests.test_api import (
+from tests.seed import (
     NEW_SESSION,
     PR_INSTALLATION,
     PR_META,
@@ -374,7 +374,7 @@ def test_an_api_sessions_first_commit_is_the_apps_own_not_a_foreign_one(
     serve_session_pr(github)
     created = api("POST", "/sessions", NEW_SESSION).get_json()
     from minipipe_gh.core.markers import session_marker
-    from tests.test_api import START_SHA
+    from tests.seed import START_SHA
 
     sc = Scenario(deliver, github, number=created["pr_number"], branch=created["branch"])
     sc.author = "minipipe-gh[bot]"  # the installation opened the PR
@@ -428,8 +428,8 @@ def test_the_cli_shows_each_agents_open_sessions_against_its_limit(
     from click.testing import CliRunner
 
     from minipipe_gh.cli import main
-    from tests.support import API, APP_ID
-    from tests.test_api import serve_policy
+    from tests.github_fake import API, APP_ID
+    from tests.seed import serve_policy
 
     install(rt)
     github.allow_token_exchange()
@@ -487,7 +487,7 @@ def test_a_policy_change_releases_a_patch_blocked_for_a_foreign_commit_without_r
 ):
     """The commits were read once, when the patch was recorded: a policy change judges
     the recorded provenance again, and the person stays unable to approve it."""
-    from tests.test_threats_gate import policy_changed_to
+    from tests.seed import policy_changed_to
 
     sc = Scenario(deliver, github)
     sc.serve_commits(commit(sc.sha, ALICE))

@@ -13,9 +13,9 @@ from sqlalchemy import select
 from minipipe_gh.delivery.metrics import WRITES_REFUSED
 from minipipe_gh.gh.writes import REDUCED
 from minipipe_gh.store.models import AuditEntry, CheckRunRef, Delivery
+from tests.github_fake import FAULTS
 from tests.scenario import REPO, R, Scenario
-from tests.test_review_flow import only_patch, opened_and_validated, serve_tree
-from tests.test_worker import Clock
+from tests.seed import Clock, only_patch, opened_and_validated, serve_tree
 
 NOT_COLLABORATOR = (
     "Reviews may only be requested from collaborators. One or more of the users or teams "
@@ -170,7 +170,7 @@ def test_a_check_run_body_refused_with_422_is_sent_again_as_the_verdict_alone(rt
     sc.serve_policy(None)
     sc.serve_files("docs/guide.md")
     sc.serve_green()
-    github.add("POST", f"{R}/check-runs", {"message": "Validation Failed"}, status=422)
+    github.fail("POST", f"{R}/check-runs", FAULTS["422"])
     github.add("POST", f"{R}/check-runs", {"id": 777}, status=201)
     sc.pr_event("opened")
     assert [o.status for o in rt.worker().run_once()] == ["done"]
@@ -187,7 +187,7 @@ def test_a_check_run_write_github_always_refuses_does_not_loop(rt, deliver, gith
     sc.serve_policy(None)
     sc.serve_files("docs/guide.md")
     sc.serve_green()
-    github.add("POST", f"{R}/check-runs", {"message": "Validation Failed"}, status=422)
+    github.fail("POST", f"{R}/check-runs", FAULTS["422"])
     sc.pr_event("opened")
     # the next delivery of the PR is not held back behind minutes of retries
     sc.comment("/minipipe help", login="writer", comment_id=4444)

@@ -1,6 +1,6 @@
 """A burst of PRs while GitHub misbehaves, and the worker SIGKILLed once: the gate heals.
 
-A loopback GitHub (real HTTP) answers a seeded random 10% of the app's writes
+The suite's GitHub on a loopback port (real HTTP) answers a seeded random 10% of the app's writes
 with a 5xx, a 422 or a secondary rate limit, and performs none of them. The
 real worker (``minipipe-gh worker``, a subprocess, with reconciliation every
 few seconds) handles the burst; at its 60th write it is SIGKILLed before
@@ -14,28 +14,28 @@ made twice (no second check run, comment, reaction or review request).
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import json
 import os
 import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask
 from sqlalchemy import select
 
 from minipipe_gh.core import checkrun
 from minipipe_gh.store.models import AgentSession, Delivery, Patch
-from tests.fake_github_server import Served
+from tests.fake_github_server import Served, create_app
+from tests.github_fake import APP_ID, Fault, GitHubState, Request, Route
+from tests.github_fake import FAULTS as F
 from tests.scenario import Scenario
-from tests.support import APP_ID, SECRET
+from tests.support import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = int(os.environ.get("MINIPIPE_FAULT_SEED", "14"))  # reproducible; another to explore
@@ -43,164 +43,46 @@ FAULT_RATE = 0.10
 KILL_AT_WRITE = 60
 PRS = 30
 ROLES = {"writer": "write", "reader": "read"}
-FAULTS = ("502", "500", "422", "secondary rate limit")
+FAULT_KINDS = ("502", "500", "422", "secondary rate limit")
+FAULTS = {  # GitHub's own (tests/github_fake.py); the rate limit asks for a 1 s wait here
+    **{k: F[k] for k in ("502", "500", "422")},
+    "secondary rate limit": dataclasses.replace(
+        F["secondary rate limit"], headers=(("Retry-After", "1"),)
+    ),
+}
 
 
-class MisbehavingGitHub:
-    """What GitHub keeps (PRs, check runs, comments, reactions, review requests) and the
-    faults it answers with; ``kill_pid`` is SIGKILLed at the ``KILL_AT_WRITE``-th write."""
+class MisbehavingGitHub(GitHubState):
+    """The suite's GitHub (tests/github_fake.py: PRs, check runs, comments, reactions, review
+    requests, as GitHub keeps them), failing a seeded random share of the writes;
+    ``kill_pid`` is SIGKILLed at the ``KILL_AT_WRITE``-th write."""
 
     def __init__(self) -> None:
+        super().__init__(check_run_id=7000)
+        for login, role in ROLES.items():
+            self.allow(login, role)
         self.rng = random.Random(SEED)
-        self.lock = threading.Lock()
-        self.prs: dict[int, dict[str, Any]] = {}
-        self.files: dict[int, list[dict[str, Any]]] = {}
-        self.runs: dict[int, dict[str, Any]] = {}
-        self.run_ids = itertools.count(7000)
-        self.accepted: list[tuple[str, str, str]] = []  # (method, path, body) performed
         self.faults: Counter[str] = Counter()
         self.writes = 0
         self.kill_pid: int | None = None
         self.killed = False
+        self.misbehave = self.fault
 
-    def fault(self) -> Any:
-        """Decide the next write's fate: None (perform it) or the error answer."""
-        with self.lock:
-            self.writes += 1
-            if self.writes == KILL_AT_WRITE and self.kill_pid and not self.killed:
-                self.killed = True
-                os.kill(self.kill_pid, signal.SIGKILL)  # before GitHub answers or acts
-                return jsonify(message="gone"), 502
-            if self.rng.random() >= FAULT_RATE:
-                return None
-            kind = self.rng.choice(FAULTS)
-            self.faults[kind] += 1
-        if kind == "422":
-            return jsonify(message="Validation Failed"), 422
-        if kind == "secondary rate limit":
-            msg = (
-                "You have exceeded a secondary rate limit. "
-                "Please wait a few minutes before you try again."
-            )
-            return jsonify(message=msg), 403, {"Retry-After": "1"}
-        return jsonify(message="Server Error"), int(kind)
-
-    def performed(self, body: Any = None) -> None:
-        self.accepted.append(
-            (request.method, request.path, json.dumps(body, sort_keys=True) if body else "")
-        )
+    def fault(self, route: Route, request: Request) -> Fault | None:
+        """Decide the next write's fate: None (perform it) or the fault it answers with."""
+        self.writes += 1
+        if self.writes == KILL_AT_WRITE and self.kill_pid and not self.killed:
+            self.killed = True
+            os.kill(self.kill_pid, signal.SIGKILL)  # before GitHub answers or acts
+            return Fault("gone", 502, "gone")
+        if self.rng.random() >= FAULT_RATE:
+            return None
+        kind = self.rng.choice(FAULT_KINDS)
+        self.faults[kind] += 1
+        return FAULTS[kind]
 
     def app(self) -> Flask:
-        app = Flask(__name__)
-        base = "/api/v3/repos/<owner>/<name>"
-
-        @app.post("/api/v3/app/installations/<int:inst>/access_tokens")
-        def token(inst: int) -> Any:
-            expires = (datetime.now(UTC) + timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-            return jsonify(token=f"ghs_{inst}", expires_at=expires, permissions={}), 201
-
-        @app.get("/api/v3/app/hook/deliveries")
-        def hook_log() -> Any:
-            return jsonify([])
-
-        @app.get(f"{base}/contents/<path:path>")
-        def contents(owner: str, name: str, path: str) -> Any:
-            return jsonify(message="Not Found"), 404
-
-        @app.get(f"{base}/pulls")
-        def pulls(owner: str, name: str) -> Any:
-            with self.lock:
-                open_ = [p for p in self.prs.values() if p["state"] == "open"]
-            etag = f'"{hash(json.dumps(open_, sort_keys=True))}"'
-            if request.headers.get("If-None-Match") == etag:
-                return "", 304, {"ETag": etag}
-            return jsonify(open_), 200, {"ETag": etag}
-
-        @app.get(f"{base}/pulls/<int:number>")
-        def pull(owner: str, name: str, number: int) -> Any:
-            return jsonify(self.prs[number])
-
-        @app.get(f"{base}/pulls/<int:number>/files")
-        def files(owner: str, name: str, number: int) -> Any:
-            return jsonify(self.files[number])
-
-        @app.get(f"{base}/pulls/<int:number>/commits")
-        def pr_commits(owner: str, name: str, number: int) -> Any:
-            pr = self.prs[number]  # one commit, by the PR's author (the session's bot)
-            git = {"name": pr["user"]["login"], "email": "bot@example.com", "date": "2026"}
-            return jsonify(
-                [
-                    {
-                        "sha": pr["head"]["sha"],
-                        "commit": {"author": git, "committer": git},
-                        "author": pr["user"],
-                        "committer": pr["user"],
-                    }
-                ]
-            )
-
-        @app.get(f"{base}/commits/<sha>/check-suites")
-        def suites(owner: str, name: str, sha: str) -> Any:
-            suite = {"id": 1, "status": "completed", "conclusion": "success", "app": {"id": 42}}
-            return jsonify(total_count=1, check_suites=[{**suite, "head_sha": sha}])
-
-        @app.get(f"{base}/commits/<sha>/check-runs")
-        def list_runs(owner: str, name: str, sha: str) -> Any:
-            with self.lock:
-                runs = [r for r in self.runs.values() if r["head_sha"] == sha]
-            return jsonify(total_count=len(runs), check_runs=runs)
-
-        @app.get(f"{base}/git/commits/<sha>")
-        def commit(owner: str, name: str, sha: str) -> Any:
-            return jsonify(sha=sha, tree={"sha": f"tree-of-{sha}"})
-
-        @app.get(f"{base}/collaborators/<login>/permission")
-        def permission(owner: str, name: str, login: str) -> Any:
-            role = ROLES.get(login)
-            if role is None:
-                return jsonify(message="Not Found"), 404
-            return jsonify(permission=role, role_name=role, user={"login": login})
-
-        @app.get(f"{base}/issues/<int:number>/comments")
-        def comments(owner: str, name: str, number: int) -> Any:
-            with self.lock:
-                bodies = [
-                    json.loads(b) for m, p, b in self.accepted if p.endswith(f"/{number}/comments")
-                ]
-            return jsonify([{"id": i, "body": b["body"]} for i, b in enumerate(bodies)])
-
-        @app.post(f"{base}/check-runs")
-        def create_run(owner: str, name: str) -> Any:
-            if (err := self.fault()) is not None:
-                return err
-            body = request.get_json()
-            with self.lock:
-                ident = next(self.run_ids)
-                self.runs[ident] = {**body, "id": ident, "app": {"id": APP_ID}}
-                self.performed(body)
-            return jsonify(self.runs[ident]), 201
-
-        @app.patch(f"{base}/check-runs/<int:ident>")
-        def update_run(owner: str, name: str, ident: int) -> Any:
-            if (err := self.fault()) is not None:
-                return err
-            body = request.get_json()
-            with self.lock:
-                self.runs[ident].update(body)
-                self.performed(body)
-            return jsonify(self.runs[ident])
-
-        @app.post(f"{base}/issues/comments/<int:comment>/reactions")
-        @app.post(f"{base}/issues/<int:number>/comments")
-        @app.post(f"{base}/pulls/<int:number>/requested_reviewers")
-        def other_write(owner: str, name: str, **_: int) -> Any:
-            if (err := self.fault()) is not None:
-                return err
-            with self.lock:
-                self.performed(request.get_json())
-            return jsonify(id=1), 201
-
-        return app
+        return create_app(self)
 
 
 class NoGitHub:

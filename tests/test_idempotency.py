@@ -25,12 +25,11 @@ from minipipe_gh.store import registry
 from minipipe_gh.store.models import AgentSession, utcnow
 from minipipe_gh.web import api as api_module
 from tests.scenario import REPO, R
-from tests.test_api import (
+from tests.seed import (
     NEW_SESSION,
     PR_NUMBER,
     Api,
     error,
-    install,
     make_token,
     seed_patch,
     serve_permission,
@@ -45,12 +44,6 @@ RATE_LIMIT = 3
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return dataclasses.replace(settings, session_rate_limit=RATE_LIMIT, session_rate_window=600)
-
-
-@pytest.fixture
-def api(rt: Any, client: Any, github: Any) -> Api:
-    install(rt)
-    return Api(client, make_token(rt, "agent", "agent-bot"))
 
 
 def fail_pulls_with(github: Any, failure: Exception) -> None:

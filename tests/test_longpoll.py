@@ -19,7 +19,7 @@ import pytest
 from minipipe_gh.core.patch_states import PatchState as P
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
-from tests.test_api import Api, error, install, make_token, seed_patch, seed_session
+from tests.seed import Api, error, install, make_token, seed_patch, seed_session
 
 
 @pytest.fixture

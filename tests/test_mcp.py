@@ -8,35 +8,32 @@ SDK's ``stdio_client`` and ``ClientSession``.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
-import pytest
-from flask import jsonify, request
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 
-from minipipe_gh.conf.config import Settings
 from minipipe_gh.core.patch_states import PatchState as P
 from minipipe_gh.delivery.runtime import Runtime
-from minipipe_gh.store import ledger, registry
-from minipipe_gh.web import create_app
-from tests.fake_github_server import API, FakeGitHub, Served
-from tests.fake_github_server import create_app as create_fake_github
+from minipipe_gh.store import ledger
+from tests import fake_github_server as live
+from tests.fake_github_server import FakeGitHub
 from tests.scenario import REPO
-from tests.test_api import install, make_token
+from tests.seed import MCP_PR_NUMBER as PR_NUMBER
+from tests.seed import add_awaiting_patch, install, make_token
 
-BASE_SHA = "ba5e" * 10
-START_SHA = "57a7" * 10
-PR_NUMBER = 12
+# The live app and its loopback GitHub (tests/fake_github_server.py).
+fake_github = live.fake_github
+settings = live.settings
+site = live.site
+
 TOOLS = {
     "start_session",
     "get_session",
@@ -47,58 +44,6 @@ TOOLS = {
     "complete_session",
     "report_usage",
 }
-
-
-def session_github(gh: FakeGitHub) -> Any:
-    """The browser tests' fake GitHub, plus what opening a session's branch and PR calls."""
-    app = create_fake_github(gh)
-
-    @app.get(f"{API}/repos/<owner>/<name>")
-    def repo(owner: str, name: str) -> Any:
-        return jsonify(full_name=f"{owner}/{name}", default_branch="main")
-
-    @app.get(f"{API}/repos/<owner>/<name>/git/ref/heads/<path:branch>")
-    def ref(owner: str, name: str, branch: str) -> Any:
-        return jsonify(ref=f"refs/heads/{branch}", object={"sha": BASE_SHA, "type": "commit"})
-
-    @app.get(f"{API}/repos/<owner>/<name>/git/commits/<sha>")
-    def commit(owner: str, name: str, sha: str) -> Any:
-        return jsonify(sha=sha, tree={"sha": "7ree" * 10})
-
-    @app.post(f"{API}/repos/<owner>/<name>/git/commits")
-    def new_commit(owner: str, name: str) -> Any:
-        return jsonify(sha=START_SHA), 201
-
-    @app.post(f"{API}/repos/<owner>/<name>/git/refs")
-    def new_ref(owner: str, name: str) -> Any:
-        return jsonify(ref=request.get_json()["ref"], object={"sha": START_SHA}), 201
-
-    @app.post(f"{API}/repos/<owner>/<name>/pulls")
-    def new_pull(owner: str, name: str) -> Any:
-        url = f"https://github.com/{owner}/{name}/pull/{PR_NUMBER}"
-        return jsonify(number=PR_NUMBER, html_url=url, draft=True), 201
-
-    return app
-
-
-@pytest.fixture
-def fake_github() -> Iterator[tuple[FakeGitHub, str]]:
-    gh = FakeGitHub()
-    gh.roles[(REPO, "agent-bot")] = "write"  # the bot's own role: it may pause its session
-    with Served(session_github(gh)) as served:
-        yield gh, served.url
-
-
-@pytest.fixture
-def settings(settings: Settings, fake_github: tuple[FakeGitHub, str]) -> Settings:
-    _gh, url = fake_github
-    return dataclasses.replace(settings, api_url=f"{url}/api/v3", web_url=url)
-
-
-@pytest.fixture
-def site(rt: Runtime) -> Iterator[str]:
-    with Served(create_app(runtime_obj=rt)) as served:
-        yield served.url
 
 
 def server_params(url: str, token: str) -> StdioServerParameters:
@@ -117,18 +62,6 @@ def payload(result: Any) -> dict[str, Any]:
         data = result.structured_content
         return data.get("result", data) if set(data) == {"result"} else data
     return json.loads(result.content[0].text)
-
-
-def add_awaiting_patch(rt: Runtime, session_id: str) -> str:
-    """The bot pushed: a patch, validated, waiting for a reviewer (as the worker records it)."""
-    with rt.database.unit() as s:
-        session = registry.get_session(s, session_id)
-        patch = ledger.record_patch(
-            s, session, "c" * 40, actor="agent-bot", source="test", files=1, additions=2
-        )
-        for to in (P.VALIDATED, P.AWAITING_REVIEW):
-            ledger.transition(s, patch, to, actor="github", source="test")
-        return patch.ledger_id
 
 
 def test_an_agent_starts_a_session_and_waits_for_its_verdict_over_mcp(

@@ -24,10 +24,16 @@ from minipipe_gh.store.models import (
     Installation,
     InstalledRepository,
 )
+from tests.github_fake import API
 from tests.scenario import APP_ID, REPO, R, Scenario, user
-from tests.support import API
-from tests.test_api import NEW_SESSION, PR_NUMBER, make_token, serve_session_pr
-from tests.test_review_flow import only_patch, opened_and_validated
+from tests.seed import (
+    NEW_SESSION,
+    PR_NUMBER,
+    make_token,
+    only_patch,
+    opened_and_validated,
+    serve_session_pr,
+)
 
 NEW_SHA = "b" * 40
 
@@ -265,7 +271,7 @@ def test_a_pr_with_a_delivery_pending_is_left_to_it(rt, deliver, github):
 def test_a_session_on_a_repository_whose_installation_event_never_came_is_created(
     rt, client, github
 ):
-    from tests.test_api import Api
+    from tests.seed import Api
 
     api = Api(client, make_token(rt, "agent", "agent-bot"))
     github.add(

@@ -21,8 +21,9 @@ from click.testing import CliRunner
 from minipipe_gh.cli import main
 from minipipe_gh.delivery.recover import RecoveryMemo, recover
 from minipipe_gh.store.models import utcnow
+from tests.github_fake import API, WIRE
 from tests.scenario import APP_ID, INSTALLATION
-from tests.support import API, WIRE, payload
+from tests.support import payload
 
 LOG = "/app/hook/deliveries"
 

@@ -18,8 +18,8 @@ from minipipe_gh.core import people
 from minipipe_gh.store import ledger, migrate
 from minipipe_gh.store.db import Database, make_engine
 from minipipe_gh.store.models import AgentSession, Patch
+from tests.github_fake import INSTALLATION_ID
 from tests.scenario import R, Scenario, user
-from tests.support import INSTALLATION_ID
 
 JSON = sa.JSON().with_variant(JSONB(), "postgresql")
 AT = "2026-01-01 00:00:00"

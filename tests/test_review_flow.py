@@ -7,26 +7,17 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from minipipe_gh.store import ledger
-from minipipe_gh.store.models import AgentSession, AuditEntry, Patch, utcnow
+from minipipe_gh.store.models import AuditEntry, Patch, utcnow
 from tests.scenario import R, Scenario
-
-
-def drain(rt):
-    return rt.worker().run_once()
-
-
-def only_patch(rt) -> Patch:
-    with rt.database.unit() as s:
-        return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
-
-
-def the_session(rt) -> AgentSession:
-    with rt.database.unit() as s:
-        return s.scalars(select(AgentSession)).one()
-
-
-def writes(github, since=0):
-    return [r for r in github.api_requests()[since:] if r[0] != "GET"]
+from tests.seed import (
+    check_run_bodies,
+    drain,
+    only_patch,
+    opened_and_validated,
+    serve_tree,
+    the_session,
+    writes,
+)
 
 
 def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, github):
@@ -117,20 +108,6 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
     ]
 
 
-def opened_and_validated(rt, sc, github, *paths, policy=None):
-    sc.serve_policy(policy)
-    sc.serve_files(*(paths or ("src/auth/login.py",)))
-    sc.serve_green()
-    sc.serve_writes()
-    sc.pr_event("opened")
-    drain(rt)
-    return only_patch(rt)
-
-
-def check_run_bodies(github, since=0):
-    return [b for m, p, b in github.api_requests()[since:] if "/check-runs" in p and m != "GET"]
-
-
 def test_story_2_low_risk_patch_is_queued_automatically(rt, deliver, github):
     sc = Scenario(deliver, github)
     patch = opened_and_validated(rt, sc, github, "docs/guide.md")
@@ -169,10 +146,6 @@ def test_story_3_reject_with_a_reason_drops_the_patch(rt, deliver, github):
     [update] = check_run_bodies(github, mark)
     assert update["conclusion"] == "failure"
     assert "this breaks the session cookie" in update["output"]["title"]
-
-
-def serve_tree(github, sha, tree):
-    github.add("GET", f"{R}/git/commits/{sha}", {"sha": sha, "tree": {"sha": tree}})
 
 
 def test_story_4_a_push_after_approval_supersedes_it(rt, deliver, github):

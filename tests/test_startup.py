@@ -17,7 +17,8 @@ from minipipe_gh.conf import config
 from minipipe_gh.conf.startup import EXIT_CONFIG
 from minipipe_gh.core.errors import ConfigError
 from minipipe_gh.web import create_app
-from tests.support import APP_ID, SECRET
+from tests.github_fake import APP_ID
+from tests.support import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 HEAD = "minipipe-gh cannot start:\n  - "

@@ -6,7 +6,6 @@ faked at the HTTP layer and the tests assert on the requests the app sent.
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -15,6 +14,7 @@ from sqlalchemy import select
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import AgentSession, AuditEntry, NeutralCheckRun, Patch
 from tests.scenario import REPO, R, Scenario, check_run
+from tests.seed import policy_changed_to
 
 
 def drain(rt):
@@ -384,18 +384,6 @@ def test_a_complying_push_releases_a_blocked_session(rt, deliver, github):
     patch = latest_patch(rt)
     assert (patch.patch_id, patch.state) == (new_sha, "queued")
     assert patch.meta["guardrails"]["verdict"] == "pass"
-
-
-def policy_changed_to(sc, text: str | None) -> None:
-    """The policy file on the default branch now says ``text`` (None: it was removed),
-    and the push that changed it arrives."""
-    url = sc.github.url(f"{R}/contents/.github/minipipe.yml")
-    if text is None:
-        sc.github.rsps.replace("GET", url, status=404, json={"message": "Not Found"})
-    else:
-        content = base64.b64encode(text.encode()).decode()
-        sc.github.rsps.replace("GET", url, json={"type": "file", "sha": "b2", "content": content})
-    assert sc.policy_pushed(".github/minipipe.yml").status_code == 202
 
 
 def test_a_policy_change_on_the_default_branch_releases_a_blocked_patch(rt, deliver, github):

@@ -18,16 +18,9 @@ from sqlalchemy import func, select
 from minipipe_gh.cli import main
 from minipipe_gh.core.markers import session_marker
 from minipipe_gh.store.models import AgentSession, Patch
+from tests.github_fake import API, APP_ID, FakeGitHub
 from tests.scenario import R, Scenario, user
-from tests.support import API, APP_ID, FakeGitHub
-from tests.test_api import (
-    NEW_SESSION,
-    Api,
-    drain,
-    install,
-    make_token,
-    serve_session_pr,
-)
+from tests.seed import NEW_SESSION, Api, drain, install, make_token, serve_session_pr
 
 APP_BOT = "minipipe-gh[bot]"  # the installation opens an API session's PR
 AUTH = "src/auth/login.py"  # a high-risk path: the patch waits for a human

@@ -23,7 +23,7 @@ from dotenv import dotenv_values
 from minipipe_gh.conf import config
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.web import create_app
-from tests.support import API
+from tests.github_fake import API, FakeGitHub
 
 CONVERSION = f"{API}/app-manifests/c0de/conversions"
 NO_CSRF = {"TESTING": True, "WTF_CSRF_ENABLED": False}
@@ -48,22 +48,21 @@ def setup_rt(db_url: str, tmp_path: Path, env_file: Path) -> Iterator[Runtime]:
 
 
 @pytest.fixture
-def gh(private_key_pem: str) -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
-        rsps.add(
-            "POST",
-            CONVERSION,
-            status=201,
-            json={
-                "id": 4242,
-                "pem": private_key_pem,
-                "webhook_secret": "attacker-secret",
-                "client_id": "Iv1.attacker",
-                "client_secret": "attacker-client-secret",
-                "html_url": "https://github.com/apps/attacker",
-            },
-        )
-        yield rsps
+def gh(github: FakeGitHub, private_key_pem: str) -> responses.RequestsMock:
+    """The suite's GitHub, converting the manifest code ``c0de`` into an attacker's app."""
+    url = github.serve_manifest_conversion(
+        "c0de",
+        {
+            "id": 4242,
+            "pem": private_key_pem,
+            "webhook_secret": "attacker-secret",
+            "client_id": "Iv1.attacker",
+            "client_secret": "attacker-client-secret",
+            "html_url": "https://github.com/apps/attacker",
+        },
+    )
+    assert url == CONVERSION
+    return github.rsps
 
 
 def start_registration(client: Any) -> str:

@@ -24,12 +24,22 @@ from minipipe_gh.review.refresh import EVENT as REFRESH_EVENT
 from minipipe_gh.review.refresh import LEGACY_EVENT
 from minipipe_gh.store.models import AuditEntry, Delivery
 from minipipe_gh.web import create_app
+from tests.github_fake import WEB, FakeGitHub, Users
 from tests.scenario import REPO, R, Scenario
-from tests.support import FakeGitHub, payload, signed_headers
-from tests.test_api import NEW_SESSION, Api, error, install, make_token, seed_session
-from tests.test_api import serve_session_pr as serve_new_session_pr
-from tests.test_dashboard import WEB, Users
-from tests.test_review_flow import drain, only_patch, opened_and_validated, writes
+from tests.seed import (
+    NEW_SESSION,
+    Api,
+    drain,
+    error,
+    install,
+    make_token,
+    only_patch,
+    opened_and_validated,
+    seed_session,
+    writes,
+)
+from tests.seed import serve_session_pr as serve_new_session_pr
+from tests.support import payload, signed_headers
 
 COMMENT_LIMIT = 65_536  # GitHub: an issue comment's body
 SUMMARY_LIMIT = 65_535  # GitHub: a check run's output.summary

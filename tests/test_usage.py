@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,11 +12,13 @@ from sqlalchemy import select
 from minipipe_gh.core.patch_states import PatchState as P
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import UsageReport
-from tests import test_api
 from tests.scenario import REPO
-from tests.test_api import Api, error, install, make_token, seed_session
+from tests.seed import Api, cli_runner, error, install, make_token, seed_session
 
-cli = test_api.cli  # the CLI fixture, shared
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path) -> Any:
+    return cli_runner(db_url, tmp_path)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ from minipipe_gh.core.patch_states import OPEN, TRANSITIONS, PatchState
 from minipipe_gh.core.people import Hold, Person
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import AgentSession, Patch
-from tests.test_api import PR_INSTALLATION, PR_META, Api, install, make_token, seed_session
+from tests.seed import PR_INSTALLATION, PR_META, Api, install, make_token, seed_session
 
 P = PatchState
 SHA = "c" * 40
@@ -282,7 +282,7 @@ def test_a_high_risk_patch_says_only_the_listed_reviewers_may_approve(
 ) -> None:
     """With `review.reviewers` / `reviewer_teams`, the wait names them, on GitHub and in the API."""
     from tests.scenario import R, Scenario
-    from tests.test_review_flow import drain, only_patch, writes
+    from tests.seed import drain, only_patch, writes
 
     sc = Scenario(deliver, github)
     sc.serve_policy("review:\n  reviewers: [alice]\n  reviewer_teams: [octo/security]\n")

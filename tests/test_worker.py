@@ -25,8 +25,10 @@ from minipipe_gh.gh import writes
 from minipipe_gh.gh.effects import EffectContext
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.models import Delivery, Installation, InstalledRepository, utcnow
-from tests.support import WIRE, payload
+from minipipe_gh.store.models import Delivery, Installation, InstalledRepository
+from tests.github_fake import FAULTS, WIRE
+from tests.seed import Clock
+from tests.support import payload
 
 COMMENT = "test_worker.comment"  # an effect kind of this module only
 COMMENTS = "/repos/Codertocat/Hello-World/issues/{}/comments"
@@ -36,19 +38,6 @@ def post_comment(ectx: EffectContext, spec: dict[str, Any]) -> None:
     ectx.gh.requester.requestJsonAndCheck(
         "POST", COMMENTS.format(spec["number"]), input={"body": spec["body"]}
     )
-
-
-class Clock:
-    """Real time plus an offset that tests move forward instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.offset = timedelta()
-
-    def __call__(self) -> datetime:
-        return utcnow() + self.offset
-
-    def advance(self, seconds: float) -> None:
-        self.offset += timedelta(seconds=seconds)
 
 
 EXECUTORS = writes.EXECUTORS.with_kinds(gate={COMMENT: post_comment})
@@ -347,16 +336,7 @@ def test_a_502_is_retried_after_the_backoff(deliver, rt, github):
 
 def test_a_secondary_rate_limit_waits_as_long_as_retry_after_says(deliver, rt, github):
     github.allow_token_exchange()
-    github.add(
-        "POST",
-        COMMENTS.format(2),
-        {
-            "message": "You have exceeded a secondary rate limit. Please wait a few minutes "
-            "before you try again."
-        },
-        status=403,
-        headers={"Retry-After": "60"},
-    )
+    github.fail("POST", COMMENTS.format(2), FAULTS["secondary rate limit"])  # Retry-After: 60
     github.add("POST", COMMENTS.format(2), {"id": 1, "body": "hi"}, status=201)
     clock = Clock()
     w = make_worker(rt, commenting_router([]), clock=clock)
@@ -396,7 +376,7 @@ def test_bad_credentials_forget_the_token_and_the_retry_exchanges_a_fresh_one(de
 
 def test_a_delivery_failing_every_attempt_dies_and_a_replay_completes_it(deliver, rt, github):
     github.allow_token_exchange()
-    github.add("POST", COMMENTS.format(2), {"message": "Server Error"}, status=500)
+    github.fail("POST", COMMENTS.format(2), FAULTS["500"])
     handled: list[str] = []
     clock = Clock()
     w = make_worker(rt, commenting_router(handled), clock=clock)
