@@ -423,16 +423,18 @@ def _replay_page(
     """One delivery, what was lost and what a replay re-sends, with the confirming button."""
     with rt().database.unit(write=False) as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
-        html = render_template(
-            "replay.html",
-            d=d,
-            lost=lost.describe(d.event, d.action, d.payload, d.last_error),
-            resend=resends(d),
-            busy=d.status not in ("dead", "done"),
-            allowed=_may_replay(viewer, d.repository),
-            needed=REPLAY_PERMISSION,
-            notice=notice,
-        )
+        described = lost.describe(d.event, d.action, d.payload, d.last_error)
+        resend = resends(d)
+    html = render_template(
+        "replay.html",
+        d=d,
+        lost=described,
+        resend=resend,
+        busy=d.status not in ("dead", "done"),
+        allowed=_may_replay(viewer, d.repository),  # GitHub is asked outside the transaction
+        needed=REPLAY_PERMISSION,
+        notice=notice,
+    )
     return html, status
 
 
