@@ -148,7 +148,7 @@ def inline_app() -> Any:
     from minipipe_gh.delivery import logs
     from minipipe_gh.delivery.ingest import _read_body
     from minipipe_gh.delivery.runtime import Runtime
-    from minipipe_gh.gh import effects
+    from minipipe_gh.gh import effects, writes
     from minipipe_gh.review.context import Context
 
     rt = Runtime.build()
@@ -186,7 +186,7 @@ def inline_app() -> Any:
                     ectx = effects.EffectContext(
                         rt.database, rt.github, event.installation_id, event.delivery_id, False
                     )
-                    effects.perform(ectx, pending)
+                    effects.perform(ectx, pending, writes.EXECUTORS)
             except Exception as err:  # Probot answers 500 when a handler throws
                 log.exception("inline handling failed")
                 return "500 Internal Server Error", {"error": str(err)}
@@ -559,7 +559,7 @@ def db_summary(url: str) -> tuple[dict[str, int], int, dict[str, int]]:
 
     db = Database(url)
     try:
-        with db.unit(write=False) as s:
+        with db.unit() as s:
             measured = ~Delivery.delivery_id.startswith("warmup-")
             statuses = dict(
                 s.execute(

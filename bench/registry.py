@@ -185,7 +185,7 @@ def seed(database: Database, ids: Ids, rng: random.Random, n_patches: int) -> No
 
 def check_seed(database: Database, ledger_id: str) -> None:
     """The raw rows read back through the ORM as the app would write them."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         patch = ledger.get_patch(s, ledger_id)
         session = registry.get_session(s, patch.session_id)
         assert patch.created_at.tzinfo is UTC and session.created_at < patch.created_at
@@ -338,17 +338,17 @@ def main(argv: list[str] | None = None) -> int:
         )
 
         def first_page() -> int:
-            with database.unit(write=False) as s:
+            with database.unit() as s:
                 return len(ledger.list_patches_awaiting_review(s, limit=50).items)
 
         def deep_page(deep: list[str] = deep) -> int:
             cursor = deep[rng.randrange(len(deep))]
-            with database.unit(write=False) as s:
+            with database.unit() as s:
                 return len(ledger.list_patches_awaiting_review(s, cursor=cursor, limit=50).items)
 
         def active_sessions() -> int:
             project = PROJECTS[rng.randrange(len(PROJECTS))]
-            with database.unit(write=False) as s:
+            with database.unit() as s:
                 return len(registry.get_active_sessions(s, project_id=project, limit=50).items)
 
         calls = {

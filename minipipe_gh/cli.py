@@ -15,7 +15,7 @@ from minipipe_gh.conf import config
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.errors import ConfigError, MinipipeError
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.review import actors
+from minipipe_gh.review import off_github
 from minipipe_gh.store import ledger, migrate, registry
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.serialize import audit_dict, patch_dict, session_dict
@@ -191,7 +191,7 @@ def sessions_list(
     as_json: bool,
 ) -> None:
     """List sessions, newest first."""
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         page = registry.list_sessions(s, project_id, state, agent_type, cursor=cursor, limit=limit)
         emit_page(map(session_dict, page.items), page.next_cursor, as_json, SESSION_COLUMNS)
 
@@ -203,7 +203,7 @@ def sessions_list(
 @core_errors
 def sessions_show(ctx: Ctx, session_id: str, as_json: bool) -> None:
     """One session with its patches."""
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         data = session_dict(registry.get_session(s, session_id))
         data["patches"] = [
             patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
@@ -243,7 +243,7 @@ def reviews_list(
     as_json: bool,
 ) -> None:
     """The review queue, oldest first: awaiting review, or open and on hold."""
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         page = ledger.list_patches_awaiting_review(
             s, run_id, workstream_id, project_id=project_id, cursor=cursor, limit=limit
         )
@@ -260,11 +260,11 @@ reviewer_option = click.option(
 
 def _decide(ctx: Ctx, ledger_id: str, verb: Verb, text: str, reviewer: str) -> dict[str, Any]:
     """Decide as ``reviewer``, exactly as their comment would: their permission read from
-    GitHub, reviewer lists, authors, required approvals (``actors.decide``)."""
+    GitHub, reviewer lists, authors, required approvals (``off_github.decide``)."""
     settings = ctx.settings
     github = GitHubApp(settings.app_id, settings.private_key, settings.api_url, settings.public_url)
     try:
-        return actors.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
+        return off_github.decide(ctx.db, github, ledger_id, verb, text, reviewer, source="cli")
     except GithubException as err:
         raise click.ClickException(f"GitHub answered {err.status}: {err.data}") from err
 
@@ -320,7 +320,7 @@ def audit_export(ctx: Ctx, since: str | None, project_id: str | None) -> None:
         except ValueError:
             raise Invalid(f"--since {since!r} is not an ISO-8601 time") from None
         when = when if when.tzinfo else when.replace(tzinfo=UTC)
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         for row in audit_log.export(s, since=when, project_id=project_id):
             click.echo(json.dumps(audit_dict(row), sort_keys=True))
 
@@ -489,7 +489,7 @@ def deliveries_list(ctx: Ctx, status: str | None, limit: int, as_json: bool) -> 
 
     from minipipe_gh.store.models import Delivery
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         q = select(Delivery).order_by(Delivery.seq.desc()).limit(limit)
         if status:
             q = q.where(Delivery.status == status)
@@ -505,7 +505,7 @@ def deliveries_show(ctx: Ctx, ident: str) -> None:
     """One delivery, with its payload, as JSON."""
     from minipipe_gh.delivery.worker import find_delivery
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         emit_json(delivery_dict(find_delivery(s, ident), full=True))
 
 
@@ -521,7 +521,7 @@ def deliveries_replay(ctx: Ctx, ident: str, yes: bool) -> None:
     from minipipe_gh.core.lost import effects_in_words
     from minipipe_gh.delivery.worker import find_delivery, replay
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         found = find_delivery(s, ident)
         status, kinds = found.status, [e.get("kind", "") for e in found.effects or []]
     if status == "done" and not yes:
@@ -628,7 +628,7 @@ def sessions_stats(ctx: Ctx, project_id: str | None, as_json: bool) -> None:
     """Per agent type: sessions, success rate, time to completion, review outcomes, cost."""
     from minipipe_gh.store.stats import agent_stats
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         rows = agent_stats(s, project_id=project_id)
     if as_json:
         emit_json({"items": rows})
@@ -665,11 +665,11 @@ def sessions_limits(ctx: Ctx, project_id: str, as_json: bool) -> None:
     agents.<type>.max_open_sessions in the repository's .github/minipipe.yml."""
     from sqlalchemy import func, select
 
-    from minipipe_gh.review.workflow import load_policy
+    from minipipe_gh.gh.repo_files import load_policy
     from minipipe_gh.store.models import InstalledRepository
     from minipipe_gh.store.session_limits import counts
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         inst = s.scalars(
             select(InstalledRepository).where(
                 func.lower(InstalledRepository.full_name) == project_id.lower()
@@ -684,7 +684,7 @@ def sessions_limits(ctx: Ctx, project_id: str, as_json: bool) -> None:
         raise click.ClickException(f"GitHub answered {err.status}: {err.data}") from err
     if error:
         raise click.ClickException(error)
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         rows = [
             {
                 "agent_type": c.agent_type,
@@ -736,7 +736,7 @@ def token_list(ctx: Ctx, as_json: bool) -> None:
     """Tokens (never their secrets)."""
     from minipipe_gh.store import tokens
 
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         rows = [
             {
                 "name": t.name,
@@ -867,7 +867,7 @@ def patches_waiting(
     except ValueError as err:
         raise Invalid(f"--older-than: {err}") from None
     now = utcnow()
-    with ctx.db.unit(write=False) as s:
+    with ctx.db.unit() as s:
         rows = [
             w.as_dict(now)
             for w in waiting(s, older_than=limit_age, project_id=project_id, limit=limit, now=now)

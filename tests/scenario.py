@@ -375,5 +375,5 @@ class Scenario:
     # -- reading back -----------------------------------------------------------------------
 
     def check_run_ref(self, database: Any, sha: str | None = None) -> CheckRunRef | None:
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             return s.get(CheckRunRef, (REPO, sha or self.sha))

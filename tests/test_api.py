@@ -21,7 +21,7 @@ from minipipe_gh.cli import main
 from minipipe_gh.core.patch_states import PatchState as P
 from minipipe_gh.delivery.maintenance import reap_stale
 from minipipe_gh.gh.session_pr import branch_name
-from minipipe_gh.review.notify import EVENT as PUBLISH_EVENT
+from minipipe_gh.review.refresh import EVENT as REFRESH_EVENT
 from minipipe_gh.store import ledger, registry, tokens
 from minipipe_gh.store.models import (
     AgentSession,
@@ -62,7 +62,7 @@ def install(rt: Any, *repos: str) -> None:
 
 
 def token_id(rt: Any, name: str) -> int:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(ApiToken.id).where(ApiToken.name == name)).one()
 
 
@@ -246,12 +246,12 @@ NEW_SESSION = {"project_id": REPO, "agent_type": "claude", "title": "Fix the log
 
 
 def sessions_in_db(rt: Any) -> list[AgentSession]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(s.scalars(select(AgentSession)))
 
 
 def audit_rows(rt: Any, **where: Any) -> list[AuditEntry]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         q = select(AuditEntry).order_by(AuditEntry.id)
         for k, v in where.items():
             q = q.where(getattr(AuditEntry, k) == v)
@@ -259,8 +259,8 @@ def audit_rows(rt: Any, **where: Any) -> list[AuditEntry]:
 
 
 def publish_deliveries(rt: Any) -> list[Delivery]:
-    with rt.database.unit(write=False) as s:
-        return list(s.scalars(select(Delivery).where(Delivery.event == PUBLISH_EVENT)))
+    with rt.database.unit() as s:
+        return list(s.scalars(select(Delivery).where(Delivery.event == REFRESH_EVENT)))
 
 
 # --- 401 ------------------------------------------------------------------------------
@@ -308,7 +308,7 @@ def test_a_revoked_token_is_401_at_once(api, rt):
 
 def test_a_used_token_records_when(api, rt):
     api("GET", "/stats")
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         row = s.scalars(select(ApiToken).where(ApiToken.name == "agent")).one()
     assert row.last_used_at is not None
 
@@ -454,7 +454,7 @@ def test_concurrent_requests_with_one_idempotency_key_make_one_session(api, rt, 
             t.start()
         for t in pair:
             t.join()
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         keys = [k for (k,) in s.execute(select(AgentSession.idempotency_key))]
     assert sorted(keys) == sorted(f"{token_id(rt, 'agent')}:race-{i}" for i in range(8))
     for key, pair in answers.items():
@@ -783,7 +783,7 @@ def test_an_illegal_move_is_409_and_audited(api, rt, github):
     sid = seed_session(rt, state="created", meta=PR_META)
     err = error(api("POST", f"/sessions/{sid}/pause"), 409, "illegal_transition")
     assert sid in err["message"] and "created" in err["message"] and "paused" in err["message"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert registry.get_session(s, sid).state == "created"
     [refused] = audit_rows(rt, entity_id=sid, outcome="refused")
     assert (refused.from_state, refused.to_state, refused.actor) == (
@@ -974,7 +974,7 @@ def test_reject_drops_the_patch_and_the_first_publish_creates_the_check_run(api,
     assert created[:2] == ("POST", f"{R}/check-runs")
     assert (created[2]["head_sha"], created[2]["conclusion"]) == (HEAD_SHA, "failure")
     assert "breaks the session cookie" in created[2]["output"]["title"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.get(CheckRunRef, (REPO, HEAD_SHA)).check_run_id == 777
 
 
@@ -1203,11 +1203,11 @@ def test_cli_token_create_prints_it_once_and_stores_only_its_hash(cli, api, rt):
     secret = result.stdout.strip()
     assert secret.startswith("mpg_") and "\n" not in secret
     assert "not shown again" in result.stderr and secret not in result.stderr
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         row = s.scalars(select(ApiToken).where(ApiToken.name == "ci")).one()
     assert (row.login, row.repositories) == ("writer", [REPO])
     assert row.token_hash == tokens.digest(secret) != secret
-    with rt.database.unit(write=False) as s:  # nowhere in the database, on any backend
+    with rt.database.unit() as s:  # nowhere in the database, on any backend
         everything = repr([s.execute(select(t)).all() for t in Base.metadata.sorted_tables])
     assert secret not in everything and secret[4:] not in everything
     assert row.token_hash in everything
@@ -1245,14 +1245,14 @@ def test_cli_reap_dry_run_then_for_real(cli, rt):
     dry = cli("sessions", "reap", "--older-than", "1h", "--dry-run")
     assert stale in dry.stdout and fresh not in dry.stdout and already not in dry.stdout
     assert "would pause 1 stale sessions" in dry.stdout
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.get(AgentSession, stale).state == "active"
     assert audit_rows(rt, entity_id=stale, to_state="paused") == []
 
     done = json.loads(cli("sessions", "reap", "--older-than", "1h", "--json").stdout)
     assert done["dry_run"] is False
     assert [row["session_id"] for row in done["sessions"]] == [stale]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert [s.get(AgentSession, x).state for x in (stale, fresh, already)] == [
             "paused",
             "active",
@@ -1280,7 +1280,7 @@ def test_reap_honours_each_repositories_stale_after(rt, github):
     assert sorted(s.session_id for s in would) == sorted([quick, eager])
     reaped = reap_stale(rt.database, rt.github)
     assert sorted(s.session_id for s in reaped) == sorted([quick, eager])
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         states = {x: s.get(AgentSession, x).state for x in (quick, recent, other, eager)}
     assert states == {quick: "paused", recent: "active", other: "active", eager: "paused"}
     assert [a.reason for a in audit_rows(rt, entity_id=quick, to_state="paused")] == ["stale"]

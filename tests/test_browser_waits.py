@@ -215,7 +215,7 @@ def test_the_dead_delivery_page_says_what_was_lost_and_who_may_replay_it(
                 attempts=3,
                 last_error="Traceback (most recent call last):\n  File x\n"
                 "github.GithubException.GithubException: 502 Bad Gateway",
-                effects=[{"kind": "publish", "result": "done"}, {"kind": "react"}],
+                effects=[{"kind": "check_run", "result": "done"}, {"kind": "react"}],
             )
         )
 
@@ -275,7 +275,7 @@ def finished_delivery(database: Database) -> str:
                 status="done",
                 attempts=1,
                 effects=[
-                    {"kind": "publish", "result": "done"},
+                    {"kind": "check_run", "result": "done"},
                     {"kind": "react", "result": "gave_up"},
                 ],
             )
@@ -303,7 +303,7 @@ def test_replaying_a_finished_delivery_asks_to_confirm_and_says_what_it_re_sends
 
     page.get_by_role("button", name="Confirm: replay it").click()
     expect(page.locator(".ok").first).to_contain_text(f"Delivery {done} is queued again")
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         found = s.scalars(select(Delivery).where(Delivery.delivery_id == done)).one()
         assert (found.status, found.attempts) == ("effects", 0)
     shot(page, "waits-replay-confirmed")

@@ -118,7 +118,7 @@ def seeded(cli: Cli) -> dict[str, Any]:
 def patch_state(cli: Cli, ledger_id: str) -> Any:
     database = cli.db()
     try:
-        with database.unit(write=False) as db:
+        with database.unit() as db:
             p = ledger.get_patch(db, ledger_id)
             return (
                 p.state,

@@ -53,7 +53,7 @@ def listed(cli: Invoke, *args: str) -> list[dict[str, Any]]:
 
 
 def status_of(rt: Runtime, delivery_id: str) -> tuple[str, int]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == delivery_id)).one()
         return d.status, d.attempts
 
@@ -107,7 +107,7 @@ def test_worker_once_processes_every_due_delivery(cli, deliver, rt):
     assert result.exit_code == 0, result.output
     assert "handled 2 deliveries: {'done': 2}" in result.stdout
     assert [i["delivery_id"] for i in listed(cli, "--status", "done")] == ["d-2", "d-1"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(Installation.account)).all() == ["Codertocat"]
 
     again = cli("worker", "--once")
@@ -124,7 +124,7 @@ def test_worker_once_buries_a_delivery_that_fails_its_last_attempt(cli, deliver,
     [dead] = listed(cli, "--status", "dead")
     assert (dead["delivery_id"], dead["attempts"]) == ("bad-1", 1)
     assert "KeyError: 'full_name'" in dead["last_error"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(Installation)).all() == []  # nothing half-done
 
 
@@ -148,7 +148,7 @@ def test_replay_revives_a_dead_delivery_and_the_worker_completes_it(cli, deliver
 
     assert "{'done': 1}" in cli("worker", "--once").stdout
     assert status_of(rt, "d-1") == ("done", 1)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(Installation.installation_id)).all() == [957387]
 
 
@@ -157,7 +157,7 @@ def test_replaying_a_finished_delivery_asks_first_and_says_what_it_re_sends(cli,
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == "d-2")).one()
         d.status = "done"
-        d.effects = [{"kind": "publish", "result": "done"}, {"kind": "react", "result": "done"}]
+        d.effects = [{"kind": "check_run", "result": "done"}, {"kind": "react", "result": "done"}]
 
     refused = cli("deliveries", "replay", "d-2")
     assert refused.exit_code == 1  # no answer on stdin: aborted

@@ -214,7 +214,7 @@ def drain(rt):
 
 
 def newest(rt) -> Patch:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
 
 
@@ -365,7 +365,7 @@ def test_every_touched_path_needs_one_of_its_owners(rt, deliver, github):
     assert review_requests(github, mark) == [
         ("DELETE", {"reviewers": ["default-owner"], "team_reviewers": []})
     ]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(ReviewRequest)).all() == []  # nothing left asked
 
     # withdrawing the owner's approval uncovers README.md: back to review
@@ -462,7 +462,7 @@ def test_a_push_drops_stale_coverage(rt, deliver, github):
     assert "  - waiting: `src/app.py`: any of @alice" in summary
     # asked again once, by the stale-approval rule: the owner request is not sent twice
     assert review_requests(github, mark) == [("POST", {"reviewers": ["alice"]})]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert [r.reviewer for r in s.scalars(select(ReviewRequest))] == ["@alice"]
 
 
@@ -580,7 +580,7 @@ def test_0012_adds_review_requests_and_keeps_existing_rows(empty_db_url: str) ->
     try:
         with database.unit() as s:
             s.add(ReviewRequest(project_id="o/r", pr_number=2, reviewer="@org/core"))
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             assert s.get(ReviewRequest, ("o/r", 2, "@org/core")) is not None
     finally:
         database.dispose()
@@ -606,7 +606,7 @@ def test_a_team_review_request_github_refuses_is_audited_and_skipped(rt, deliver
     drain(rt)
     assert newest(rt).state == "awaiting_review"
     assert last_check(github)["conclusion"] == "action_required"  # the gate stands
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert [d.status for d in s.scalars(select(Delivery))] == ["done"]
         refused = s.scalars(
             select(AuditEntry).where(

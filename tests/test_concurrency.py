@@ -54,7 +54,7 @@ def decide(database: Database, ledger_id: str, action: str, version: int) -> Non
 
 def race_one(database: Database, ledger_id: str, action: str, barrier: Any) -> str:
     """Read, meet the other writer, decide. Returns "won" or "conflict"."""
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         version = ledger.get_patch(db, ledger_id).version
     barrier.wait(timeout=30)
     try:
@@ -67,7 +67,7 @@ def race_one(database: Database, ledger_id: str, action: str, barrier: Any) -> s
 def check_outcome(database: Database, ledger_id: str, results: dict[str, str]) -> str:
     assert sorted(results.values()) == ["conflict", "won"], results
     winner = next(action for action, r in results.items() if r == "won")
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         patch = ledger.get_patch(db, ledger_id)
         moves = [r for r in ledger.history(db, ledger_id) if r.from_state == "awaiting_review"]
     if winner == "approve":
@@ -108,7 +108,7 @@ def test_two_threads_decide_the_same_patch(database: Database) -> None:
 def test_a_stale_decision_after_a_finished_one_is_a_conflict(database: Database) -> None:
     """The deterministic half of the race: the loser's exact sequence."""
     (ledger_id,) = seed(database, 1)
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         version = ledger.get_patch(db, ledger_id).version
     decide(database, ledger_id, "reject", version)
     with pytest.raises(Conflict, match="someone else"):

@@ -264,7 +264,7 @@ def pr_of(event: Event) -> int:
 
 
 def pending(database: Database) -> int:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         return int(
             s.scalar(select(func.count()).select_from(Delivery).where(Delivery.status.in_(PENDING)))
         )
@@ -304,7 +304,7 @@ def _worker_process(db_url: str, worker_id: str, barrier: Any, out: Any) -> None
 
 
 def handling_log(database: Database) -> list[dict[str, Any]]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         rows = s.execute(
             select(AuditEntry.id, AuditEntry.entity_id, AuditEntry.actor, AuditEntry.details)
             .where(AuditEntry.entity == "delivery")
@@ -321,7 +321,7 @@ def ledger_outcome(database: Database) -> dict[tuple[int, str], dict[str, Any]]:
     Ledger ids differ between databases; in the trail's reasons they are
     replaced by the patch's (PR, SHA).
     """
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         prs = dict(s.execute(select(AgentSession.session_id, AgentSession.pr_number)).all())
         patches = s.execute(
             select(Patch.ledger_id, Patch.session_id, Patch.patch_id, Patch.state, Patch.meta)
@@ -398,7 +398,7 @@ def test_four_worker_processes_keep_each_pull_requests_order(
     assert [p.exitcode for p in procs] == [0] * WORKERS
 
     # every delivery done, each handled (and committed) exactly once, by every worker in turn
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         statuses = Counter(s.scalars(select(Delivery.status)))
     assert statuses == {"done": len(events)}, statuses
     log = handling_log(database)

@@ -2,7 +2,7 @@
 
 Sign-in is GitHub's web flow; a user sees only the repositories GitHub says
 they can read among the app's installations; every form carries a CSRF token;
-decisions follow the comment rules (``actors.decide``).
+decisions follow the comment rules (``off_github.decide``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from minipipe_gh.conf.config import Settings
 from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.review.refresh import EVENT as REFRESH_EVENT
 from minipipe_gh.store import ledger, registry, signins, stats
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import (
@@ -238,7 +239,7 @@ def post(client: Any, path: str, data: dict[str, str] | None = None, *, token_fr
 
 
 def patch_row(database: Database, ledger_id: str) -> Patch:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         patch = s.get(Patch, ledger_id)
         assert patch is not None
         return patch
@@ -276,7 +277,7 @@ def test_sign_in_reads_the_users_repositories_and_keeps_the_token_off_the_cookie
     with client.session_transaction() as cookie:
         assert set(cookie) == {"sid"}  # state used up; no token in the cookie
     assert "gho_carol" not in (client.get_cookie("session").value)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         row = s.scalars(select(DashboardLogin)).one()
     assert row.login == "carol"
     assert row.repositories == [{"full_name": REPO, "installation_id": INSTALLATION_ID}]
@@ -320,7 +321,7 @@ def test_a_callback_whose_state_does_not_match_is_refused(client, users, github,
     assert resp.status_code == 400
     assert "state does not match" in resp.text
     assert not any("access_token" in c.request.url for c in github.rsps.calls)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(DashboardLogin)).first() is None
     assert client.get("/sessions").status_code == 401
 
@@ -384,7 +385,7 @@ def test_github_failing_after_the_code_exchange_is_a_clear_error(client, users, 
 
     assert resp.status_code == 502
     assert "GitHub answered 500: Server Error" in resp.text
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(DashboardLogin)).first() is None
 
 
@@ -411,7 +412,7 @@ def test_sign_out_ends_the_server_side_session(client, users, rt):
     resp = post(client, "/auth/logout", token_from="/sessions")
 
     assert resp.status_code == 302
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert signins.find(s, sid) is None
     assert client.get("/sessions").status_code == 401
     # A copy of the old cookie is worth nothing either.
@@ -475,7 +476,7 @@ def test_a_sign_in_made_under_another_secret_key_is_dropped_at_refresh(
     client.application.config["SECRET_KEY"] = "rotated"  # cookies signed with "test" are void
     assert client.get("/sessions").status_code == 401
 
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         row = s.scalars(select(DashboardLogin)).one()
     assert signins.token_of(row, "rotated") is None
 
@@ -504,8 +505,8 @@ def test_a_user_without_access_sees_nothing_of_the_repository(client, users, rt,
     assert post(client, f"/patches/{ledger_id}/reject", {"reason": "no"}).status_code == 404
     assert post(client, f"/deliveries/{dead}/replay").status_code == 404
     assert patch_row(rt.database, ledger_id).state == "awaiting_review"
-    with rt.database.unit(write=False) as s:
-        published = s.scalars(select(Delivery).where(Delivery.event == "minipipe.publish"))
+    with rt.database.unit() as s:
+        published = s.scalars(select(Delivery).where(Delivery.event == REFRESH_EVENT))
         assert published.first() is None
 
 
@@ -580,9 +581,9 @@ def test_a_reader_is_refused_with_the_reason_on_the_page(client, users, rt, sc):
     )
     assert "looks fine" in resp.text  # the comment is kept for another try
     assert patch_row(rt.database, ledger_id).state == "awaiting_review"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         refused = s.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused")).one()
-        published = s.scalars(select(Delivery).where(Delivery.event == "minipipe.publish")).all()
+        published = s.scalars(select(Delivery).where(Delivery.event == REFRESH_EVENT)).all()
     assert (refused.actor, refused.source) == ("bob", "dashboard")
     assert published == []
 
@@ -603,9 +604,9 @@ def test_a_writer_approves_and_the_check_run_update_is_queued(client, users, rt,
     patch = patch_row(rt.database, ledger_id)
     assert patch.state == "queued"
     assert patch.meta["reviewed_by"] == "carol" and patch.meta["review_comment"] == "ship it"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         moved = s.scalars(select(AuditEntry).where(AuditEntry.to_state == "queued")).one()
-        published = s.scalars(select(Delivery).where(Delivery.event == "minipipe.publish")).one()
+        published = s.scalars(select(Delivery).where(Delivery.event == REFRESH_EVENT)).one()
     assert (moved.actor, moved.source) == ("carol", "dashboard")
     assert published.status == "queued"
     assert json.loads(published.payload)["ledger_id"] == ledger_id
@@ -819,7 +820,7 @@ def test_the_patch_page_shows_each_guardrail_and_its_verdict(client, users, rt, 
     sc.serve_writes()
     sc.pr_event("opened")
     rt.worker().run_once()
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         ledger_id = s.scalars(select(Patch.ledger_id)).one()
     sign_in(client, users, "carol")
 
@@ -923,7 +924,7 @@ def test_an_admin_replays_a_dead_delivery(client, users, rt, sc):
 
     assert resp.status_code == 303
     assert "is queued again" in client.get("/deliveries").text
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == dead)).one()
     assert (d.status, d.attempts) == ("queued", 0)
 
@@ -947,7 +948,7 @@ def test_a_writer_may_not_replay(client, users, rt, sc):
         f"@carol has <code>write</code> permission on {REPO}; replaying a delivery needs "
         "<code>maintain</code> or <code>admin</code>" in resp.text
     )
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(Delivery.status).where(Delivery.delivery_id == dead)).one() == (
             "dead"
         )

@@ -63,7 +63,7 @@ def serve_policy(sc: Any, github: Any, text: str) -> None:
 
 
 def status_of(database: Database, ident: str) -> tuple[str, int]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).one()
         return d.status, d.attempts
 
@@ -116,7 +116,7 @@ def test_the_queue_query_and_the_core_predicate_agree(rt, state, held):
             session.meta = people.with_holds(session.meta, [HOLD])
         elif held == "legacy hold":
             session.meta = {**session.meta, "hold": HOLD.as_json()}
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         listed = [p.ledger_id for p in ledger.list_patches_awaiting_review(s).items]
         holds = people.holds(s.get(AgentSession, sid).meta)
     assert bool(holds) == (held != "no hold")
@@ -252,7 +252,7 @@ def finished(database: Database) -> str:
     with database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).one()
         d.effects = [
-            {"kind": "publish", "result": "done"},
+            {"kind": "check_run", "result": "done"},
             {"kind": "react", "result": "gave_up"},
         ]
         d.last_error = None
@@ -289,7 +289,7 @@ def test_a_finished_delivery_whose_writes_all_succeeded_says_none_is_repeated(
     done = finished(rt.database)
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == done)).one()
-        d.effects = [{"kind": "publish", "result": "done"}, {"kind": "react", "result": "refused"}]
+        d.effects = [{"kind": "check_run", "result": "done"}, {"kind": "react", "result": "refused"}]
     sign_in(client, users, "alice")
     sc.serve_permission("alice", "admin")
 

@@ -34,7 +34,7 @@ MINIPIPE_GH = str(Path(sys.executable).parent / "minipipe-gh")
 
 
 def stored(database: Database) -> dict[str, Delivery]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         return {d.delivery_id: d for d in s.scalars(select(Delivery))}
 
 

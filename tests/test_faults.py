@@ -238,7 +238,7 @@ def statuses(outcomes: list[Outcome]) -> list[str]:
 
 
 def delivery(database: Database, ident: str) -> Delivery:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == ident)).one()
         s.expunge(d)
         return d
@@ -272,7 +272,7 @@ def writer_approves(sc: Scenario) -> Any:
 
 def assert_every_delivery_settled(rt: Runtime) -> None:
     """Done, or dead with its error kept and replayable to done."""
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         rows = s.scalars(select(Delivery).order_by(Delivery.seq)).all()
     assert rows
     for d in rows:
@@ -287,7 +287,7 @@ def assert_every_delivery_settled(rt: Runtime) -> None:
 
 
 def assert_ledger_matches_its_audit_trail(database: Database) -> None:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         for patch in s.scalars(select(Patch)):
             state: str | None = None
             for row in ledger.history(s, patch.ledger_id):
@@ -327,7 +327,7 @@ def assert_the_review_ended_well(rt: Runtime, gh: GitHubSide, github: FakeGitHub
         "writer",
         ["writer"],
     )
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         trail = [
             (h.from_state, h.to_state, h.outcome, h.actor)
             for h in ledger.history(s, patch.ledger_id)
@@ -568,7 +568,7 @@ def test_a_web_tier_killed_before_answering_loses_nothing_and_acts_once(
             clock.sync()
             assert statuses(rt.worker(clock=clock).run_once()) == ["done"]
 
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         rows = s.scalars(select(Delivery).order_by(Delivery.seq)).all()
     assert [(d.delivery_id, d.status, d.attempts) for d in rows] == [
         (ident, "done", 1) for ident, _e, _d in steps
@@ -764,7 +764,7 @@ def test_a_worker_stalled_past_its_lease_does_not_commit_a_delivery_twice(
     takeover["thread"].join(timeout=60)
     assert not takeover["thread"].is_alive()
 
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         acted = s.scalars(
             select(AuditEntry.actor).where(
                 AuditEntry.entity == "delivery", AuditEntry.entity_id == "stall-1"

@@ -34,7 +34,7 @@ def drain(rt: Any) -> Any:
 
 
 def latest_patch(rt: Any) -> Patch:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
 
 
@@ -55,7 +55,7 @@ def replies(github: Any, since: int = 0, number: int = 2) -> list[str]:
 
 
 def noted(rt: Any, ledger_id: str) -> list[str]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(
             s.scalars(
                 select(AuditEntry.reason)
@@ -124,7 +124,7 @@ def test_a_workflow_file_under_block_refuses_a_maintainer_and_a_complying_push_r
     assert "blocked by its guardrails" in why and "no approval can queue it" in why
     assert check_writes(github, mark) == []  # the check stays failed
     assert latest_patch(rt).state == "quarantined"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         refused = s.scalars(
             select(AuditEntry.reason).where(
                 AuditEntry.entity_id == patch.ledger_id, AuditEntry.outcome == "refused"
@@ -409,7 +409,7 @@ def test_the_bot_api_refuses_a_session_over_the_agents_limit(rt, client, github)
     ]
     assert "agents.aider.max_open_sessions" in err["message"]
     assert first in err["message"] and second in err["message"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert len(s.scalars(select(AgentSession)).all()) == 4  # nothing was made
     writes = [(m, p) for m, p, _ in github.api_requests()[mark:] if m != "GET"]
     assert writes == []  # no branch, no PR
@@ -545,7 +545,7 @@ def test_a_retry_that_takes_over_a_failed_create_is_checked_against_the_limit(rt
     serve_session_pr(github, policy="agents:\n  aider:\n    max_open_sessions: 2\n")
     err = error(api("POST", "/sessions", body, headers=key), 409, "too_many_sessions")
     assert [o["session_id"] for o in err["open_sessions"]] == held
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         taken = s.scalars(select(AgentSession).where(AgentSession.session_id.not_in(held))).one()
         assert taken.state == "failed"
     writes = [(m, p) for m, p, _ in github.api_requests() if m != "GET" and "/git/" in p]

@@ -24,12 +24,12 @@ NOT_COLLABORATOR = (
 
 
 def statuses(rt: Any) -> dict[str, str]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return {d.delivery_id: d.status for d in s.scalars(select(Delivery))}
 
 
 def refusals(rt: Any) -> list[AuditEntry]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(
             s.scalars(
                 select(AuditEntry).where(
@@ -103,11 +103,11 @@ def test_a_former_reviewer_refused_by_github_does_not_keep_the_new_head_without_
     assert "only be requested from collaborators" in (refusal.reason or "")
     assert WRITES_REFUSED.labels("request_reviewers", "422")._value.get() == refused_before + 1
     assert only_patch(rt).patch_id == new_sha
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         d = s.scalars(select(Delivery).order_by(Delivery.seq.desc())).first()
         assert [(e["kind"], e["result"]) for e in d.effects] == [
-            ("publish", "done"),
-            ("publish", "done"),
+            ("check_run", "done"),
+            ("check_run", "done"),
             ("request_reviewers", "refused"),
         ]
 
@@ -154,11 +154,11 @@ def test_a_best_effort_write_failing_every_attempt_ends_the_delivery_done_not_de
         outcomes += [o.status for o in w.run_once()]
         clock.advance(900)
     assert outcomes == ["retry", "retry", "done"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == "approve-2")).one()
         assert d.status == "done" and "500" in (d.last_error or "")
         assert [(e["kind"], e["result"]) for e in d.effects] == [
-            ("publish", "done"),
+            ("check_run", "done"),
             ("react", "gave_up"),
         ]
     patches = [p for m, p, _b in writes(github, mark) if m == "PATCH"]
@@ -197,7 +197,7 @@ def test_a_check_run_write_github_always_refuses_does_not_loop(rt, deliver, gith
     posts = [p for m, p, _b in github.api_requests() if m == "POST" and p.endswith("/check-runs")]
     assert len(posts) == 2  # the full body, then the verdict alone; then no more
     [refusal] = refusals(rt)
-    assert "publish skipped: GitHub answered 422" in (refusal.reason or "")
+    assert "check_run skipped: GitHub answered 422" in (refusal.reason or "")
     assert sc.check_run_ref(rt.database) is None  # reconciliation will find it missing
 
 
@@ -214,5 +214,5 @@ def test_a_check_run_deleted_on_github_is_created_again(rt, deliver, github):
     assert [o.status for o in rt.worker().run_once()] == ["done"]
     runs = [(m, p) for m, p, _b in writes(github, mark) if "/check-runs" in p]
     assert runs == [("PATCH", f"{R}/check-runs/555"), ("POST", f"{R}/check-runs")]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.get(CheckRunRef, (REPO, sc.sha)).check_run_id == 556

@@ -256,7 +256,7 @@ def burst(deliver: Any, gh: MisbehavingGitHub) -> int:
 def verdicts(database: Any, gh: MisbehavingGitHub) -> dict[int, tuple[list[Any], Any]]:
     """Per PR: our check runs on its head (status, conclusion) and what the ledger says."""
     out: dict[int, tuple[list[Any], Any]] = {}
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         for number, pr in gh.prs.items():
             sha = pr["head"]["sha"]
             patch = s.scalars(
@@ -277,7 +277,7 @@ def verdicts(database: Any, gh: MisbehavingGitHub) -> dict[int, tuple[list[Any],
 
 
 def settled(database: Any, gh: MisbehavingGitHub) -> bool:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         pending = s.scalar(
             select(Delivery.seq).where(Delivery.status.in_(("queued", "effects"))).limit(1)
         )
@@ -329,7 +329,7 @@ def test_a_burst_with_github_failing_and_the_worker_killed_heals_completely(
                     proc.send_signal(signal.SIGTERM)
                     proc.wait(timeout=30)
 
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         rows = s.scalars(select(Delivery)).all()
         sessions = s.scalars(select(AgentSession)).all()
     by_status = Counter(d.status for d in rows)

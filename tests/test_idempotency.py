@@ -281,7 +281,7 @@ def test_project_id_filters_compare_case_insensitively(api, rt):
         assert [x["session_id"] for x in sessions["items"]] == [sid], spelled
         patches = api("GET", "/patches", query_string={"project_id": spelled}).get_json()
         assert [x["ledger_id"] for x in patches["items"]] == [lid], spelled
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(AgentSession.project_id)).all() == [REPO]
 
 

@@ -26,7 +26,7 @@ from tests.support import payload
 
 
 def stored(rt) -> dict[str, Delivery]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return {d.delivery_id: d for d in s.scalars(select(Delivery))}
 
 
@@ -177,7 +177,7 @@ def test_a_wal_grown_in_a_burst_is_truncated_once_deliveries_pause(tmp_path, mon
             time.sleep(0.05)
         assert not wal.exists() or wal.stat().st_size <= 64 * 1024
         assert inbox.store(*comment_event("after-the-pause", 30_000)) is True
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             assert len(s.scalars(select(Delivery)).all()) == 61
     finally:
         inbox._checkpointing = False

@@ -56,12 +56,12 @@ def new_patch(database: Database, state: str = P.CREATED, **kw: object) -> str:
 
 
 def load(database: Database, ledger_id: str) -> Patch:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         return ledger.get_patch(db, ledger_id)
 
 
 def audit_rows(database: Database, ledger_id: str) -> list[AuditEntry]:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         return list(ledger.history(db, ledger_id))
 
 
@@ -97,7 +97,7 @@ def test_record_patch_stores_the_push_and_its_session_link(database: Database) -
         )
         session_id, ledger_id = session.session_id, patch.ledger_id
 
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         patch = ledger.get_patch(db, ledger_id)
         assert patch.patch_id == SHA
         assert (patch.session_id, patch.project_id, patch.pr_number) == (
@@ -492,7 +492,7 @@ def test_every_transition_has_a_complete_audit_row(database: Database) -> None:
         ledger.transition(db, b, P.DROPPED, actor="ci", source="delivery:2", reason="closed")
     t1 = utcnow()
 
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         patches = {a: ledger.get_patch(db, a), b: ledger.get_patch(db, b)}
         rows = [r for pid in (a, b) for r in ledger.history(db, pid)]
     moved = [r for r in rows if r.outcome == "moved" and r.from_state is not None]
@@ -529,7 +529,7 @@ def test_audit_log_refuses_update_and_delete(database: Database) -> None:
         db.delete(db.scalars(select(AuditEntry)).first())
 
     assert [(r.id, r.reason) for r in audit_rows(database, ledger_id)] == original
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         assert db.scalar(select(func.count()).where(AuditEntry.actor == "someone-else")) == 0
 
 
@@ -547,7 +547,7 @@ def test_a_patch_from_an_earlier_unit_moves_for_real_or_not_at_all(database: Dat
     """
     ledger_id = new_patch(database, P.VALIDATED)
     rows_before = len(audit_rows(database, ledger_id))
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         held = ledger.get_patch(db, ledger_id)
     moved_ok = True
     try:
@@ -606,7 +606,7 @@ def test_review_notes_on_a_patch_from_an_earlier_unit_are_kept_or_refused(
     should refuse as ``advance`` does (or attach the row), never keep only the note.
     """
     ledger_id = new_patch(database, state)
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         held = ledger.get_patch(db, ledger_id)
     rows_before = len(audit_rows(database, ledger_id))
     meta_before = load(database, ledger_id).meta

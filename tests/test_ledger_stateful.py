@@ -95,7 +95,7 @@ class Row:
 
 
 def snapshot(database: Database, ids: list[str]) -> dict[str, Row]:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         patches = db.scalars(select(Patch).where(Patch.ledger_id.in_(ids))).all()
         trail: dict[str, list[tuple[str | None, str | None, str]]] = {i: [] for i in ids}
         for a in db.scalars(
@@ -386,7 +386,7 @@ def test_the_ledger_follows_its_rules_under_random_operations(ledger_db: Databas
     run_state_machine_as_test(LedgerMachine, settings=SETTINGS)
     # the run really exercised the database: every state was reached through a legal
     # move, and every kind of audit outcome was written
-    with ledger_db.unit(write=False) as db:
+    with ledger_db.unit() as db:
         rows = db.execute(
             select(AuditEntry.outcome, AuditEntry.to_state).where(AuditEntry.entity == "patch")
         ).all()

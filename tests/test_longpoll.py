@@ -88,7 +88,7 @@ import sys, time
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 db = Database(sys.argv[1])
-with db.unit(write=False) as s:
+with db.unit() as s:
     pass  # connected and warm before the clock starts
 time.sleep(float(sys.argv[3]))
 with db.unit() as s:

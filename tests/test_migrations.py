@@ -152,7 +152,7 @@ def test_0008_adds_the_neutral_check_runs_and_keeps_existing_rows(empty_db_url: 
     try:
         with database.unit() as s:
             s.add(NeutralCheckRun(project_id="o/r", head_sha="b" * 40, check_run_id=7))
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             row = s.get(NeutralCheckRun, ("o/r", "b" * 40))
             assert row is not None and (row.check_run_id, row.withdrawn) == (7, False)
     finally:
@@ -169,8 +169,7 @@ def test_default_url_is_a_file_in_the_instance_folder(tmp_path: Path) -> None:
 # --- connection settings ----------------------------------------------------------
 
 
-@pytest.mark.parametrize("write", [True, False], ids=["write-unit", "read-unit"])
-def test_database_connections_get_the_backend_settings(database: Database, write: bool) -> None:
+def test_database_connections_get_the_backend_settings(database: Database) -> None:
     def check(conn: Any) -> None:
         if database.is_sqlite:
             assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
@@ -180,7 +179,7 @@ def test_database_connections_get_the_backend_settings(database: Database, write
             assert conn.execute(text("SHOW server_version_num")).scalar() >= "150000"
             assert conn.execute(text("SHOW transaction_isolation")).scalar() == "read committed"
 
-    with database.unit(write=write) as db:
+    with database.unit() as db:
         check(db)
     # A second pooled connection gets the same settings.
     with database.engine.connect() as a, database.engine.connect() as b:
@@ -198,7 +197,7 @@ def test_foreign_keys_are_enforced(database: Database) -> None:
                 " 'low', '[]', 0, 0, 0, '[]', '{}', '2026-01-01', '2026-01-01', 1)"
             )
         )
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         assert db.execute(text("SELECT count(*) FROM patches")).scalar() == 0
 
 
@@ -249,11 +248,11 @@ def test_write_units_serialise_writers(database: Database) -> None:
             assert db.execute(text("SELECT count(*) FROM sessions")).scalar() == 1
             # Its first write takes the lock (BEGIN IMMEDIATE) until it commits:
             db.execute(insert_session, {"id": "second"})
-            with other.unit(write=False) as reader:  # readers are not blocked (WAL)
+            with other.unit() as reader:  # readers are not blocked (WAL)
                 assert reader.execute(text("SELECT count(*) FROM sessions")).scalar() == 1
             with pytest.raises(OperationalError, match="locked"), other.unit() as writer:
                 writer.execute(insert_session, {"id": "third"})
-        with other.unit(write=False) as reader:
+        with other.unit() as reader:
             assert reader.execute(text("SELECT count(*) FROM sessions")).scalar() == 2
     finally:
         other.dispose()

@@ -99,7 +99,7 @@ def walk(fetch: Callable[..., Any], limit: int, **filters: Any) -> tuple[list[An
 
 
 def session_ids(database: Database, limit: int, **filters: Any) -> tuple[list[str], int]:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         rows, pages = walk(lambda **kw: registry.list_sessions(db, **kw), limit, **filters)
         for row in rows:
             for key, value in filters.items():
@@ -110,7 +110,7 @@ def session_ids(database: Database, limit: int, **filters: Any) -> tuple[list[st
 def ledger_ids(
     database: Database, limit: int, fetch: Callable[..., Any] | None = None, **filters: Any
 ) -> tuple[list[str], list[Any]]:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         rows, _ = walk(lambda **kw: (fetch or ledger.list_patches)(db, **kw), limit, **filters)
         return [r.ledger_id for r in rows], rows
 
@@ -124,7 +124,7 @@ def test_every_session_once_newest_first(seeded: Any, limit: int) -> None:
     if limit == 1:  # one row per page over all 10,000 is slow; walk one project's worth
         project = PROJECTS[0]
         expected = [s["session_id"] for s in sessions if s["project_id"] == project][::-1][:300]
-        with database.unit(write=False) as db:
+        with database.unit() as db:
             got, cursor = [], None
             while len(got) < 300:
                 page = registry.list_sessions(db, project_id=project, cursor=cursor, limit=1)
@@ -168,7 +168,7 @@ def test_active_sessions_walk(seeded: Any) -> None:
         if s["project_id"] == project and s["state"] == "active"
     ]
     assert expected, "the seed should have active sessions in every project"
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         rows, pages = walk(
             lambda **kw: registry.get_active_sessions(db, project_id=project, **kw), 50
         )
@@ -254,7 +254,7 @@ LISTINGS = {
 @pytest.mark.parametrize("limit", [0, -1, 501, 10_000])
 def test_limit_out_of_bounds_is_refused(seeded: Any, listing: Any, limit: int) -> None:
     database, _, _ = seeded
-    with pytest.raises(Invalid) as caught, database.unit(write=False) as db:
+    with pytest.raises(Invalid) as caught, database.unit() as db:
         listing(db, limit=limit)
     assert caught.value.field == "limit"
     assert "limit" in str(caught.value)
@@ -263,7 +263,7 @@ def test_limit_out_of_bounds_is_refused(seeded: Any, listing: Any, limit: int) -
 @pytest.mark.parametrize("listing", LISTINGS.values(), ids=LISTINGS.keys())
 def test_limit_bounds_are_inclusive(seeded: Any, listing: Any) -> None:
     database, _, _ = seeded
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         assert len(listing(db, limit=1).items) == 1
         big = listing(db, limit=pagination.MAX_LIMIT)
     assert 1 <= len(big.items) <= 500
@@ -286,7 +286,7 @@ GARBAGE = [
 @pytest.mark.parametrize("cursor", GARBAGE)
 def test_garbage_cursor_is_refused(seeded: Any, listing: Any, cursor: str) -> None:
     database, _, _ = seeded
-    with pytest.raises(Invalid) as caught, database.unit(write=False) as db:
+    with pytest.raises(Invalid) as caught, database.unit() as db:
         listing(db, cursor=cursor)
     assert caught.value.field == "cursor"
     assert "cursor" in str(caught.value)
@@ -294,7 +294,7 @@ def test_garbage_cursor_is_refused(seeded: Any, listing: Any, cursor: str) -> No
 
 def test_cursor_round_trips_and_is_url_safe(seeded: Any) -> None:
     database, sessions, _ = seeded
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         page = registry.list_sessions(db, limit=10)
     cursor = page.next_cursor
     assert cursor and all(c.isalnum() or c in "-_" for c in cursor)
@@ -318,7 +318,7 @@ def test_rows_added_during_a_walk_are_not_repeated(database: Database) -> None:
     added: list[str] = []
     cursor = None
     while True:
-        with database.unit(write=False) as db:
+        with database.unit() as db:
             page = ledger.list_patches(db, cursor=cursor, limit=10)
         seen.extend(p.ledger_id for p in page.items)
         if page.next_cursor is None:

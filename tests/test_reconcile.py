@@ -85,7 +85,7 @@ def our_run(sha: str, status: str, conclusion: str | None, ident: int = 555) -> 
 
 
 def reconcile_rows(rt: Any) -> list[AuditEntry]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(
             s.scalars(
                 select(AuditEntry).where(AuditEntry.source == "reconcile").order_by(AuditEntry.id)
@@ -112,14 +112,14 @@ def test_a_head_pushed_with_no_webhook_is_recorded_by_reconcile(rt, deliver, git
     assert github.api_requests()[mark:] == [
         ("GET", f"{R}/pulls?page=1&per_page=100&state=open", None),
     ]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         [repair] = s.scalars(select(Delivery).where(Delivery.event == "minipipe.reconcile"))
         assert (repair.order_key, repair.status) == (f"{REPO}#2", "queued")
 
     assert drain(rt) == ["done"]
     new = only_patch(rt)
     assert (new.patch_id, new.state) == (NEW_SHA, "created")
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         old = s.get(type(first), first.ledger_id)
         assert (old.state, old.meta["drop_reason"]) == ("dropped", f"superseded by {NEW_SHA[:12]}")
     posted = [
@@ -203,7 +203,7 @@ def test_a_pr_merged_while_the_app_was_down_moves_its_session_and_patch(
     assert drain(rt) == ["done"]
     patch = only_patch(rt)
     assert (patch.state, patch.meta["merge_commit_sha"]) == ("applied", "m" * 40)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(AgentSession)).one().state == "completed"
     rows = reconcile_rows(rt)
     assert ("queued", "applied", "maintainer") in [
@@ -285,7 +285,7 @@ def test_a_session_on_a_repository_whose_installation_event_never_came_is_create
     sent = github.api_requests()
     assert sent[0] == ("GET", f"{R}/installation", None)  # as the app, before anything else
     assert ("POST", f"{R}/pulls") in [(m, p) for m, p, _b in sent]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         inst = s.get(Installation, 1)
         assert (inst.account, inst.repository_selection) == ("Codertocat", "selected")
         row = s.get(InstalledRepository, 1296269)
@@ -299,7 +299,7 @@ def test_a_session_on_a_repository_whose_installation_event_never_came_is_create
 def test_a_delivery_naming_an_unknown_repository_records_its_installation(rt, deliver, github):
     sc = Scenario(deliver, github)
     opened_and_validated(rt, sc, github)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         [row] = s.scalars(select(InstalledRepository))
         assert (row.installation_id, row.full_name) == (1, REPO)
         assert s.get(Installation, 1) is not None
@@ -320,7 +320,7 @@ def test_patches_waiting_says_what_each_waits_for_and_since_when(
     sc = Scenario(deliver, github)
     patch = opened_and_validated(rt, sc, github)  # high risk: awaiting review
     later = utcnow() + timedelta(hours=3)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         [w] = waiting(s, older_than=timedelta(hours=1), now=later)
         assert waiting(s, older_than=timedelta(hours=4), now=later) == []
         item = w.as_dict(later)

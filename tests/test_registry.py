@@ -30,12 +30,12 @@ def move(database: Database, session_id: str, *states: str) -> None:
 
 
 def load(database: Database, session_id: str) -> AgentSession:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         return registry.get_session(db, session_id)
 
 
 def count(database: Database, model: Any) -> int:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         return db.scalar(select(func.count()).select_from(model))
 
 
@@ -71,7 +71,7 @@ def test_create_stores_every_field(database: Database) -> None:
     assert s.version == 1
     assert s.created_at.tzinfo is not None
     assert s.created_at <= s.updated_at and s.created_at <= s.last_activity_at
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         assert registry.find_by_idempotency_key(db, "key-1").session_id == session_id
         assert registry.find_by_pr(db, "octo/reg", 42).session_id == session_id
         (row,) = audit.history(db, "session", session_id)
@@ -134,7 +134,7 @@ def test_project_id_must_be_owner_slash_name(database: Database) -> None:
 
 def test_get_unknown_session_is_not_found(database: Database) -> None:
     create(database)
-    with pytest.raises(NotFound) as caught, database.unit(write=False) as db:
+    with pytest.raises(NotFound) as caught, database.unit() as db:
         registry.get_session(db, "01nosuchsession0000000000")
     assert "01nosuchsession0000000000" in str(caught.value)
 
@@ -159,7 +159,7 @@ def test_list_filters_by_project_state_and_agent(database: Database) -> None:
         made.append((sid, project, agent, walk[-1] if walk else S.CREATED))
 
     def listed(**kw: Any) -> list[str]:
-        with database.unit(write=False) as db:
+        with database.unit() as db:
             return [s.session_id for s in registry.list_sessions(db, **kw).items]
 
     def expected(pred: Any) -> list[str]:
@@ -176,7 +176,7 @@ def test_list_filters_by_project_state_and_agent(database: Database) -> None:
         lambda m: m == (m[0], "octo/a", "codex", S.ACTIVE)
     )
     assert listed(project_id="nobody/here") == []
-    with pytest.raises(Invalid) as caught, database.unit(write=False) as db:
+    with pytest.raises(Invalid) as caught, database.unit() as db:
         registry.list_sessions(db, state="sleeping")
     assert caught.value.field == "state"
 
@@ -191,7 +191,7 @@ def test_get_active_sessions(database: Database) -> None:
     move(database, a2, S.ACTIVE)
     move(database, b1, S.ACTIVE)
     move(database, paused, S.ACTIVE, S.PAUSED)
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         every = [s.session_id for s in registry.get_active_sessions(db).items]
         in_a = registry.get_active_sessions(db, project_id="octo/a")
         first = registry.get_active_sessions(db, limit=2)
@@ -222,7 +222,7 @@ def test_pause_resume_complete_success(database: Database) -> None:
     s = load(database, sid)
     assert s.state == S.COMPLETED
     assert s.last_activity_at >= before
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         rows = audit.history(db, "session", sid)
     assert [(r.from_state, r.to_state, r.actor) for r in rows[-3:]] == [
         ("active", "paused", "alice"),
@@ -257,7 +257,7 @@ def test_pausing_a_paused_session_is_refused_and_audited(database: Database) -> 
         registry.pause_session(db, sid, actor="alice", source="comment:9")
     s = load(database, sid)
     assert (s.state, s.version) == (S.PAUSED, version)
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         last = audit.history(db, "session", sid)[-1]
     assert (last.outcome, last.actor, last.source) == ("refused", "alice", "comment:9")
 
@@ -293,7 +293,7 @@ def test_delete_archives_the_session_and_keeps_its_patches_and_audit_trail(
     with database.unit() as db:
         registry.delete_session(db, sid, actor="admin", source="cli")
 
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         archived = registry.get_session(db, sid)
         assert archived.archived_at is not None
         assert archived.meta["archived_by"] == "admin"

@@ -16,12 +16,12 @@ def drain(rt):
 
 
 def only_patch(rt) -> Patch:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
 
 
 def the_session(rt) -> AgentSession:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(AgentSession)).one()
 
 
@@ -72,7 +72,7 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
     assert sent[1][:2] == ("POST", f"{R}/issues/2/comments")
     assert "needs `write`" in sent[1][2]["body"]
     assert len(sent) == 2
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         refused = s.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused")).all()
     assert [(r.actor, r.entity) for r in refused] == [("reader", "patch")]
 
@@ -102,7 +102,7 @@ def test_story_1_high_risk_patch_approved_by_a_writer_then_merged(rt, deliver, g
     assert ("GET", f"{R}/pulls/2", None) in github.api_requests()[mark:]
     assert only_patch(rt).state == "applied"
     assert the_session(rt).state == "completed"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         history = [
             (h.from_state, h.to_state)
             for h in ledger.history(s, patch.ledger_id)
@@ -190,7 +190,7 @@ def test_story_4_a_push_after_approval_supersedes_it(rt, deliver, github):
     mark = len(github.api_requests())
     sc.pr_event("synchronize", sha=new_sha)
     drain(rt)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         old = s.get(Patch, first.ledger_id)
         assert (old.state, old.meta["drop_reason"]) == ("dropped", f"superseded by {new_sha[:12]}")
     new = only_patch(rt)
@@ -217,7 +217,7 @@ def test_story_4b_same_tree_carries_the_approval_over(rt, deliver, github):
     drain(rt)
     new = only_patch(rt)
     assert (new.patch_id, new.state, new.meta["approvals"]) == (new_sha, "queued", ["writer"])
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         reasons = [h.reason or "" for h in ledger.history(s, new.ledger_id)]
     assert any("carried over" in r and "same tree" in r for r in reasons)
 
@@ -283,7 +283,7 @@ def test_story_7_self_approval_is_refused(rt, deliver, github):
     sent = writes(github, mark)
     assert sent[0][2] == {"content": "confused"}
     assert "cannot approve their own patch" in sent[1][2]["body"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         [row] = s.scalars(select(AuditEntry).where(AuditEntry.outcome == "refused")).all()
     assert row.actor == "agent-bot" and "own patch" in row.reason
 

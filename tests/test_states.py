@@ -94,13 +94,13 @@ def put_in(database: Database, kind: Any, state: str) -> str:
     for step in path_to(kind.machine, kind.initial, state):
         with database.unit() as db:
             kind.move(db, entity_id, step)
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         assert kind.load(db, entity_id).state == state
     return entity_id
 
 
 def snapshot(database: Database, kind: Any, entity_id: str) -> tuple[str, int, Any, int]:
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         obj = kind.load(db, entity_id)
         n_audit = db.scalar(select(func.count()).select_from(AuditEntry))
         return obj.state, obj.version, obj.updated_at, n_audit
@@ -177,7 +177,7 @@ def test_legal_move(database: Database, kind: Any, src: str, dst: str) -> None:
     with database.unit() as db:
         kind.move(db, entity_id, dst)
 
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         obj = kind.load(db, entity_id)
         assert obj.state == dst
         assert obj.version == version + 1
@@ -218,7 +218,7 @@ def test_illegal_move_is_refused(database: Database, kind: Any, src: str, dst: s
     state, version, updated_at, n_audit = snapshot(database, kind, entity_id)
     assert (state, version, updated_at) == before[:3], "a refused move changed the row"
     assert n_audit == before[3] + 1, "a refused move must leave exactly one audit row"
-    with database.unit(write=False) as db:
+    with database.unit() as db:
         last = audit.history(db, kind.entity, entity_id)[-1]
     assert last.outcome == "refused"
     assert (last.from_state, last.to_state) == (src, dst)

@@ -22,12 +22,12 @@ def drain(rt):
 
 
 def latest_patch(rt) -> Patch:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
 
 
 def the_session(rt) -> AgentSession:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(select(AgentSession)).one()
 
 
@@ -225,7 +225,7 @@ def test_a_pr_that_is_no_session_still_passes_at_once(rt, deliver, github):
     [posted] = neutral_posts(github)
     assert posted["head_sha"] == copy.sha
     assert posted["output"]["title"] == "Not an agent session"
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         [row] = s.scalars(select(NeutralCheckRun)).all()
     assert (row.head_sha, row.check_run_id, row.withdrawn) == (copy.sha, 555, False)
 
@@ -279,7 +279,7 @@ def test_attack_low_risk_patch_rewriting_the_gate_is_not_queued_without_a_decisi
     summary = run["output"]["summary"]
     assert f"touches protected paths: {path} (agents.default.on_protected: review" in summary
     assert "Approvers need `maintain` or more" in summary
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         noted = s.scalars(
             select(AuditEntry.reason).where(
                 AuditEntry.entity_id == patch.ledger_id, AuditEntry.outcome == "noted"
@@ -468,7 +468,7 @@ def test_attack_session_patch_recorded_while_the_neutral_run_is_posted_withdraws
         ("POST", f"{R}/check-runs", "success"),
         ("PATCH", f"{R}/check-runs/777", "cancelled"),
     ]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.get(NeutralCheckRun, (REPO, copy.sha)).withdrawn is True
 
 

@@ -37,14 +37,14 @@ AUTH = "src/auth/login.py"  # a high-risk path: the patch waits for a human
 
 
 def patch_at(rt: Any, sha: str) -> Patch:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalars(
             select(Patch).where(Patch.patch_id == sha).order_by(Patch.ledger_id.desc())
         ).first()
 
 
 def sessions(rt: Any) -> list[AgentSession]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(s.scalars(select(AgentSession).order_by(AgentSession.session_id)))
 
 
@@ -342,7 +342,7 @@ def test_delete_keeps_the_decided_patch_and_its_rejection_in_stats(rt, client, d
         1.0,
     )
     assert stats["top_rejection_reasons"] == [{"reason": "leaks the session cookie", "count": 1}]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalar(select(func.count()).select_from(Patch)) == 1
     assert bot("GET", "/sessions").get_json()["items"] == []
 

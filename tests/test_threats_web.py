@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from minipipe_gh.conf.config import Settings
 from minipipe_gh.core.markers import MARKER
 from minipipe_gh.delivery.metrics import DELIVERIES_PROCESSED, DELIVERIES_RECEIVED
-from minipipe_gh.review.notify import EVENT as PUBLISH_EVENT
+from minipipe_gh.review.refresh import EVENT as REFRESH_EVENT
+from minipipe_gh.review.refresh import LEGACY_EVENT
 from minipipe_gh.store.models import AuditEntry, Delivery
 from minipipe_gh.web import create_app
 from tests.scenario import REPO, R, Scenario
@@ -58,12 +59,12 @@ def received_labels() -> set[tuple[str, str]]:
 
 
 def audit_count(rt: Any) -> int:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalar(select(func.count()).select_from(AuditEntry)) or 0
 
 
 def deliveries(rt: Any) -> list[Delivery]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(s.scalars(select(Delivery)))
 
 
@@ -106,9 +107,11 @@ def test_attack_replayed_body_with_invented_event_names_does_not_grow_metrics(de
     assert "other" in processed
 
 
-def test_attack_a_replayed_delivery_cannot_pose_as_the_apps_own_event(deliver, rt):
-    """``minipipe.publish`` is queued by the app itself; from outside it is refused."""
-    resp = deliver(PUBLISH_EVENT, payload("pull_request.opened"))
+@pytest.mark.parametrize("name", [REFRESH_EVENT, LEGACY_EVENT])
+def test_attack_a_replayed_delivery_cannot_pose_as_the_apps_own_event(deliver, rt, name):
+    """``minipipe.refresh_check_run`` (``minipipe.publish`` before) is queued by the app
+    itself; from outside it is refused."""
+    resp = deliver(name, payload("pull_request.opened"))
     assert resp.status_code == 400
     assert deliveries(rt) == []
 

@@ -55,7 +55,7 @@ def test_usage_reports_add_up_on_the_session(api, rt):
             "m2": {"tokens_in": 500, "tokens_out": 70, "cost_usd": 0.0, "reports": 1},
         },
     }
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         rows = s.scalars(select(UsageReport).where(UsageReport.session_id == sid)).all()
     assert [(r.tokens_in, r.tokens_out, r.cost_usd, r.model) for r in rows] == [
         (1000, 0, 0.25, "m1"),
@@ -89,7 +89,7 @@ def test_a_usage_report_does_not_wake_a_waiting_bot(api, rt):
 def test_a_bad_usage_report_names_the_field_and_stores_nothing(api, rt, body, field):
     sid = seed_session(rt)
     error(api("POST", f"/sessions/{sid}/usage", body), 400, "invalid", field)
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert s.scalars(select(UsageReport)).all() == []
 
 

@@ -103,7 +103,7 @@ def test_the_check_run_and_the_api_say_the_same_wait(
     resp = reader("GET", f"/patches/{lid}")
     assert resp.status_code == 200, resp.get_data(as_text=True)
     listed = resp.get_json()["waiting_for"]
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         patch = s.get(Patch, lid)
         session = s.get(AgentSession, patch.session_id)
         required = int(patch.meta.get("required_approvals") or 1)

@@ -14,12 +14,12 @@ from tests.support import OLD_SECRET, SECRET, payload
 
 
 def stored(rt) -> list[Delivery]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return list(s.scalars(select(Delivery).order_by(Delivery.seq)))
 
 
 def count(rt) -> int:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return s.scalar(select(func.count()).select_from(Delivery))
 
 

@@ -21,7 +21,7 @@ from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.delivery.worker import Worker, retry_delay
-from minipipe_gh.gh import effects
+from minipipe_gh.gh import writes
 from minipipe_gh.gh.effects import EffectContext
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.db import Database
@@ -32,7 +32,6 @@ COMMENT = "test_worker.comment"  # an effect kind of this module only
 COMMENTS = "/repos/Codertocat/Hello-World/issues/{}/comments"
 
 
-@effects.executor(COMMENT)
 def post_comment(ectx: EffectContext, spec: dict[str, Any]) -> None:
     ectx.gh.requester.requestJsonAndCheck(
         "POST", COMMENTS.format(spec["number"]), input={"body": spec["body"]}
@@ -52,13 +51,17 @@ class Clock:
         self.offset += timedelta(seconds=seconds)
 
 
+EXECUTORS = writes.EXECUTORS.with_kinds(gate={COMMENT: post_comment})
+
+
 def make_worker(rt: Runtime, router: Router, **kw: Any) -> Worker:
     kw.setdefault("max_attempts", rt.settings.max_attempts)
+    kw.setdefault("executors", EXECUTORS)
     return Worker(rt.database, router, rt.github, **kw)
 
 
 def row(rt: Runtime, delivery_id: str) -> Delivery:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == delivery_id)).one()
         s.expunge(d)
         return d
@@ -95,7 +98,7 @@ def commenting_router(handled: list[str]) -> Router:
 
 
 def installations(rt: Runtime) -> dict[int, tuple[str, bool]]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return {
             i.installation_id: (i.account, i.suspended_at is not None)
             for i in s.scalars(select(Installation))
@@ -103,7 +106,7 @@ def installations(rt: Runtime) -> dict[int, tuple[str, bool]]:
 
 
 def repositories(rt: Runtime) -> dict[str, int]:
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         return {r.full_name: r.installation_id for r in s.scalars(select(InstalledRepository))}
 
 
@@ -134,7 +137,7 @@ def test_installation_events_keep_the_installations_table(deliver, rt):
     assert installations(rt) == {inst: ("Codertocat", False)}
     assert repositories(rt) == {"Codertocat/Hello-World": inst, "Codertocat/Space": inst}
 
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         rows = s.scalars(select(Delivery).order_by(Delivery.seq)).all()
     assert [(d.status, d.attempts) for d in rows] == [("done", 1)] * 6
     assert all(d.order_key.startswith("installation:") for d in rows)
@@ -200,7 +203,7 @@ def test_two_workers_never_hold_two_deliveries_of_one_pull_request(deliver, rt, 
         handled.setdefault(key, []).append(ctx.event.delivery_id)
         time.sleep(0.002)
 
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         key_of = {d.seq: d.order_key for d in s.scalars(select(Delivery))}
 
     lock = threading.Lock()
@@ -247,7 +250,7 @@ def test_two_workers_never_hold_two_deliveries_of_one_pull_request(deliver, rt, 
     assert not any(t.is_alive() for t in threads)
     assert violations == []
     assert sorted(claims) == sorted(key_of)  # each delivery claimed exactly once
-    with rt.database.unit(write=False) as s:
+    with rt.database.unit() as s:
         assert {d.status for d in s.scalars(select(Delivery))} == {"done"}
     assert handled == {f"Codertocat/Hello-World#{n}": ids for n, ids in arrival.items()}
 

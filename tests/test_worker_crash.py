@@ -35,7 +35,7 @@ def pr_event(delivery_id: str, number: int) -> Event:
 
 
 def deliveries(database: Database) -> dict[str, tuple[str, int, str | None]]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         return {
             d.delivery_id: (d.status, d.attempts, d.lease_owner)
             for d in s.scalars(select(Delivery))
@@ -43,7 +43,7 @@ def deliveries(database: Database) -> dict[str, tuple[str, int, str | None]]:
 
 
 def audited(database: Database) -> list[str]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         rows = s.scalars(select(AuditEntry).where(AuditEntry.entity == "delivery"))
         return sorted(r.entity_id for r in rows)
 

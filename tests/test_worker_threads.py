@@ -48,7 +48,7 @@ def test_threads_share_the_queue_but_never_one_pull_request(rt: Any, deliver: An
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            with rt.database.unit(write=False) as s:
+            with rt.database.unit() as s:
                 statuses = set(s.scalars(select(Delivery.status)))
             if statuses == {"done"}:
                 break

@@ -1,13 +1,16 @@
-"""Who may do what: the rules of the spec's "Who may act", with no I/O.
+"""Who may do what, with no I/O.
 
-Inputs are facts the edges gathered (the actor's repository role, team
-memberships); the answer is ``None`` (allowed) or the reason it is not.
+The facts only GitHub knows (a person's repository role and id, team memberships)
+come through ``Directory``, a narrow interface the edge supplies (``gh.rest.RepoAPI``
+in the app, anything with the two methods in a test); ``gather`` asks it only what
+the rules at hand need. The rules answer ``None`` (allowed) or the reason it is not.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.people import Hold, Person, merged, person
@@ -17,6 +20,26 @@ DECISIONS = frozenset({Verb.APPROVE, Verb.REJECT})
 SessionMove = Literal["pause", "resume", "complete", "fail", "delete"]
 # Ending or deleting a session is for its own bot or a maintainer (README: "For agent bots").
 END_PERMISSION = "maintain"
+
+
+@dataclass(frozen=True)
+class Collaborator:
+    role: str  # none | read | triage | write | maintain | admin
+    id: int | None  # the user's GitHub id, when GitHub named the user
+
+
+class Directory(Protocol):
+    """What the rules must ask about people; the edge answers (and caches)."""
+
+    def collaborator(self, login: str) -> Collaborator: ...
+
+    def team_members(self, team: str) -> Collection[str]: ...
+
+
+def is_bot(user: Mapping[str, Any] | None) -> bool:
+    """A GitHub App or a machine account by its name: their comments are never commands."""
+    user = user or {}
+    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
 
 
 @dataclass(frozen=True)
@@ -153,3 +176,32 @@ def session_move_refusal(
 def _who(policy: Policy) -> str:
     names = [f"@{r}" for r in policy.reviewers] + [f"@{t}" for t in policy.reviewer_teams]
     return ", ".join(names)
+
+
+def gather(
+    directory: Directory,
+    login: str,
+    policy: Policy,
+    facts: PullFacts,
+    verbs: Iterable[Verb] = (),
+    *,
+    user_id: int | None = None,
+    bot: bool = False,
+    need_permission: bool = False,
+) -> Actor:
+    """The actor's facts for these verbs, asked of ``directory`` only as the rules need:
+    the role when a verb needs a permission, teams for a reviewer list or code owners."""
+    verbs = list(verbs)
+    permission, found_id = "none", None
+    if need_permission or any(required_permission(v, policy) for v in verbs):
+        found = directory.collaborator(login)
+        permission, found_id = found.role, found.id
+    teams: frozenset[str] = frozenset()
+    name = login.lower()
+    if any(needs_reviewer_list(v, policy, facts) for v in verbs) and name not in policy.reviewers:
+        teams = frozenset(t for t in policy.reviewer_teams if name in directory.team_members(t))
+    if Verb.APPROVE in verbs and facts.owner_teams:
+        # code owners: the teams among the patch's owners this approver is in
+        teams |= frozenset(t for t in facts.owner_teams if name in directory.team_members(t))
+    uid = user_id if user_id is not None else found_id
+    return Actor(login, permission, is_bot=bot, teams=teams, id=uid)

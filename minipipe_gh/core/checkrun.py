@@ -81,7 +81,7 @@ class View:
         recent: Sequence[AuditEntry] = (),
         public_url: str | None = None,
     ) -> View:
-        """The view every publisher shows (the worker's publish and reconciliation alike),
+        """The view every check-run writer shows (after a delivery and in reconciliation alike),
         so both compare the same verdict: a dropped or rolled-back patch shows no hold."""
         ended = patch.state in (P.DROPPED, P.ROLLED_BACK)
         return cls(

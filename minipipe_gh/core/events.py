@@ -159,7 +159,7 @@ def pr_number(event: Event) -> int | None:
         if event.name == key:
             prs = p.get(key, {}).get("pull_requests") or []
             return _int(prs[0].get("number")) if len(prs) == 1 else None
-    if event.name == "minipipe.publish":
+    if event.name in ("minipipe.refresh_check_run", "minipipe.publish"):  # the app's own
         return _int(p.get("pr_number"))
     return None
 

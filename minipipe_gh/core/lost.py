@@ -14,7 +14,8 @@ from typing import Any
 from minipipe_gh.core.commands import Command, Problem, parse
 
 EFFECT_WORDS = {
-    "publish": "the check run",
+    "check_run": "the check run",
+    "publish": "the check run",  # the kind's name before 0.2
     "react": "a reaction",
     "reply": "a reply comment",
     "request_reviewers": "a review request",

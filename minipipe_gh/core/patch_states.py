@@ -1,7 +1,8 @@
 """The patch state machine: every legal move lives in this one table (h11 style).
 
-The spec's "typical trigger" column is policy and lives with the workflow; this
-table only says which moves exist.
+This table only says which moves exist. What triggers them is policy and lives in
+``review/``: checks, guardrails and pushes in ``patches.py``, commands in
+``decisions.py``; every move goes through ``store/transitions.py``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ from github import GithubException
 
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.store import registry
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession
@@ -20,7 +20,7 @@ MIN_STALE = timedelta(hours=1)  # nothing younger is looked at, whatever a polic
 
 def stale_after_by_project(database: Database, app: GitHubApp | None) -> dict[str, timedelta]:
     """Each candidate repository's stale_after, read from its (cached) policy."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         candidates = registry.stale_sessions(s, MIN_STALE)
         where = {c.project_id: c.meta.get("installation_id") for c in candidates}
     limits: dict[str, timedelta] = {}

@@ -37,7 +37,9 @@ EVENTS = frozenset(
         "installation_repositories",
         "push",
         "merge_group",
-        "minipipe.publish",  # the app's own, queued by the app (never accepted at /webhook)
+        # the app's own, queued by the app (never accepted at /webhook)
+        "minipipe.refresh_check_run",
+        "minipipe.publish",  # its name before 0.2
     }
 )
 UNVERIFIED = "unverified"

@@ -32,7 +32,7 @@ from minipipe_gh.core.events import Event
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.gh import installations
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import insert_new, row_for
@@ -79,7 +79,7 @@ def order_key(project: str, number: int) -> str:
 def reconcile(database: Database, app: GitHubApp, *, repo: str | None = None) -> Report:
     """One pass over every open session PR (of ``repo`` only, if given)."""
     report = Report()
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         q = select(AgentSession).where(
             AgentSession.state.in_([str(x) for x in OPEN_SESSIONS]),
             AgentSession.pr_number.is_not(None),
@@ -140,7 +140,7 @@ def _repository(
             found.append(Repair(project, number, session.session_id, "closed", "PR not open"))
             continue
         sha = pr["head"]["sha"]
-        with database.unit(write=False) as s:
+        with database.unit() as s:
             patch = ledger.find_patch(s, project, number, sha)
             if patch is not None:
                 s.expunge(patch)
@@ -199,7 +199,7 @@ def _say(pair: tuple[Any, Any]) -> str:
 def _pending_keys(database: Database, keys: list[str]) -> set[str]:
     if not keys:
         return set()
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         rows = s.scalars(
             select(Delivery.order_key).where(
                 Delivery.order_key.in_(keys), Delivery.status.in_(("queued", "effects"))

@@ -144,7 +144,7 @@ def recover(
 
 def _in_inbox(database: Database, guids: list[str]) -> set[str]:
     held: set[str] = set()
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         for i in range(0, len(guids), 500):
             chunk = guids[i : i + 500]
             held.update(

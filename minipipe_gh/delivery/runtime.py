@@ -13,6 +13,7 @@ from minipipe_gh.delivery.handlers import router as default_router
 from minipipe_gh.delivery.metrics import install_github_counter
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.delivery.worker import Worker
+from minipipe_gh.gh import writes
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
@@ -75,6 +76,7 @@ class Runtime:
             lease_seconds=self.settings.lease_seconds,
             reconcile_every_s=self.settings.reconcile_seconds,
             recover_every_s=self.settings.recover_seconds,
+            executors=writes.EXECUTORS,
             **kw,  # type: ignore[arg-type]
         )
 

@@ -48,7 +48,7 @@ from minipipe_gh.delivery.metrics import (
 from minipipe_gh.delivery.recover import RecoveryMemo
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.gh import effects as effects_mod
-from minipipe_gh.gh import installations
+from minipipe_gh.gh import installations, writes
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
@@ -115,9 +115,11 @@ class Worker:
         clock: Callable[[], datetime] = utcnow,
         reconcile_every_s: float = 300.0,
         recover_every_s: float = 300.0,
+        executors: effects_mod.Executors = writes.EXECUTORS,
     ) -> None:
         self.database = database
         self.router = router
+        self.executors = executors  # the GitHub writes its handlers may ask for
         self.app = app
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=lease_seconds)
@@ -285,7 +287,7 @@ class Worker:
             log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
 
     def process(self, seq: int) -> Outcome:
-        with self.database.unit(write=False) as s:
+        with self.database.unit() as s:
             d = s.get(Delivery, seq)
             assert d is not None
             ident, name, phase, attempt = d.delivery_id, d.event, d.status, d.attempts
@@ -303,6 +305,7 @@ class Worker:
                     results = effects_mod.perform(
                         ectx,
                         pending,
+                        self.executors,
                         progress=lambda state: self._progress(seq, state),
                         refused=lambda spec, err: self._refused(ident, spec, err),
                     )
@@ -364,7 +367,7 @@ class Worker:
         return d is not None and d.lease_owner == self.worker_id
 
     def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
-        with self.database.unit(write=False) as s:
+        with self.database.unit() as s:
             d = s.get(Delivery, seq)
             if not self._mine(d) or d is None or d.status != "effects":
                 log.warning("lease on delivery %s was lost before its effects", seq)
@@ -405,13 +408,13 @@ class Worker:
     def _left_over(self, seq: int) -> list[dict[str, Any]] | None:
         """At the last attempt of a delivery whose unfinished writes are all best-effort:
         its effects with those marked ``gave_up`` (the delivery ends done, not dead)."""
-        with self.database.unit(write=False) as s:
+        with self.database.unit() as s:
             d = s.get(Delivery, seq)
             if d is None or d.status != "effects" or not d.effects:
                 return None
             effects = [dict(e) for e in d.effects]
         left = effects_mod.pending(effects)
-        if not left or not all(effects_mod.is_best_effort(e) for e in left):
+        if not left or not all(self.executors.is_best_effort(e) for e in left):
             return None
         for e in left:
             e["result"] = "gave_up"
@@ -495,6 +498,6 @@ def replay(database: Database, ident: str) -> Delivery:
 
 
 def queue_depth(database: Database) -> dict[str, int]:
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         rows = s.execute(select(Delivery.status, func.count()).group_by(Delivery.status)).all()
     return {status: count for status, count in rows}

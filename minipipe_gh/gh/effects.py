@@ -1,8 +1,8 @@
 """GitHub writes performed after a delivery's database changes commit.
 
-Each kind is registered once by the feature module that owns it. Executors
-must be idempotent: a write whose answer was lost (``ectx.retrying``) may be
-performed again.
+The kinds and their executors are one table (``Executors``): ``gh/writes.py`` holds
+the app's, and the runtime hands it to the worker. Executors must be idempotent: a
+write whose answer was lost (``ectx.retrying``) may be performed again.
 
 Two classes of write, as the check run is the gate:
 
@@ -23,7 +23,7 @@ performs only the writes that have not succeeded yet.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -37,8 +37,6 @@ log = logging.getLogger(__name__)
 
 Executor = Callable[["EffectContext", dict[str, Any]], None]
 Progress = Callable[[list[dict[str, Any]]], None]
-_EXECUTORS: dict[str, Executor] = {}
-_BEST_EFFORT: set[str] = set()
 REFUSED_FOR_GOOD = (403, 404, 422)
 FINISHED = ("done", "refused")
 
@@ -58,42 +56,54 @@ class EffectContext:
         return self.app.client(self.installation_id)
 
 
-def executor(kind: str, *, best_effort: bool = False) -> Callable[[Executor], Executor]:
-    """Register the executor of ``kind``; ``best_effort`` writes may be refused and skipped."""
+@dataclass(frozen=True)
+class Executors:
+    """Every effect kind the worker can perform, and which of them are best-effort."""
 
-    def add(fn: Executor) -> Executor:
-        if kind in _EXECUTORS and _EXECUTORS[kind] is not fn:
-            raise ValueError(f"effect {kind!r} registered twice")
-        _EXECUTORS[kind] = fn
-        if best_effort:
-            _BEST_EFFORT.add(kind)
+    gate: Mapping[str, Executor]
+    best_effort: Mapping[str, Executor]
+
+    def __post_init__(self) -> None:
+        both = set(self.gate) & set(self.best_effort)
+        if both:
+            raise ValueError(f"effect kinds listed as both gate and best-effort: {sorted(both)}")
+
+    def of(self, spec: Mapping[str, Any]) -> Executor:
+        kind = str(spec.get("kind"))
+        fn = self.gate.get(kind) or self.best_effort.get(kind)
+        if fn is None:
+            raise LookupError(f"no executor for effect {kind!r}")
         return fn
 
-    return add
+    def is_best_effort(self, spec: Mapping[str, Any]) -> bool:
+        return str(spec.get("kind")) in self.best_effort
 
+    def ordered(self, effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Gate writes first, each class in the order the handlers recorded it."""
+        gate = [e for e in effects if not self.is_best_effort(e)]
+        return gate + [e for e in effects if self.is_best_effort(e)]
 
-def is_best_effort(spec: dict[str, Any]) -> bool:
-    return str(spec.get("kind")) in _BEST_EFFORT
+    def refused_for_good(self, spec: Mapping[str, Any], err: BaseException) -> bool:
+        """A refusal no retry can fix: 403/404/422 for a best-effort write, 422 for a gate
+        write. Rate limits (a 403 with ``Retry-After`` or no requests left) are not."""
+        if not isinstance(err, GithubException) or isinstance(err, RateLimitExceededException):
+            return False
+        headers = {k.lower(): v for k, v in (err.headers or {}).items()}
+        if "retry-after" in headers or headers.get("x-ratelimit-remaining") == "0":
+            return False
+        return err.status in (REFUSED_FOR_GOOD if self.is_best_effort(spec) else (422,))
 
-
-def ordered(effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Gate writes first, each class in the order the handlers recorded it."""
-    return [e for e in effects if not is_best_effort(e)] + [e for e in effects if is_best_effort(e)]
+    def with_kinds(
+        self,
+        gate: Mapping[str, Executor] | None = None,
+        best_effort: Mapping[str, Executor] | None = None,
+    ) -> Executors:
+        """This table plus more kinds (a test's own)."""
+        return Executors({**self.gate, **(gate or {})}, {**self.best_effort, **(best_effort or {})})
 
 
 def pending(effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [e for e in effects if e.get("result") not in FINISHED]
-
-
-def refused_for_good(spec: dict[str, Any], err: BaseException) -> bool:
-    """A refusal no retry can fix: 403/404/422 for a best-effort write, 422 for a gate
-    write. Rate limits (a 403 with ``Retry-After`` or no requests left) are not."""
-    if not isinstance(err, GithubException) or isinstance(err, RateLimitExceededException):
-        return False
-    headers = {k.lower(): v for k, v in (err.headers or {}).items()}
-    if "retry-after" in headers or headers.get("x-ratelimit-remaining") == "0":
-        return False
-    return err.status in (REFUSED_FOR_GOOD if is_best_effort(spec) else (422,))
 
 
 def describe(err: GithubException) -> str:
@@ -104,6 +114,7 @@ def describe(err: GithubException) -> str:
 def perform(
     ectx: EffectContext,
     effects: list[dict[str, Any]],
+    executors: Executors,
     progress: Progress | None = None,
     refused: Callable[[dict[str, Any], GithubException], None] | None = None,
 ) -> list[dict[str, Any]]:
@@ -114,19 +125,17 @@ def perform(
     refused for good. A gate write's failure, or a best-effort write's
     transient one, propagates after the progress so far is saved.
     """
-    state = [dict(e) for e in ordered(effects)]
+    state = [dict(e) for e in executors.ordered(effects)]
     todo = [i for i, e in enumerate(state) if e.get("result") not in FINISHED]
     for n, i in enumerate(todo):
         spec = state[i]
         kind = spec.get("kind")
-        fn = _EXECUTORS.get(str(kind))
-        if fn is None:
-            raise LookupError(f"no executor for effect {kind!r}")
+        fn = executors.of(spec)
         work = {k: v for k, v in spec.items() if k != "result"}
         try:
             fn(ectx, work)
         except GithubException as err:
-            if not refused_for_good(spec, err):
+            if not executors.refused_for_good(spec, err):
                 raise
             spec["result"] = "refused"
             log.warning("%s skipped: %s", kind, describe(err))

@@ -88,7 +88,7 @@ def look_up(database: Database, app: GitHubApp | None, project: str) -> tuple[in
     """(installation id, GitHub's spelling of the name) of ``project``: from the table,
     else asked of GitHub (app JWT, then the installation's view of the repository) and
     recorded. None when the app is not installed there."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         row = known(s, project)
         if row is not None:
             return row.installation_id, row.full_name

@@ -19,6 +19,8 @@ from urllib.parse import quote
 
 from github import Github, GithubException
 
+from minipipe_gh.core.authz import Collaborator
+
 PERMISSION_TTL_S = 60.0
 
 
@@ -94,12 +96,6 @@ def conditional_get(
 def _missing(err: GithubException) -> bool:
     """404, whatever the message (PyGithub types it by message, GitHub Enterprise varies)."""
     return err.status == 404
-
-
-@dataclass(frozen=True)
-class Collaborator:
-    role: str  # none | read | triage | write | maintain | admin
-    id: int | None  # the user's GitHub id, when GitHub named the user
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from minipipe_gh.core import checkrun, limits, owners, people
 from minipipe_gh.core.markers import reply_marker
 from minipipe_gh.core.patch_states import OPEN, TERMINAL
-from minipipe_gh.gh.effects import EffectContext, executor
+from minipipe_gh.gh.effects import EffectContext, Executors
 from minipipe_gh.gh.rest import RepoAPI
 from minipipe_gh.store.ledger import get_patch
 from minipipe_gh.store.models import (
@@ -38,10 +38,9 @@ def _api(ectx: EffectContext, project: str) -> RepoAPI:
     return ectx.app.repo(ectx.installation_id, project)
 
 
-@executor("publish")
-def publish_check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
+def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
     project = spec["project"]
-    with ectx.database.unit(write=False) as s:
+    with ectx.database.unit() as s:
         patch = get_patch(s, spec["ledger_id"])
         session = s.get(AgentSession, patch.session_id)
         recent = list(
@@ -118,12 +117,10 @@ def reduced(body: dict[str, Any]) -> dict[str, Any]:
     return {**keep, "output": {"title": REDUCED, "summary": summary}, "actions": []}
 
 
-@executor("react", best_effort=True)
 def react(ectx: EffectContext, spec: dict[str, Any]) -> None:
     _api(ectx, spec["project"]).react(spec["comment_id"], spec["content"])
 
 
-@executor("reply", best_effort=True)
 def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api = _api(ectx, spec["project"])
     marker = reply_marker(ectx.delivery_id)
@@ -132,13 +129,11 @@ def reply(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api.comment(spec["number"], limits.fit(spec["body"], limits.COMMENT_BODY, tail=f"\n\n{marker}"))
 
 
-@executor("request_reviewers", best_effort=True)
 def request_reviewers(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if spec["logins"]:
         _api(ectx, spec["project"]).request_reviewers(spec["number"], spec["logins"])
 
 
-@executor("owner_reviews", best_effort=True)
 def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
     """Ask a small covering set of code owners to review what still waits, never an
     author; a request made before (``ReviewRequest``) is not sent again, and one whose
@@ -146,7 +141,7 @@ def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
     for good (403, 404, 422: not a collaborator, a team without access) is audited and
     skipped, and asked again at the next change."""
     project = spec["project"]
-    with ectx.database.unit(write=False) as s:
+    with ectx.database.unit() as s:
         patch = get_patch(s, spec["ledger_id"])
         session = s.get(AgentSession, patch.session_id)
         cov = owners.patch_coverage(patch.meta)
@@ -187,7 +182,7 @@ def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
 
 def _gated(ectx: EffectContext, project: str, sha: str) -> Patch | None:
     """The open patch of a session whose head is ``sha``, if any: no neutral success there."""
-    with ectx.database.unit(write=False) as s:
+    with ectx.database.unit() as s:
         return s.scalars(
             select(Patch)
             .where(
@@ -227,7 +222,6 @@ def _withdraw_neutral(
     log.info("withdrew neutral check run %s on %s: it is a session's patch", run_id, sha[:12])
 
 
-@executor("neutral_check")
 def neutral_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
     """A PR that is not an agent session passes the required check at once, unless its
     head is an open patch of a session in the repository: that SHA passes only through
@@ -263,7 +257,6 @@ def neutral_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
         _withdraw_neutral(ectx, api, project, sha, run_id, patch.pr_number)
 
 
-@executor("merge_group_check")
 def merge_group_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
     api = _api(ectx, spec["project"])
     body = {
@@ -276,3 +269,19 @@ def merge_group_check(ectx: EffectContext, spec: dict[str, Any]) -> None:
     if ectx.retrying and api.check_runs(spec["sha"], name=checkrun.NAME):
         return
     api.create_check_run(limits.fit_check_run(body))
+
+
+EXECUTORS = Executors(
+    gate={
+        "check_run": check_run,
+        "publish": check_run,  # the kind's name before 0.2: deliveries may still carry it
+        "neutral_check": neutral_check,
+        "merge_group_check": merge_group_check,
+    },
+    best_effort={
+        "react": react,
+        "reply": reply,
+        "request_reviewers": request_reviewers,
+        "owner_reviews": owner_reviews,
+    },
+)

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any
 
-from github import Github
 from sqlalchemy.orm import Session
 
 from minipipe_gh.core.events import Event
@@ -32,12 +30,6 @@ class Context:
     @property
     def payload(self) -> dict[str, Any]:
         return self.event.payload
-
-    @cached_property
-    def gh(self) -> Github:
-        if self.app is None or self.event.installation_id is None:
-            raise RuntimeError(f"no installation client for a {self.event.name} delivery")
-        return self.app.client(self.event.installation_id)
 
     def effect(self, kind: str, **args: Any) -> None:
         """Ask the worker to perform a GitHub write once this delivery's changes commit."""

@@ -1,26 +1,37 @@
-"""Carry out one command for one actor on one PR: the rules every surface shares.
+"""Carry out commands for one person on one PR: the rules every surface shares.
 
-Comments, reviews, check-run buttons, the REST API and the dashboard all
-come here, so a decision obeys the same rules wherever it is made. The edges
-gather the facts (the actor's role, team memberships); this module checks
-them (``authz``) and moves the ledger or registry. GitHub is not touched.
+``decide`` is the one decision function. PR comments, reviews and check-run buttons
+(``delivery/handlers/comments.py``) and the API, the dashboard and the CLI
+(``review/off_github.py``) all call it, so a decision obeys the same rules wherever
+it is made. What only GitHub knows about the person comes through the edge's
+``authz.Directory``, gathered once (``authz.gather``); ``authz`` judges, and ``act``
+moves the ledger or the registry. GitHub is never written here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from minipipe_gh.core import authz, owners, people
-from minipipe_gh.core.authz import Actor, PullFacts, SessionMove
-from minipipe_gh.core.commands import Verb
-from minipipe_gh.core.errors import IllegalTransition, PermissionDenied, Refused
+from minipipe_gh.core.authz import Actor, Directory, PullFacts, SessionMove
+from minipipe_gh.core.commands import Command, Problem, Verb
+from minipipe_gh.core.errors import (
+    Conflict,
+    IllegalTransition,
+    MinipipeError,
+    PermissionDenied,
+    Refused,
+)
 from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
 from minipipe_gh.core.patch_states import OPEN
 from minipipe_gh.core.policy import Policy, blocked_by_guardrails, guard_record
 from minipipe_gh.core.session_states import MACHINE as SESSION_MACHINE
 from minipipe_gh.store import audit, ledger, registry
+from minipipe_gh.store.db import attempt
 from minipipe_gh.store.models import AgentSession, Patch, utcnow
 from minipipe_gh.store.transitions import check_version, note, refusal
 
@@ -80,7 +91,77 @@ def refuse(
     audit.record(db, **err.audit)
 
 
-def act(
+@dataclass(frozen=True)
+class Who:
+    """The person deciding, as the surface knows them (a payload's user, a signed-in
+    login, a token's user); the rest of their facts come from the ``Directory``."""
+
+    login: str
+    id: int | None = None
+    bot: bool = False
+
+
+@dataclass
+class Answer:
+    """What became of each command: done (in words), refused (why), and the errors."""
+
+    done: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    help: bool = False
+    errors: list[MinipipeError] = field(default_factory=list)
+
+
+def decide(
+    db: Session,
+    directory: Directory,
+    items: Sequence[Command | Problem],
+    who: Who,
+    session: AgentSession,
+    patch: Patch | None,
+    policy: Policy,
+    policy_error: str | None = None,
+    *,
+    source: str,
+) -> Answer:
+    """Carry out commands in order; each refusal is audited and does not stop the rest.
+
+    ``patch`` is the patch the decision was made on (a button's check run, a review's
+    commit, the API's ledger id; a comment's is the open patch). The person's facts
+    are gathered once, for every verb at hand, before anything is written.
+    """
+    verbs = [i.verb for i in items if isinstance(i, Command)]
+    actor = authz.gather(
+        directory, who.login, policy, facts(session, patch), verbs, user_id=who.id, bot=who.bot
+    )
+    answer = Answer()
+    for item in items:
+        if isinstance(item, Problem):
+            refuse(db, session, patch, who.login, source, item.message)
+            answer.refused.append(item.message)
+            continue
+        if item.verb == Verb.HELP:
+            answer.help = True
+            continue
+        if policy_error:
+            msg = (
+                f"`/{item.verb}` is not carried out while the policy file is invalid: "
+                f"{policy_error}"
+            )
+            refuse(db, session, patch, who.login, source, msg)
+            answer.refused.append(msg)
+            continue
+        try:
+            with attempt(db):
+                answer.done.append(
+                    _act(db, item.verb, item.argument, actor, session, patch, policy, source=source)
+                )
+        except (Refused, Conflict) as err:
+            answer.refused.append(f"`/{item.verb}`: {err}")
+            answer.errors.append(err)
+    return answer
+
+
+def _act(
     db: Session,
     verb: Verb,
     argument: str,

@@ -151,19 +151,19 @@ class Database:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         _LIVE.add(self)
 
-    def session(self, *, write: bool = True) -> Session:
-        """``write`` documents intent; SQLite locks at the first write either way."""
+    def session(self) -> Session:
+        """A session of its own; SQLite takes the write lock at its first write."""
         return self._sessions()
 
     @contextmanager
-    def unit(self, *, write: bool = True) -> Iterator[Session]:
+    def unit(self) -> Iterator[Session]:
         """One transaction: committed on success, rolled back on error.
 
         A ``Refused`` error still leaves its audit row: the unit rolls back
         whatever the attempt changed, records the refusal, commits that, and
         re-raises. A lost optimistic-lock race becomes ``Conflict``.
         """
-        db = self.session(write=write)
+        db = self.session()
         try:
             yield db
             db.commit()

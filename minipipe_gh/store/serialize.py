@@ -84,7 +84,7 @@ def patch_dict(p: Patch) -> dict[str, Any]:
 
 def waiting_for(p: Patch, session: AgentSession | None = None) -> list[waits.Wait]:
     """What the patch waits for, as its check run says it (``checkrun.View.waiting_for``):
-    the session's holds, and the approvals count the patch was last published with."""
+    the session's holds, and the approvals count its check run was last written with."""
     if session is None:
         db = object_session(p)
         session = db.get(AgentSession, p.session_id) if db is not None else None

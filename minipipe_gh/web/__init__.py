@@ -22,6 +22,7 @@ from flask import (
 from flask_wtf.csrf import CSRFProtect
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
+from werkzeug.exceptions import HTTPException, InternalServerError
 
 from minipipe_gh.conf import config, resources, startup
 from minipipe_gh.conf.config import Settings
@@ -82,12 +83,29 @@ def create_app(
     app.register_blueprint(oauth.bp)
     app.register_blueprint(dashboard.bp)
     app.after_request(security_headers)
+    app.register_error_handler(HTTPException, http_error)
+    app.register_error_handler(InternalServerError, server_error)
     # Every form needs its CSRF token; the bot API authenticates with bearer tokens instead
     # (and /webhook, with its signature, never reaches Flask).
     CSRFProtect(app).exempt(api.bp)
     webhook = WebhookIngest(rt.inbox, lambda: rt.settings.webhook_secrets)
     app.wsgi_app = PathDispatcher(app.wsgi_app, webhook)  # type: ignore[method-assign]
     return app
+
+
+def _for_the_api() -> bool:
+    return request.path.startswith(f"{api.bp.url_prefix}/")
+
+
+def http_error(err: HTTPException) -> Any:
+    """JSON for the bot API, even for URLs it does not know; a page for people."""
+    return api.http_error(err) if _for_the_api() else dashboard.http_error_page(err)
+
+
+def server_error(err: InternalServerError) -> Any:
+    if _for_the_api():
+        return api.error_response(500, "internal_server_error", dashboard.SERVER_ERROR)
+    return dashboard.server_error_page(err)
 
 
 # Pages load nothing from elsewhere and run no script; the inline <style> of base.html
@@ -123,7 +141,7 @@ def healthz() -> tuple[Response, int]:
 def metrics() -> Response:
     for status, count in queue_depth(runtime().database).items():
         QUEUE_DEPTH.labels(status).set(count)
-    with runtime().database.unit(write=False) as s:
+    with runtime().database.unit() as s:
         for state, seconds in longest_by_state(s).items():
             PATCH_WAIT_SECONDS.labels(state).set(seconds)
     return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

@@ -40,9 +40,9 @@ from minipipe_gh.core.people import Person
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import installations
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.gh.session_pr import open_session_pr
-from minipipe_gh.review import actors
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.review import off_github
 from minipipe_gh.store import ledger, registry, session_limits, stats, tokens
 from minipipe_gh.store.models import AgentSession, AuditEntry, InstalledRepository, utcnow
 from minipipe_gh.store.pagination import check_limit, decode, encode
@@ -477,7 +477,7 @@ def _limits_policy(installation_id: int, project: str, scoped_key: str | None) -
     reached now: the create then fails at GitHub, records ``github_error``, and the retry
     that takes the row over is checked (``limit_checked`` in the session metadata)."""
     if scoped_key:
-        with rt().database.unit(write=False) as s:
+        with rt().database.unit() as s:
             existing = registry.find_by_idempotency_key(s, scoped_key)
             if existing is not None and (
                 existing.archived_at is not None
@@ -569,7 +569,7 @@ def list_sessions() -> Any:
     project = request.args.get("project_id")
     if project:
         allowed(project)
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = registry.list_sessions(
             s,
             _spelled(s, project),
@@ -596,7 +596,7 @@ def _spelled(s: Any, project: str | None) -> str | None:
 
 
 def _session(s: Any, session_id: str) -> AgentSession:
-    return actors.visible_session(s, session_id, g.token.allows)
+    return off_github.visible_session(s, session_id, g.token.allows)
 
 
 MAX_WAIT = 60.0
@@ -632,7 +632,7 @@ def _await_change(session_id: str, since: int, wait: float) -> None:
     deadline = time.monotonic() + wait
     db = rt().database
     while True:
-        with db.unit(write=False) as s:
+        with db.unit() as s:
             version = change_version(s, session_id)
         left = deadline - time.monotonic()
         if version is None or version != since or left <= 0:
@@ -661,10 +661,10 @@ def _conditional(data: dict[str, Any], etag: str, *, allow_304: bool = True) -> 
 def get_session(session_id: str) -> Any:
     wait, since = _wait_args()
     if since is not None and wait > 0:
-        with rt().database.unit(write=False) as s:
+        with rt().database.unit() as s:
             _session(s, session_id)  # 404 before anyone waits on a session they cannot see
         _await_change(session_id, since, wait)
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         data = session_dict(_session(s, session_id))
         data["patches"] = [
             patch_dict(p) for p in ledger.list_patches(s, session_id=session_id, limit=500).items
@@ -711,7 +711,7 @@ def report_usage(session_id: str) -> Any:
 @authenticated
 def delete_session(session_id: str) -> Any:
     """Archive: for the session's own bot or a maintainer; decided patches are kept."""
-    actors.move(
+    off_github.move(
         rt().database,
         rt().github,
         session_id,
@@ -736,7 +736,7 @@ def move_session(session_id: str, move: str) -> Any:
     what: SessionMove = move  # type: ignore[assignment]
     if move == "complete" and success is False:
         what = "fail"
-    result = actors.move(
+    result = off_github.move(
         rt().database,
         rt().github,
         session_id,
@@ -761,7 +761,7 @@ def list_patches() -> Any:
     queue = args.get("queue")
     if queue not in (None, "", "review"):
         raise ApiError(400, "invalid", "queue must be `review` (the review queue)", "queue")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = ledger.list_patches(
             s,
             state=args.get("state"),
@@ -793,7 +793,7 @@ def _patch(s: Any, ledger_id: str) -> Any:
 @authenticated
 def get_patch(ledger_id: str) -> Any:
     """The patch and its typed review; the audit history pages at ``/history``."""
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         patch = _patch(s, ledger_id)
         data = patch_dict(patch)
     return _conditional(data, _etag("patch", ledger_id, patch.version))
@@ -807,7 +807,7 @@ def patch_history(ledger_id: str) -> Any:
     after = decode(request.args.get("cursor"))
     if after is not None and not after.isdigit():
         raise ApiError(400, "invalid", "cursor is not one this server gave out", "cursor")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         _patch(s, ledger_id)
         q = (
             select(AuditEntry)
@@ -835,7 +835,7 @@ def decide(ledger_id: str, verb: str) -> Any:
         raise ApiError(400, "invalid", "reason is required to reject a patch", "reason")
     version = field(data, "version", int)
     r = rt()
-    result = actors.decide(
+    result = off_github.decide(
         r.database,
         r.github,
         ledger_id,
@@ -858,7 +858,7 @@ def get_stats() -> Any:
     project = request.args.get("project_id")
     if project:
         allowed(project)
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         items = stats.agent_stats(s, project_id=project, within=g.token.repositories)
         return jsonify(items=items)
 

@@ -2,7 +2,7 @@
 
 Every page and every action is scoped to the viewer's repositories
 (``scoped``): another repository's session, patch or delivery is a 404, as
-if it did not exist. Decisions go through ``actors.decide``, the same rules
+if it did not exist. Decisions go through ``off_github.decide``, the same rules
 as a PR comment; the page only shows what the rules answered.
 """
 
@@ -31,7 +31,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from minipipe_gh.core import lost, people, waits
+from minipipe_gh.core import authz, lost, people, waits
 from minipipe_gh.core.authz import Actor, PullFacts
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.errors import (
@@ -48,13 +48,13 @@ from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import effects as effects_mod
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.gh.rest import RepoAPI
-from minipipe_gh.review import actors, decisions
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.review import decisions, off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
 from minipipe_gh.store.models import AgentSession, Delivery, Patch, utcnow
 from minipipe_gh.store.signins import Viewer
-from minipipe_gh.web import api, charts
+from minipipe_gh.web import charts
 from minipipe_gh.web.oauth import current_viewer
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def _ticks(text: str | None) -> Markup:
 @signed_in
 def sessions(viewer: Viewer) -> Reply:
     filters = {k: request.args.get(k) or None for k in ("repo", "state", "agent")}
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.sessions_page(
             s,
             viewer,
@@ -200,7 +200,7 @@ def sessions(viewer: Viewer) -> Reply:
 @bp.get("/sessions/<session_id>")
 @signed_in
 def session_page(viewer: Viewer, session_id: str) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         session = scoped.visible_session(s, viewer, session_id)
         patches = ledger.list_patches(s, session_id=session_id, limit=500).items
         history = audit.history(s, "session", session_id)
@@ -247,7 +247,7 @@ class _Rules:
         api, policy = found
         verbs = [Verb.APPROVE, Verb.HOLD_CANCEL]
         try:
-            return actors.gather(api, self.viewer.login, policy, facts, verbs, need_permission=True)
+            return authz.gather(api, self.viewer.login, policy, facts, verbs, need_permission=True)
         except Exception:  # noqa: BLE001 (as above: the permission is unknown)
             log.info("permission of %s on %s unknown", self.viewer.login, name)
             self.repos[name.lower()] = None
@@ -281,7 +281,7 @@ class _Rules:
 @signed_in
 def review(viewer: Viewer) -> Reply:
     repo = request.args.get("repo") or None
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.review_page(
             s, viewer, project=repo, cursor=request.args.get("cursor"), limit=page_size()
         )
@@ -303,7 +303,7 @@ def _patch(
     status: int = 200,
     form: dict[str, str] | None = None,
 ) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         patch = scoped.visible_patch(s, viewer, ledger_id)
         session = s.get(AgentSession, patch.session_id)
         history = ledger.history(s, ledger_id)
@@ -326,7 +326,7 @@ def _patch(
 def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     if verb not in DECISIONS:
         raise NotFound(f"no such action: {verb}")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         scoped.visible_patch(s, viewer, ledger_id)  # an unseen patch is a 404 whatever was posted
     text = (request.form.get("reason" if verb == "reject" else "comment") or "").strip()
     form = {"verb": verb, "text": text}
@@ -335,7 +335,7 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
     raw_version = request.form.get("version") or ""
     version = int(raw_version) if raw_version.isdigit() else None
     try:
-        result = actors.decide(
+        result = off_github.decide(
             rt().database,
             rt().github,
             ledger_id,
@@ -373,7 +373,7 @@ def resends(d: Delivery) -> str:
 @bp.get("/deliveries")
 @signed_in
 def deliveries(viewer: Viewer) -> Reply:
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         page = scoped.dead_page(s, viewer, cursor=request.args.get("cursor"), limit=page_size())
         described = {
             d.delivery_id: lost.describe(d.event, d.action, d.payload, d.last_error)
@@ -398,7 +398,7 @@ def find_delivery(viewer: Viewer) -> Reply:
     ident = (request.args.get("delivery") or "").strip()
     if not ident:
         return _refusal(400, "Give the delivery's GUID (the X-GitHub-Delivery header).")
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, ident)
         return redirect(url_for(".replay_page", delivery_id=d.delivery_id), 303)
 
@@ -421,7 +421,7 @@ def _replay_page(
     viewer: Viewer, delivery_id: str, *, notice: str | None = None, status: int = 200
 ) -> Reply:
     """One delivery, what was lost and what a replay re-sends, with the confirming button."""
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
         described = lost.describe(d.event, d.action, d.payload, d.last_error)
         resend = resends(d)
@@ -449,7 +449,7 @@ def replay_page(viewer: Viewer, delivery_id: str) -> Reply:
 def replay(viewer: Viewer, delivery_id: str) -> Reply:
     """A dead delivery replays at once; a finished one only once the viewer has confirmed
     on its replay page, which says what it re-sends (``confirm`` is the status they saw)."""
-    with rt().database.unit(write=False) as s:
+    with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
         status, repository = d.status, d.repository
     if status not in ("dead", "done"):
@@ -497,7 +497,7 @@ def stats_page(viewer: Viewer) -> Reply:
     policy: Policy | None = None
     if repo is not None:
         policy = _policy_or_none(repo)
-        with rt().database.unit(write=False) as s:
+        with rt().database.unit() as s:
             rows = stats.agent_stats(s, project_id=repo.full_name)
             held = session_limits.counts(s, repo.full_name, policy)
     by_state = charts.stacked(
@@ -569,11 +569,8 @@ def _csrf_error(err: CSRFError) -> Any:
     )
 
 
-@bp.app_errorhandler(HTTPException)
-def _http_error(err: HTTPException) -> Any:
-    """HTML for people; the bot API keeps its JSON shape even for URLs it does not know."""
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.http_error(err)
+def http_error_page(err: HTTPException) -> Any:
+    """An HTTP error as a page, for people (the factory routes API paths to JSON)."""
     code = err.code or 500
     return render_template("error.html", code=code, title=err.name, message=err.description), code
 
@@ -584,9 +581,9 @@ def _github_error(err: GithubException) -> Any:
     return _refusal(502, _github_message(err))
 
 
-@bp.app_errorhandler(InternalServerError)
-def _server_error(err: InternalServerError) -> Any:
-    message = "Something went wrong on our side; it has been logged. Try again shortly."
-    if request.path.startswith(f"{api.bp.url_prefix}/"):
-        return api.error_response(500, "internal_server_error", message)
+SERVER_ERROR = "Something went wrong on our side; it has been logged. Try again shortly."
+
+
+def server_error_page(err: InternalServerError) -> Any:
+    message = SERVER_ERROR
     return render_template("error.html", code=500, title="Server error", message=message), 500

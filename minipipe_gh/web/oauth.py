@@ -155,7 +155,7 @@ def current_viewer() -> Viewer | None:
 
 def _load_viewer(sid: str | None) -> Viewer | None:
     r = rt()
-    with r.database.unit(write=False) as s:
+    with r.database.unit() as s:
         row = signins.find(s, sid)
         if row is None:
             return None

@@ -11,7 +11,6 @@ from minipipe_gh.delivery.handlers import (
     reconcile,
 )
 from minipipe_gh.delivery.routing import Router
-from minipipe_gh.gh import writes as publish  # noqa: F401  (registers the effect executors)
 
 router = Router(
     installations.router,

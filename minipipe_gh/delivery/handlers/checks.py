@@ -14,7 +14,9 @@ from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.core.validation import suites_verdict
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, evaluate, patches_for_sha, publish, source
+from minipipe_gh.review.patches import evaluate, patches_for_sha
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import Patch
 
@@ -30,7 +32,7 @@ def _revalidate(ctx: Context, repo: Repo, sha: str) -> None:
             before = patch.state
             evaluate(ctx, repo, patch, policy, error)
             if patch.state != before:
-                publish(ctx, repo, patch, policy, error)
+                refresh_check_run(ctx, repo, patch, policy, error)
 
 
 @router.register("check_suite", action="completed")
@@ -58,7 +60,7 @@ def on_run_completed(ctx: Context) -> None:
 
 @router.register("check_run", action="rerequested")
 def on_rerequested(ctx: Context) -> None:
-    """Re-run of our check: read the checks again and publish."""
+    """Re-run of our check: read the checks again and rewrite the check run."""
     run = ctx.payload["check_run"]
     repo = Repo.of(ctx)
     if (run.get("app") or {}).get("id") != repo.own_app_id:
@@ -66,7 +68,7 @@ def on_rerequested(ctx: Context) -> None:
     policy, error = repo.policy()
     for patch in patches_for_sha(ctx, repo.project, run["head_sha"]):
         evaluate(ctx, repo, patch, policy, error)
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
 
 
 def _verify_merge(ctx: Context, repo: Repo, sha: str) -> None:

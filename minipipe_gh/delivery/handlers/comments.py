@@ -6,35 +6,23 @@ says why when it did not. Comments by bots are never commands.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
+from minipipe_gh.core.authz import is_bot
 from minipipe_gh.core.commands import Command, Problem, Verb, help_text, parse
-from minipipe_gh.core.errors import Conflict, Refused
 from minipipe_gh.core.people import person
 from minipipe_gh.core.policy import permission_at_least
 from minipipe_gh.delivery.routing import Router
-from minipipe_gh.review import actors, decisions
+from minipipe_gh.review import decisions
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, publish
+from minipipe_gh.review.decisions import Answer, Who
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import ledger, registry
-from minipipe_gh.store.db import attempt
 from minipipe_gh.store.models import AgentSession, Patch
 
 router = Router()
 MOVES = frozenset(Verb) - {Verb.HELP}
-
-
-def is_bot(user: dict | None) -> bool:  # type: ignore[type-arg]
-    user = user or {}
-    return user.get("type") == "Bot" or str(user.get("login", "")).endswith("[bot]")
-
-
-@dataclass
-class Answer:
-    done: list[str]
-    refused: list[str]
-    help: bool = False
 
 
 def run_commands(
@@ -47,50 +35,19 @@ def run_commands(
     source: str,
     target: Patch | None = None,
 ) -> Answer:
-    """Carry out commands in order; refusals are audited and do not stop the rest.
+    """Decide (``decisions.decide``), then ask for the check run to show it.
 
     ``user`` is the payload's user (login and id). ``target`` is the patch a
     button or a review was given on; a comment acts on the open patch.
     """
     policy, error = repo.policy()
     patch = target or ledger.open_patch(ctx.db, session.session_id)
-    login = user["login"]
-    verbs = [i.verb for i in items if isinstance(i, Command)]
-    actor = actors.gather(
-        repo.api, login, policy, decisions.facts(session, patch), verbs, user_id=user.get("id")
+    who = Who(user["login"], user.get("id"), bot=is_bot(user))
+    answer = decisions.decide(
+        ctx.db, repo.api, items, who, session, patch, policy, error, source=source
     )
-    answer = Answer([], [])
-    for item in items:
-        if isinstance(item, Problem):
-            decisions.refuse(ctx.db, session, patch, login, source, item.message)
-            answer.refused.append(item.message)
-            continue
-        if item.verb == Verb.HELP:
-            answer.help = True
-            continue
-        if error:
-            msg = f"`/{item.verb}` is not carried out while the policy file is invalid: {error}"
-            decisions.refuse(ctx.db, session, patch, login, source, msg)
-            answer.refused.append(msg)
-            continue
-        try:
-            with attempt(ctx.db):
-                answer.done.append(
-                    decisions.act(
-                        ctx.db,
-                        item.verb,
-                        item.argument,
-                        actor,
-                        session,
-                        patch,
-                        policy,
-                        source=source,
-                    )
-                )
-        except (Refused, Conflict) as err:
-            answer.refused.append(f"`/{item.verb}`: {err}")
     if patch is not None and answer.done:
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
     return answer
 
 
@@ -206,7 +163,7 @@ def on_review_dismissed(ctx: Context) -> None:
         required_approvals=policy.required_approvals,
         reason=f"approving review dismissed by {by}",
     )
-    publish(ctx, repo, patch, policy, error)
+    refresh_check_run(ctx, repo, patch, policy, error)
 
 
 @router.register("check_run", action="requested_action")

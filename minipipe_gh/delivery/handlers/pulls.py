@@ -16,17 +16,10 @@ from minipipe_gh.core.policy import PATH
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import (
-    Repo,
-    adoptable,
-    find_or_adopt,
-    move_session,
-    publish,
-    read_head,
-    record_head,
-    release_blocked,
-    source,
-)
+from minipipe_gh.review.patches import read_head, record_head, release_blocked
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo, source
+from minipipe_gh.review.sessions import adoptable, find_or_adopt, move_session
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import attempt
 
@@ -108,7 +101,7 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
                 )
         except Refused as err:
             ctx.log.warning("patch %s: %s", patch.ledger_id, err)
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
     move_session(
         ctx,
         session,

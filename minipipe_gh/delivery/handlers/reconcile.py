@@ -4,7 +4,7 @@ The PR is read again here, at its turn: what the reconciler saw may be older
 than a delivery handled since. An open PR goes through the ``pull_request``
 handler as if its ``synchronize`` (or, for a session never opened, its
 ``opened``) had arrived; a closed one as its ``closed``. The head's check run
-is then published again unless that already happened. Each repair is one
+is then written again unless that already happened. Each repair is one
 audit row with the source ``reconcile``, and so is every move it makes.
 """
 
@@ -16,7 +16,8 @@ from minipipe_gh.delivery.handlers import pulls
 from minipipe_gh.delivery.reconcile import EVENT, SOURCE
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.workflow import Repo, publish
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import audit, ledger, registry
 
 router = Router()
@@ -43,10 +44,10 @@ def on_reconcile(ctx: Context) -> None:
     sub = Context(as_pr_event, ctx.db, ctx.app, ctx.log, attempt=ctx.attempt, effects=ctx.effects)
     pulls.on_pull_request(sub)
     patch = ledger.find_patch(ctx.db, repo.project, number, pr["head"]["sha"])
-    published = {e.get("ledger_id") for e in ctx.effects if e.get("kind") == "publish"}
-    if action != "closed" and patch is not None and patch.ledger_id not in published:
+    refreshed = {e.get("ledger_id") for e in ctx.effects if e.get("kind") == "check_run"}
+    if action != "closed" and patch is not None and patch.ledger_id not in refreshed:
         policy, error = repo.policy()
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
     audit.record(
         ctx.db,
         entity="patch" if patch is not None else "session",

@@ -1,34 +1,26 @@
-"""Who is acting: the one place that gathers an actor's facts from GitHub.
+"""Decisions and session moves made off GitHub: the API, the dashboard and the CLI.
 
-Every surface (PR comments, reviews, check-run buttons, the bot API, the
-dashboard, the CLI) builds its ``authz.Actor`` here: the repository role from
-the collaborator-permission API (with the user's id), team memberships when
-a reviewer list needs them. ``decisions`` then decides under one set of rules.
-
-Decisions and session moves made off GitHub (API, dashboard, CLI) also live
-here, so they read the policy and the actor exactly the same way.
+They decide through ``decisions.decide``, exactly as a PR comment does, with the
+repository's ``RepoAPI`` as the directory of people; the check run is then
+refreshed through the worker (``refresh.queue_refresh``), never from the request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
-from minipipe_gh.core.authz import (
-    Actor,
-    PullFacts,
-    SessionMove,
-    needs_reviewer_list,
-    required_permission,
-)
-from minipipe_gh.core.commands import Verb
+from minipipe_gh.core import authz
+from minipipe_gh.core.authz import Actor, SessionMove
+from minipipe_gh.core.commands import Command, Verb
 from minipipe_gh.core.errors import Conflict, NotFound, Refused
 from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.client import GitHubApp
+from minipipe_gh.gh.repo_files import load_policy
 from minipipe_gh.gh.rest import RepoAPI
-from minipipe_gh.review import decisions, notify
-from minipipe_gh.review.workflow import load_policy
+from minipipe_gh.review import decisions, refresh
+from minipipe_gh.review.decisions import Who
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession
@@ -42,35 +34,6 @@ class NoInstallation(Refused):
 
 class PolicyInvalid(Refused):
     code = "policy_invalid"
-
-
-def gather(
-    api: RepoAPI,
-    login: str,
-    policy: Policy,
-    facts: PullFacts,
-    verbs: Iterable[Verb] = (),
-    *,
-    user_id: int | None = None,
-    is_bot: bool = False,
-    need_permission: bool = False,
-) -> Actor:
-    """The actor's facts for these verbs; GitHub is asked only what the rules need."""
-    verbs = list(verbs)
-    permission, found_id = "none", None
-    if need_permission or any(required_permission(v, policy) for v in verbs):
-        found = api.collaborator(login)
-        permission, found_id = found.role, found.id
-    teams: frozenset[str] = frozenset()
-    if any(needs_reviewer_list(v, policy, facts) for v in verbs) and (
-        login.lower() not in policy.reviewers
-    ):
-        teams = frozenset(t for t in policy.reviewer_teams if login.lower() in api.team_members(t))
-    if Verb.APPROVE in verbs and facts.owner_teams:
-        # code owners: the teams among the patch's owners this approver is in (cached)
-        teams |= frozenset(t for t in facts.owner_teams if login.lower() in api.team_members(t))
-    uid = user_id if user_id is not None else found_id
-    return Actor(login, permission, is_bot=is_bot, teams=teams, id=uid)
 
 
 def _repo(github: GitHubApp, session: AgentSession) -> tuple[RepoAPI, Policy]:
@@ -96,23 +59,23 @@ def decide(
     version: int | None = None,
     allowed: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, Any]:
-    """A decision made off GitHub (API, dashboard, CLI), under exactly the comment rules."""
-    with database.unit(write=False) as s:
+    """A decision made off GitHub, under exactly the comment rules (``decisions.decide``);
+    the first refusal is raised once its audit row is committed."""
+    with database.unit() as s:
         patch = ledger.get_patch(s, ledger_id)
         session = registry.get_session(s, patch.session_id)
         if not allowed(patch.project_id) or session.archived_at is not None:
             raise NotFound(f"patch {ledger_id} not found")
-        facts = decisions.facts(session, patch)
-    api, policy = _repo(github, session)
-    actor = gather(api, login, policy, facts, [verb])
-    with database.unit() as s:
-        patch = ledger.get_patch(s, ledger_id)
-        session = registry.get_session(s, patch.session_id)
         check_version(patch, PATCH_MACHINE, version)
-        decisions.act(s, verb, argument, actor, session, patch, policy, source=source)
+        api, policy = _repo(github, session)
+        answer = decisions.decide(
+            s, api, [Command(verb, argument, 0)], Who(login), session, patch, policy, source=source
+        )
         s.flush()
         result = patch_dict(patch)
-    notify.publish_later(database, session, patch)
+    if answer.errors:
+        raise answer.errors[0]
+    refresh.queue_refresh(database, session, patch)
     return result
 
 
@@ -128,7 +91,7 @@ def move(
     allowed: Callable[[str], bool] = lambda _: True,
 ) -> dict[str, Any]:
     """A session move by an API token's user, under ``authz.session_move_refusal``."""
-    with database.unit(write=False) as s:
+    with database.unit() as s:
         session = visible_session(s, session_id, allowed)
         bot = decisions.facts(session, None).bot
     if (
@@ -139,7 +102,8 @@ def move(
         actor, policy = Actor(login, "none"), Policy()  # the session's own bot ends its session
     else:
         api, policy = _repo(github, session)
-        actor = gather(api, login, policy, decisions.facts(session, None), need_permission=True)
+        facts = decisions.facts(session, None)
+        actor = authz.gather(api, login, policy, facts, need_permission=True)
     with database.unit() as s:
         session = visible_session(s, session_id, allowed)
         if version is not None:

@@ -1,245 +1,36 @@
-"""What happens to a session's PR on GitHub, step by step, shared by the handlers.
+"""A PR's heads become patches: recorded once per SHA, judged on checks and guardrails.
 
-Handlers translate events into these steps; GitHub reads happen here through
-``RepoAPI``, GitHub writes are recorded as effects (``publish``) for the
-worker to perform after the database changes commit.
+GitHub is read here through ``RepoAPI`` before the delivery writes anything; the
+writes that follow are effects the worker performs after the commit.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
 from minipipe_gh.core import owners, people
-from minipipe_gh.core.authz import PullFacts, needs_reviewer_list
-from minipipe_gh.core.commands import Verb
-from minipipe_gh.core.errors import Refused
-from minipipe_gh.core.markers import MARKER
 from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
 from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.core.policy import (
-    PATH,
     GuardVerdict,
     Policy,
-    PolicyError,
     Provenance,
     blocked_by_guardrails,
     guard_record,
-    parse,
 )
-from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.core.validation import Checks, runs_checks, suites_checks
-from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.gh.rest import FileChange, RepoAPI
+from minipipe_gh.gh.rest import FileChange
 from minipipe_gh.review.context import Context
-from minipipe_gh.store import ledger, registry
-from minipipe_gh.store.db import attempt
+from minipipe_gh.review.refresh import refresh_check_run
+from minipipe_gh.review.repo import Repo, source
+from minipipe_gh.store import ledger
 from minipipe_gh.store.models import AgentSession, Patch
 from minipipe_gh.store.transitions import note
 
 P = PatchState
-
-
-@dataclass
-class Repo:
-    """The repository a delivery concerns: its API client and its policy (cached)."""
-
-    ctx: Context
-    project: str
-    default_branch: str | None
-
-    @classmethod
-    def of(cls, ctx: Context) -> Repo:
-        repo = ctx.payload["repository"]
-        return cls(ctx, repo["full_name"], repo.get("default_branch"))
-
-    @property
-    def api(self) -> RepoAPI:
-        if not hasattr(self, "_api"):
-            assert self.ctx.app is not None and self.ctx.event.installation_id is not None
-            self._api = self.ctx.app.repo(self.ctx.event.installation_id, self.project)
-        return self._api
-
-    def policy(self) -> tuple[Policy, str | None]:
-        """The policy and, if the file is invalid, what is wrong with it (key, line)."""
-        assert self.ctx.app is not None
-        return load_policy(self.ctx.app, self.api, self.default_branch)
-
-    def forget_policy(self) -> None:
-        assert self.ctx.app is not None
-        self.ctx.app.policies.drop(self.project)
-
-    @property
-    def own_app_id(self) -> int | None:
-        return self.ctx.app.app_id if self.ctx.app else None
-
-
-def load_policy(
-    app: GitHubApp, api: RepoAPI, default_branch: str | None
-) -> tuple[Policy, str | None]:
-    """``.github/minipipe.yml`` from the default branch, cached a few minutes per repository.
-
-    A push to the default branch that touches the file drops the cache entry.
-    """
-    hit = app.policies.get(api.full_name)
-    if hit is not None:
-        return hit  # type: ignore[no-any-return]
-    found = api.file(PATH, ref=default_branch)
-    result: tuple[Policy, str | None]
-    if found is None:
-        result = (Policy(), None)
-    else:
-        sha, text = found
-        try:
-            result = (parse(text, source_sha=sha), None)
-        except PolicyError as err:
-            result = (Policy(source_sha=sha), str(err))
-    if result[0].require_code_owners and result[1] is None:
-        result = load_code_owners(app, api, default_branch, result[0])
-    app.policies.put(api.full_name, result)
-    return result
-
-
-def load_code_owners(
-    app: GitHubApp, api: RepoAPI, default_branch: str | None, policy: Policy
-) -> tuple[Policy, str | None]:
-    """The default branch's CODEOWNERS where GitHub looks (first found wins), read with
-    the policy and cached with it; parsed once per blob SHA. An unparsable file is an
-    error like an invalid policy: nothing moves on it."""
-    for path in owners.LOCATIONS:
-        found = api.file(path, ref=default_branch)
-        if found is None:
-            continue
-        sha, text = found
-        parsed = app.code_owners.get((path, sha))
-        if parsed is None:
-            try:
-                parsed = owners.parse(text, path=path, sha=sha)
-            except owners.CodeOwnersError as err:
-                parsed = str(err)
-            app.code_owners.put((path, sha), parsed)
-        if isinstance(parsed, str):
-            return policy, parsed
-        return replace(policy, code_owners=parsed), None
-    return policy, None
-
-
-def source(ctx: Context) -> str:
-    if ctx.event.delivery_id.startswith("reconcile-"):  # ids GitHub never sends: ours
-        return "reconcile"
-    return f"delivery:{ctx.event.delivery_id}"
-
-
-def publish(ctx: Context, repo: Repo, patch: Patch, policy: Policy, error: str | None) -> None:
-    """Ask for the patch's check run to be brought up to date once this delivery commits.
-
-    The patch keeps the approvals count and the reviewer list it was published with,
-    so the API, the dashboard and the CLI say what the check run says without reading
-    the policy."""
-    stamp = {
-        "required_approvals": policy.required_approvals,
-        "decided_by": deciders(policy, patch.risk),
-    }
-    if any(patch.meta.get(k) != v for k, v in stamp.items()):
-        patch.meta = {**patch.meta, **stamp}
-    ctx.effect(
-        "publish",
-        project=repo.project,
-        ledger_id=patch.ledger_id,
-        required_approvals=policy.required_approvals,
-        policy_error=error,
-    )
-    if owners.META in patch.meta and patch.pr_number is not None:
-        # after the check run, best effort: ask a covering set of owners to review
-        ctx.effect("owner_reviews", project=repo.project, ledger_id=patch.ledger_id)
-
-
-def deciders(policy: Policy, risk: str | None) -> list[str]:
-    """The configured reviewers (logins and ``org/team``) when only they may decide this
-    patch (``authz.needs_reviewer_list``); empty when anyone with the permission may."""
-    facts = PullFacts(author=None, session_bot=None, risk=risk)
-    if not needs_reviewer_list(Verb.APPROVE, policy, facts):
-        return []
-    return [*policy.reviewers, *policy.reviewer_teams]
-
-
-# -- sessions -------------------------------------------------------------------------
-
-
-def adoptable(repo: Repo, pr: dict[str, Any], policy: Policy) -> bool:
-    """A PR from this repository on a branch with the session prefix, or with the marker."""
-    head = pr.get("head") or {}
-    same_repo = (head.get("repo") or {}).get("full_name") == repo.project
-    prefixed = same_repo and head.get("ref", "").startswith(policy.branch_prefix)
-    return prefixed or bool(MARKER.search(pr.get("body") or ""))
-
-
-def find_or_adopt(
-    ctx: Context, repo: Repo, pr: dict[str, Any], policy: Policy
-) -> AgentSession | None:
-    """The PR's session: bound already, named by the body's marker, or adopted by prefix.
-
-    A bound PR stays bound, even to an archived (deleted) session: it is never adopted
-    afresh, so a session's bot cannot shed its record by deleting the session."""
-    number = pr["number"]
-    session = registry.find_by_pr(ctx.db, repo.project, number)
-    if session is not None:
-        return session  # bound: the marker is never read again
-    marked = MARKER.search(pr.get("body") or "")
-    if marked:
-        candidate = ctx.db.get(AgentSession, marked[1])
-        if candidate and candidate.project_id == repo.project and candidate.pr_number is None:
-            session = candidate
-    head = pr.get("head") or {}
-    same_repo = (head.get("repo") or {}).get("full_name") == repo.project
-    if session is None and same_repo and head.get("ref", "").startswith(policy.branch_prefix):
-        session = registry.create_session(
-            ctx.db,
-            project_id=repo.project,
-            agent_type="unknown",
-            title=pr.get("title") or "",
-            branch=head["ref"],
-            base_branch=(pr.get("base") or {}).get("ref"),
-            actor=pr["user"]["login"],
-            source=source(ctx),
-        )
-    if session is None:
-        return None
-    session.pr_number = number
-    session.branch = session.branch or head.get("ref")
-    session.base_branch = session.base_branch or (pr.get("base") or {}).get("ref")
-    author = pr["user"]
-    bot = {"bot_login": author["login"], "bot_id": author.get("id")}
-    if session.meta.get("bot_login"):  # recorded when the session was created: kept
-        bot = {}
-    session.meta = {
-        **session.meta,
-        **bot,
-        "pr_url": pr.get("html_url"),
-        "pr_author": author["login"],
-        "pr_author_id": author.get("id"),
-        "installation_id": session.meta.get("installation_id") or ctx.event.installation_id,
-    }
-    ctx.db.flush()
-    return session
-
-
-def move_session(ctx: Context, session: AgentSession, to: SessionState, why: str) -> None:
-    """Follow the PR; a move the table forbids is refused and audited, not fatal."""
-    if session.state == to:
-        return
-    try:
-        with attempt(ctx.db):
-            registry.update_session_state(
-                ctx.db, session.session_id, to, actor="github", source=source(ctx), reason=why
-            )
-    except Refused as err:
-        ctx.log.info("session %s not moved: %s", session.session_id, err)
-
-
-# -- patches ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -326,7 +117,7 @@ def record_head(
     if old is not None:
         _supersede(ctx, repo, old, new, pr, policy, error)
     evaluate(ctx, repo, new, policy, error, head.verdict)
-    publish(ctx, repo, new, policy, error)
+    refresh_check_run(ctx, repo, new, policy, error)
     return new
 
 
@@ -415,7 +206,7 @@ def _supersede(
             }
             ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
     ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
-    publish(ctx, repo, old, policy, error)
+    refresh_check_run(ctx, repo, old, policy, error)
 
 
 def evaluate(
@@ -528,7 +319,7 @@ def release_blocked(ctx: Context, repo: Repo) -> None:
             + (f" ({'; '.join(guard.reasons)})" if guard.reasons else ""),
         )
         evaluate(ctx, repo, patch, policy, error, checks)
-        publish(ctx, repo, patch, policy, error)
+        refresh_check_run(ctx, repo, patch, policy, error)
 
 
 def patches_for_sha(ctx: Context, project: str, sha: str) -> list[Patch]:
