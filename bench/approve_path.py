@@ -464,7 +464,7 @@ class World:
         from sqlalchemy import select
 
         Patch = self.layout.models.Patch
-        with self.rt.database.unit(write=False) as s:
+        with self.rt.database.unit() as s:
             return s.scalars(select(Patch).order_by(Patch.ledger_id.desc())).first()
 
     def approve_comment(self) -> dict[str, Any]:

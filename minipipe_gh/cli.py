@@ -665,7 +665,7 @@ def sessions_limits(ctx: Ctx, project_id: str, as_json: bool) -> None:
     agents.<type>.max_open_sessions in the repository's .github/minipipe.yml."""
     from sqlalchemy import func, select
 
-    from minipipe_gh.gh.repo_files import load_policy
+    from minipipe_gh.gh.repo import load_policy
     from minipipe_gh.store.models import InstalledRepository
     from minipipe_gh.store.session_limits import counts
 

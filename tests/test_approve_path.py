@@ -56,7 +56,7 @@ def test_the_dashboard_approve_path_goes_through_the_view_and_the_worker_publish
     trace = approve_path.measure(("dashboard",))["dashboard"]
 
     modules = trace.modules
-    assert {"web/dashboard", "review/actors", "core/authz", "review/decisions"} <= set(modules)
+    assert {"web/dashboard", "review/off_github", "core/authz", "review/decisions"} <= set(modules)
     assert {"delivery/worker", "gh/writes"} <= set(modules)
     assert modules.index("web/dashboard") < modules.index("delivery/worker")
     assert "delivery/handlers/comments" not in modules  # no comment was delivered

@@ -289,7 +289,10 @@ def test_a_finished_delivery_whose_writes_all_succeeded_says_none_is_repeated(
     done = finished(rt.database)
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == done)).one()
-        d.effects = [{"kind": "check_run", "result": "done"}, {"kind": "react", "result": "refused"}]
+        d.effects = [
+            {"kind": "check_run", "result": "done"},
+            {"kind": "react", "result": "refused"},
+        ]
     sign_in(client, users, "alice")
     sc.serve_permission("alice", "admin")
 

@@ -9,7 +9,7 @@ from github import GithubException
 
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.store import registry
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession

@@ -32,7 +32,7 @@ from minipipe_gh.core.events import Event
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.gh import installations
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import insert_new, row_for

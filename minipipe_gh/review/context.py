@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy.orm import Session
 
 from minipipe_gh.core.events import Event
 from minipipe_gh.gh.client import GitHubApp
+from minipipe_gh.gh.repo import Repo
 
 
 @dataclass
@@ -30,6 +32,21 @@ class Context:
     @property
     def payload(self) -> dict[str, Any]:
         return self.event.payload
+
+    @cached_property
+    def repo(self) -> Repo:
+        """The repository the delivery concerns (its client and policy, cached)."""
+        repo = self.payload["repository"]
+        return Repo(
+            self.app, self.event.installation_id, repo["full_name"], repo.get("default_branch")
+        )
+
+    @property
+    def source(self) -> str:
+        """What the audit trail names as the source of this delivery's changes."""
+        if self.event.delivery_id.startswith("reconcile-"):  # ids GitHub never sends: ours
+            return "reconcile"
+        return f"delivery:{self.event.delivery_id}"
 
     def effect(self, kind: str, **args: Any) -> None:
         """Ask the worker to perform a GitHub write once this delivery's changes commit."""

@@ -17,7 +17,7 @@ from minipipe_gh.core.errors import Conflict, NotFound, Refused
 from minipipe_gh.core.patch_states import MACHINE as PATCH_MACHINE
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.client import GitHubApp
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.gh.rest import RepoAPI
 from minipipe_gh.review import decisions, refresh
 from minipipe_gh.review.decisions import Who

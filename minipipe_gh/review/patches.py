@@ -22,10 +22,10 @@ from minipipe_gh.core.policy import (
     guard_record,
 )
 from minipipe_gh.core.validation import Checks, runs_checks, suites_checks
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.gh.rest import FileChange
 from minipipe_gh.review.context import Context
 from minipipe_gh.review.refresh import refresh_check_run
-from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.store import ledger
 from minipipe_gh.store.models import AgentSession, Patch
 from minipipe_gh.store.transitions import note
@@ -96,7 +96,7 @@ def record_head(
         session,
         sha,
         actor=pr["user"]["login"],
-        source=source(ctx),
+        source=ctx.source,
         files=len(files),
         additions=additions,
         deletions=deletions,
@@ -111,7 +111,7 @@ def record_head(
             new,
             PATCH_MACHINE,
             actor="minipipe",
-            source=source(ctx),
+            source=ctx.source,
             reason=guard_audit(guard),
         )
     if old is not None:
@@ -196,7 +196,7 @@ def _supersede(
         if why and stricter:
             why = None  # the new head's guardrails ask more: earlier approvers may not suffice
         if why:
-            ledger.carry_over_approvals(ctx.db, old, new, why=why, source=source(ctx))
+            ledger.carry_over_approvals(ctx.db, old, new, why=why, source=ctx.source)
         else:
             again = [g for g in given if g.lower() != pr["user"]["login"].lower()]
             new.meta = {
@@ -205,7 +205,7 @@ def _supersede(
                 "rerequested": again,  # code owners among them are not asked twice
             }
             ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
-    ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=source(ctx))
+    ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=ctx.source)
     refresh_check_run(ctx, repo, old, policy, error)
 
 
@@ -232,7 +232,7 @@ def evaluate(
                 patch,
                 P.QUARANTINED,
                 actor="minipipe",
-                source=source(ctx),
+                source=ctx.source,
                 reason="blocked by its guardrails: "
                 + "; ".join(patch.meta["guardrails"].get("reasons", [])),
             )
@@ -253,7 +253,7 @@ def evaluate(
                 patch,
                 P.QUARANTINED,
                 actor="github",
-                source=source(ctx),
+                source=ctx.source,
                 reason=(
                     f"required check failed: {', '.join(checks.failing)}"
                     if checks.failing
@@ -266,7 +266,7 @@ def evaluate(
         patch,
         P.VALIDATED,
         actor="github",
-        source=source(ctx),
+        source=ctx.source,
         reason=(
             "every required check succeeded"
             if checks.reported
@@ -278,7 +278,7 @@ def evaluate(
         patch,
         required_approvals=policy.required_approvals,
         auto_queue_low_risk=policy.auto_queue_low_risk,
-        source=source(ctx),
+        source=ctx.source,
     )
 
 
@@ -314,7 +314,7 @@ def release_blocked(ctx: Context, repo: Repo) -> None:
             patch,
             PATCH_MACHINE,
             actor="minipipe",
-            source=source(ctx),
+            source=ctx.source,
             reason=f"guardrails: {guard.outcome} under the changed policy: released"
             + (f" ({'; '.join(guard.reasons)})" if guard.reasons else ""),
         )

@@ -14,8 +14,8 @@ from minipipe_gh.core.authz import PullFacts, needs_reviewer_list
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.events import Event
 from minipipe_gh.core.policy import Policy
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.repo import Repo
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import insert_new, row_for
 from minipipe_gh.store.models import AgentSession, Patch

@@ -8,8 +8,8 @@ from minipipe_gh.core.errors import Refused
 from minipipe_gh.core.markers import MARKER
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.core.session_states import SessionState
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review.context import Context
-from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.store import registry
 from minipipe_gh.store.db import attempt
 from minipipe_gh.store.models import AgentSession
@@ -50,7 +50,7 @@ def find_or_adopt(
             branch=head["ref"],
             base_branch=(pr.get("base") or {}).get("ref"),
             actor=pr["user"]["login"],
-            source=source(ctx),
+            source=ctx.source,
         )
     if session is None:
         return None
@@ -80,7 +80,7 @@ def move_session(ctx: Context, session: AgentSession, to: SessionState, why: str
     try:
         with attempt(ctx.db):
             registry.update_session_state(
-                ctx.db, session.session_id, to, actor="github", source=source(ctx), reason=why
+                ctx.db, session.session_id, to, actor="github", source=ctx.source, reason=why
             )
     except Refused as err:
         ctx.log.info("session %s not moved: %s", session.session_id, err)

@@ -40,7 +40,7 @@ from minipipe_gh.core.people import Person
 from minipipe_gh.core.policy import Policy
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import installations
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.gh.session_pr import open_session_pr
 from minipipe_gh.review import off_github
 from minipipe_gh.store import ledger, registry, session_limits, stats, tokens

@@ -48,7 +48,7 @@ from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.gh import effects as effects_mod
-from minipipe_gh.gh.repo_files import load_policy
+from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.gh.rest import RepoAPI
 from minipipe_gh.review import decisions, off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats

@@ -13,10 +13,10 @@ from minipipe_gh.core import people
 from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.core.validation import suites_verdict
 from minipipe_gh.delivery.routing import Router
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review.context import Context
 from minipipe_gh.review.patches import evaluate, patches_for_sha
 from minipipe_gh.review.refresh import refresh_check_run
-from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import Patch
 
@@ -38,7 +38,7 @@ def _revalidate(ctx: Context, repo: Repo, sha: str) -> None:
 @router.register("check_suite", action="completed")
 def on_suite_completed(ctx: Context) -> None:
     suite = ctx.payload["check_suite"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     if (suite.get("app") or {}).get("id") == repo.own_app_id:
         return
     policy, _error = repo.policy()
@@ -50,7 +50,7 @@ def on_suite_completed(ctx: Context) -> None:
 @router.register("check_run", action="completed")
 def on_run_completed(ctx: Context) -> None:
     run = ctx.payload["check_run"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     if (run.get("app") or {}).get("id") == repo.own_app_id:
         return
     policy, _error = repo.policy()
@@ -62,7 +62,7 @@ def on_run_completed(ctx: Context) -> None:
 def on_rerequested(ctx: Context) -> None:
     """Re-run of our check: read the checks again and rewrite the check run."""
     run = ctx.payload["check_run"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     if (run.get("app") or {}).get("id") != repo.own_app_id:
         return
     policy, error = repo.policy()
@@ -90,7 +90,7 @@ def _verify_merge(ctx: Context, repo: Repo, sha: str) -> None:
                 patch,
                 P.VERIFIED,
                 actor="github",
-                source=source(ctx),
+                source=ctx.source,
                 reason=f"checks on merge commit {sha[:12]} succeeded",
             )
             ledger.transition(
@@ -98,7 +98,7 @@ def _verify_merge(ctx: Context, repo: Repo, sha: str) -> None:
                 patch,
                 P.COMMITTED,
                 actor="github",
-                source=source(ctx),
+                source=ctx.source,
                 reason="verified on the base branch",
             )
         elif verdict == "failure":
@@ -107,7 +107,7 @@ def _verify_merge(ctx: Context, repo: Repo, sha: str) -> None:
                 patch,
                 P.ROLLED_BACK,
                 actor="github",
-                source=source(ctx),
+                source=ctx.source,
                 reason=f"checks on merge commit {sha[:12]} failed",
             )
 
@@ -120,7 +120,7 @@ def on_merge_group(ctx: Context) -> None:
     PRs ahead of it in the group were checked when their own groups formed.
     """
     group = ctx.payload["merge_group"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     match = QUEUE_REF.search(group.get("head_ref", ""))
     conclusion, title = "success", "Not an agent session"
     if match:

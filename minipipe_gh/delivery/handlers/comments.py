@@ -13,11 +13,11 @@ from minipipe_gh.core.commands import Command, Problem, Verb, help_text, parse
 from minipipe_gh.core.people import person
 from minipipe_gh.core.policy import permission_at_least
 from minipipe_gh.delivery.routing import Router
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review import decisions
 from minipipe_gh.review.context import Context
 from minipipe_gh.review.decisions import Answer, Who
 from minipipe_gh.review.refresh import refresh_check_run
-from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import AgentSession, Patch
 
@@ -80,7 +80,7 @@ def on_comment(ctx: Context) -> None:
     items = parse(comment.get("body"))
     if not items:
         return
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     login = comment["user"]["login"]
     session = registry.find_by_pr(ctx.db, repo.project, issue["number"])
     if session is None:  # not a session PR: only help is ours to answer
@@ -114,7 +114,7 @@ def on_review(ctx: Context) -> None:
     )
     if verb is None or is_bot(review.get("user")):
         return
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     session = registry.find_by_pr(ctx.db, repo.project, pr["number"])
     if session is None:
         return
@@ -141,7 +141,7 @@ def on_review_dismissed(ctx: Context) -> None:
     """A dismissed approving review withdraws that reviewer's approval of the reviewed
     commit (carried over to the open patch or given on it), not one of another SHA."""
     review, pr = ctx.payload["review"], ctx.payload["pull_request"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     session = registry.find_by_pr(ctx.db, repo.project, pr["number"])
     if session is None:
         return
@@ -171,7 +171,7 @@ def on_button(ctx: Context) -> None:
     """Approve / Reject pressed on our check run acts for the user who pressed it, on
     the patch that check run shows (its ``external_id``), never on a newer one."""
     run = ctx.payload["check_run"]
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     if (run.get("app") or {}).get("id") != repo.own_app_id:
         return
     identifier = (ctx.payload.get("requested_action") or {}).get("identifier")

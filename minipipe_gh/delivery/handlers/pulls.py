@@ -15,10 +15,10 @@ from minipipe_gh.core.patch_states import PatchState
 from minipipe_gh.core.policy import PATH
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery.routing import Router
+from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review.context import Context
 from minipipe_gh.review.patches import read_head, record_head, release_blocked
 from minipipe_gh.review.refresh import refresh_check_run
-from minipipe_gh.review.repo import Repo, source
 from minipipe_gh.review.sessions import adoptable, find_or_adopt, move_session
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.db import attempt
@@ -33,7 +33,7 @@ def on_pull_request(ctx: Context) -> None:
     action = ctx.event.action
     if action not in (*HEAD_ACTIONS, "converted_to_draft", "closed"):
         return
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     pr = ctx.payload["pull_request"]
     bound = registry.find_by_pr(ctx.db, repo.project, pr["number"])
     if bound is None and action in ("converted_to_draft", "closed"):
@@ -96,7 +96,7 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
                     actor=pr["user"]["login"]
                     if not merged
                     else (pr.get("merged_by") or {}).get("login", "github"),
-                    source=source(ctx),
+                    source=ctx.source,
                     reason=why,
                 )
         except Refused as err:
@@ -125,4 +125,4 @@ def on_push(ctx: Context) -> None:
     }
     if (PATH in touched or touched & set(LOCATIONS)) and ctx.app is not None:
         ctx.app.policies.drop(repo["full_name"])
-        release_blocked(ctx, Repo.of(ctx))  # a policy change releases what it no longer blocks
+        release_blocked(ctx, ctx.repo)  # a policy change releases what it no longer blocks

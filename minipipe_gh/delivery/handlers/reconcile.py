@@ -17,7 +17,6 @@ from minipipe_gh.delivery.reconcile import EVENT, SOURCE
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.review.context import Context
 from minipipe_gh.review.refresh import refresh_check_run
-from minipipe_gh.review.repo import Repo
 from minipipe_gh.store import audit, ledger, registry
 
 router = Router()
@@ -25,7 +24,7 @@ router = Router()
 
 @router.register(EVENT)
 def on_reconcile(ctx: Context) -> None:
-    repo = Repo.of(ctx)
+    repo = ctx.repo
     number = int(ctx.payload["pr_number"])
     session = registry.find_by_pr(ctx.db, repo.project, number)
     if session is None:

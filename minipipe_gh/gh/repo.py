@@ -1,17 +1,43 @@
-"""The repository's own files the rules read: ``.github/minipipe.yml`` and CODEOWNERS.
+"""One repository as the rules see it: its API client, and the files the rules read.
 
-Read from the default branch through ``RepoAPI`` and cached on the ``GitHubApp``
-(a few minutes per repository; CODEOWNERS parsed once per blob SHA).
+``.github/minipipe.yml`` and CODEOWNERS are read from the default branch through
+``RepoAPI`` and cached on the ``GitHubApp`` (a few minutes per repository; CODEOWNERS
+parsed once per blob SHA).
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 from minipipe_gh.core import owners
 from minipipe_gh.core.policy import PATH, Policy, PolicyError, parse
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.gh.rest import RepoAPI
+
+
+@dataclass
+class Repo:
+    """A repository of an installation: its API client and its policy (cached)."""
+
+    app: GitHubApp | None
+    installation_id: int | None
+    project: str
+    default_branch: str | None
+
+    @cached_property
+    def api(self) -> RepoAPI:
+        assert self.app is not None and self.installation_id is not None
+        return self.app.repo(self.installation_id, self.project)
+
+    def policy(self) -> tuple[Policy, str | None]:
+        """The policy and, if the file is invalid, what is wrong with it (key, line)."""
+        assert self.app is not None
+        return load_policy(self.app, self.api, self.default_branch)
+
+    @property
+    def own_app_id(self) -> int | None:
+        return self.app.app_id if self.app else None
 
 
 def load_policy(
