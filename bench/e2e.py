@@ -1165,7 +1165,7 @@ def reconcile_bench(
             )
             session.pr_number = number
             session.state = "active"
-            session.meta = {"installation_id": 1}
+            session.installation_id = 1
             patch = ledger.record_patch(s, session, sha, actor="bench", source="bench")
             body = checkrun.body(patch, checkrun.View())
             seeded.append(

@@ -126,6 +126,7 @@ def seed_session(
     pr_number: int | None = None,
     meta: dict[str, Any] | None = None,
     idle: timedelta | None = None,
+    installation_id: int | None = None,
 ) -> str:
     with rt.database.unit() as s:
         session = registry.create_session(
@@ -137,6 +138,7 @@ def seed_session(
             source="test",
             pr_number=pr_number,
             metadata=meta,
+            installation_id=installation_id,
         )
         sid = session.session_id
         s.flush()
@@ -150,7 +152,8 @@ def seed_session(
     return sid
 
 
-PR_META = {"installation_id": 1, "bot_login": "agent-bot", "pr_author": "agent-bot"}
+PR_META = {"bot_login": "agent-bot", "pr_author": "agent-bot"}
+PR_INSTALLATION = 1  # the installation PR_META's sessions are reached through
 
 
 def seed_patch(
@@ -162,7 +165,7 @@ def seed_patch(
     session_id: str | None = None,
 ) -> tuple[str, str]:
     """An active session on PR 2 (installation 1, bot agent-bot) and one patch in ``state``."""
-    sid = session_id or seed_session(rt, pr_number=2, meta=PR_META)
+    sid = session_id or seed_session(rt, pr_number=2, meta=PR_META, installation_id=PR_INSTALLATION)
     path = {
         P.CREATED: [],
         P.VALIDATED: [P.VALIDATED],
@@ -752,7 +755,7 @@ def serve_bot_write(github: Any, login: str = "agent-bot") -> None:
 
 
 def test_pause_resume_complete(api, rt, github):
-    sid = seed_session(rt, meta=PR_META)
+    sid = seed_session(rt, meta=PR_META, installation_id=PR_INSTALLATION)
     serve_bot_write(github)
     paused = api("POST", f"/sessions/{sid}/pause")
     assert (paused.status_code, paused.get_json()["state"]) == (200, "paused")
@@ -771,16 +774,16 @@ def test_pause_resume_complete(api, rt, github):
 
 
 def test_complete_without_success_fails_the_session(api, rt):
-    sid = seed_session(rt, meta=PR_META)
+    sid = seed_session(rt, meta=PR_META, installation_id=PR_INSTALLATION)
     resp = api("POST", f"/sessions/{sid}/complete", {"success": False})
     assert resp.get_json()["state"] == "failed"
-    default = seed_session(rt, meta=PR_META)
+    default = seed_session(rt, meta=PR_META, installation_id=PR_INSTALLATION)
     assert api("POST", f"/sessions/{default}/complete").get_json()["state"] == "completed"
 
 
 def test_an_illegal_move_is_409_and_audited(api, rt, github):
     serve_bot_write(github)
-    sid = seed_session(rt, state="created", meta=PR_META)
+    sid = seed_session(rt, state="created", meta=PR_META, installation_id=PR_INSTALLATION)
     err = error(api("POST", f"/sessions/{sid}/pause"), 409, "illegal_transition")
     assert sid in err["message"] and "created" in err["message"] and "paused" in err["message"]
     with rt.database.unit() as s:
@@ -792,14 +795,14 @@ def test_an_illegal_move_is_409_and_audited(api, rt, github):
         "agent-bot",
     )
 
-    done = seed_session(rt, state="completed", meta=PR_META)
+    done = seed_session(rt, state="completed", meta=PR_META, installation_id=PR_INSTALLATION)
     error(api("POST", f"/sessions/{done}/resume"), 409, "illegal_transition")
     error(api("POST", f"/sessions/{done}/complete", {"success": False}), 409, "illegal_transition")
 
 
 def test_a_stale_version_is_409_conflict(api, rt, github):
     serve_bot_write(github)
-    sid = seed_session(rt, meta=PR_META)
+    sid = seed_session(rt, meta=PR_META, installation_id=PR_INSTALLATION)
     version = api("GET", f"/sessions/{sid}").get_json()["version"]
     err = error(api("POST", f"/sessions/{sid}/pause", {"version": version - 1}), 409, "conflict")
     assert f"version {version}" in err["message"]
@@ -845,7 +848,9 @@ def test_unknown_action_is_404(api, rt):
 def test_list_patches_the_review_queue_and_filters(api, rt, github):
     sid, waiting = seed_patch(rt)
     _, fresh = seed_patch(rt, state=P.CREATED, sha="c" * 40, session_id=sid)
-    other = seed_session(rt, project="octo/other", pr_number=3, meta=PR_META)
+    other = seed_session(
+        rt, project="octo/other", pr_number=3, meta=PR_META, installation_id=PR_INSTALLATION
+    )
     _, elsewhere = seed_patch(rt, session_id=other, sha="d" * 40)
 
     def listed(**query: str) -> list[str]:
@@ -880,7 +885,9 @@ def test_list_patches_the_review_queue_and_filters(api, rt, github):
 
 def test_a_scoped_token_filtering_patches_by_another_repository_is_403(api, rt):
     """As GET /sessions?project_id= and GET /stats?project_id= answer: the filter is refused."""
-    other = seed_session(rt, project="octo/other", pr_number=3, meta=PR_META)
+    other = seed_session(
+        rt, project="octo/other", pr_number=3, meta=PR_META, installation_id=PR_INSTALLATION
+    )
     seed_patch(rt, session_id=other)
     scoped = api.as_(make_token(rt, "scoped", "agent-bot", [REPO]))
     error(scoped("GET", "/patches", query_string={"project_id": "octo/other"}), 403, "forbidden")
@@ -1266,11 +1273,11 @@ def test_cli_reap_dry_run_then_for_real(cli, rt):
 
 def test_reap_honours_each_repositories_stale_after(rt, github):
     install(rt, REPO, "Codertocat/Other", "Codertocat/Eager")
-    meta = {"installation_id": 1}
-    quick = seed_session(rt, meta=meta, idle=timedelta(hours=3))
-    recent = seed_session(rt, meta=meta, idle=timedelta(minutes=90))
-    other = seed_session(rt, project="Codertocat/Other", meta=meta, idle=timedelta(hours=3))
-    eager = seed_session(rt, project="Codertocat/Eager", meta=meta, idle=timedelta(minutes=70))
+    at = {"installation_id": 1}
+    quick = seed_session(rt, **at, idle=timedelta(hours=3))
+    recent = seed_session(rt, **at, idle=timedelta(minutes=90))
+    other = seed_session(rt, project="Codertocat/Other", **at, idle=timedelta(hours=3))
+    eager = seed_session(rt, project="Codertocat/Eager", **at, idle=timedelta(minutes=70))
     github.allow_token_exchange()
     serve_policy(github, "sessions:\n  stale_after: 2h\n")
     serve_policy(github, None, repo="Codertocat/Other")

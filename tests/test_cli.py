@@ -86,7 +86,8 @@ def seeded(cli: Cli) -> dict[str, Any]:
                 source="test",
                 branch="minipipe/aaa-first",
                 pr_number=1,
-                metadata={"installation_id": 1, "bot_login": "bot", "pr_author": "bot"},
+                metadata={"bot_login": "bot", "pr_author": "bot"},
+                installation_id=1,
             )
             s2 = registry.create_session(
                 db,

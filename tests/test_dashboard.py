@@ -77,8 +77,6 @@ def seed_patch(
         "bot_login": "agent-bot",
         "pr_url": "javascript:alert(1)",  # metadata is the bot's to write: never a link
     }
-    if installation_id is not None:
-        meta["installation_id"] = installation_id
     with database.unit() as s:
         session = registry.create_session(
             s,
@@ -91,6 +89,7 @@ def seed_patch(
             base_branch="main",
             pr_number=pr_number,
             metadata=meta,
+            installation_id=installation_id,
         )
         registry.resume_session(s, session.session_id, actor="agent-bot", source="test")
         patch = ledger.record_patch(

@@ -19,6 +19,7 @@ from minipipe_gh.store.models import AgentSession, AuditEntry, Patch
 from tests.scenario import WEB_FLOW, R, Scenario, commit, user
 from tests.test_api import (
     NEW_SESSION,
+    PR_INSTALLATION,
     PR_META,
     Api,
     error,
@@ -186,7 +187,9 @@ agents:
 
 def bound_session(rt: Any, agent_type: str) -> str:
     """A session of ``agent_type`` whose PR (#2, by its bot agent-bot) is about to open."""
-    return seed_session(rt, agent_type=agent_type, pr_number=2, meta=PR_META)
+    return seed_session(
+        rt, agent_type=agent_type, pr_number=2, meta=PR_META, installation_id=PR_INSTALLATION
+    )
 
 
 def test_allowed_paths_are_per_agent_type(rt, deliver, github):

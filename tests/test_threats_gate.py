@@ -486,7 +486,8 @@ def test_closed_acts_on_githubs_merge_state_not_the_bodys(rt, deliver, github):
     sc.pr_event("closed", merged=False)
     drain(rt)
     patch = latest_patch(rt)
-    assert (patch.state, patch.meta["merge_commit_sha"]) == ("applied", "m" * 40)
+    assert (patch.state, patch.merge_commit_sha) == ("applied", "m" * 40)
+    assert "merge_commit_sha" not in patch.meta  # one home: the column
     assert the_session(rt).state == "completed"
 
 

@@ -19,7 +19,7 @@ from minipipe_gh.core.patch_states import OPEN, TRANSITIONS, PatchState
 from minipipe_gh.core.people import Hold, Person
 from minipipe_gh.store import ledger, registry
 from minipipe_gh.store.models import AgentSession, Patch
-from tests.test_api import PR_META, Api, install, make_token, seed_session
+from tests.test_api import PR_INSTALLATION, PR_META, Api, install, make_token, seed_session
 
 P = PatchState
 SHA = "c" * 40
@@ -71,7 +71,7 @@ def path_to(target: PatchState) -> list[PatchState]:
 
 
 def seed(rt: Any, state: PatchState, holds: list[Hold], extra: dict[str, Any]) -> str:
-    sid = seed_session(rt, pr_number=2, meta=PR_META)
+    sid = seed_session(rt, pr_number=2, meta=PR_META, installation_id=PR_INSTALLATION)
     with rt.database.unit() as s:
         session = registry.get_session(s, sid)
         session.meta = people.with_holds(session.meta, holds)

@@ -88,7 +88,7 @@ class View:
             required_approvals=required_approvals,
             holds=[] if ended or session_meta is None else people.holds(session_meta),
             policy_error=policy_error,
-            stale_approvals=patch.meta.get("stale_approvals", []),
+            stale_approvals=people.stale_approvals(patch.meta),
             recent=recent,
             owners=patch_coverage(patch.meta),
             details_url=patch_url(public_url, patch.ledger_id),

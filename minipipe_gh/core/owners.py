@@ -17,6 +17,8 @@ from typing import Any
 
 from codeowners import CodeOwners, path_to_regex
 
+from minipipe_gh.core import people
+
 # Where GitHub looks, in its order: the first that exists is the file.
 LOCATIONS = (".github/CODEOWNERS", "CODEOWNERS", "docs/CODEOWNERS")
 META = "code_owners"  # the patch metadata key: the owners of each touched path
@@ -198,11 +200,7 @@ def patch_coverage(meta: Mapping[str, Any]) -> Coverage | None:
     recorded = meta.get(META)
     if not isinstance(recorded, Mapping):
         return None
-    approvals = [
-        (str(a.get("login")), tuple(a.get("owners") or ()))
-        for a in meta.get("approvers") or []
-        if isinstance(a, Mapping) and a.get("login")
-    ]
+    approvals = [(a.who.login, a.owners) for a in people.approvals(meta)]
     return coverage(
         recorded.get("paths") or {},
         approvals,

@@ -11,7 +11,10 @@ it, or the PR's author for an adopted PR; ``bot_token`` names that token),
 ``pr_author``/``pr_author_id``,
 ``token_users`` (everyone whose API token created or moved the session) and
 ``holds``. Patch metadata: ``approvers`` (who approved which SHA, the record)
-and ``approvals`` (their logins, the display list the API has always shown).
+and ``approvals`` (their logins, the display list the API has always shown),
+``required_approvals``/``decided_by`` (as last published) and
+``stale_approvals``/``rerequested`` (approvals of an earlier head not carried over).
+A session's installation and a patch's merge commit are columns, not metadata.
 """
 
 from __future__ import annotations
@@ -73,6 +76,35 @@ def session_bot(meta: Mapping[str, Any]) -> Person | None:
 
 def pr_author(meta: Mapping[str, Any]) -> Person | None:
     return person(meta.get("pr_author"), meta.get("pr_author_id"))
+
+
+def with_bot(meta: Mapping[str, Any], bot: Person, *, token: str | None = None) -> dict[str, Any]:
+    """Record the session's own bot (and the API token that names it)."""
+    out = {k: v for k, v in meta.items() if k != "bot_id"}
+    out["bot_login"] = bot.login
+    if bot.id is not None:
+        out["bot_id"] = bot.id
+    if token is not None:
+        out["bot_token"] = token
+    return out
+
+
+def with_bot_id(meta: Mapping[str, Any], user_id: int) -> dict[str, Any]:
+    """The bot's GitHub id, learned after its login: it is known by id from now on
+    (a renamed bot stays itself), as the session's bot and among its token users."""
+    bot = session_bot(meta)
+    if bot is None:
+        return dict(meta)
+    known = Person(bot.login, user_id)
+    out = with_bot(meta, known)
+    if "token_users" in meta:
+        users = [known if u.same(known) else u for u in token_users(meta)]
+        out["token_users"] = [u.as_json() for u in users]
+    return out
+
+
+def with_pr_author(meta: Mapping[str, Any], author: Person) -> dict[str, Any]:
+    return {**meta, "pr_author": author.login, "pr_author_id": author.id}
 
 
 def token_users(meta: Mapping[str, Any]) -> list[Person]:
@@ -176,10 +208,48 @@ def with_approvals(meta: Mapping[str, Any], given: Iterable[Approval]) -> dict[s
     }
 
 
+def required_approvals(meta: Mapping[str, Any]) -> int:
+    """The approvals count the patch was last published with (1 before it was stamped)."""
+    value = meta.get("required_approvals")
+    return value if isinstance(value, int) and value >= 1 else 1
+
+
+def decided_by(meta: Mapping[str, Any]) -> list[str]:
+    """Who may decide the patch, as last published (empty: anyone who may approve)."""
+    return [str(r) for r in meta.get("decided_by") or []]
+
+
+def with_deciders(
+    meta: Mapping[str, Any], required: int, deciders: Iterable[str]
+) -> dict[str, Any]:
+    """Stamp the approvals count and the reviewer list the patch is published with."""
+    return {**meta, "required_approvals": required, "decided_by": list(deciders)}
+
+
+def stale_approvals(meta: Mapping[str, Any]) -> list[str]:
+    """The notes on approvals given to an earlier head that this one did not carry over."""
+    return [str(n) for n in meta.get("stale_approvals") or []]
+
+
+def rerequested(meta: Mapping[str, Any]) -> list[str]:
+    """The earlier approvers asked to review the new head again."""
+    return [str(login) for login in meta.get("rerequested") or []]
+
+
+def with_stale_approvals(
+    meta: Mapping[str, Any], notes: Iterable[str], asked: Iterable[str]
+) -> dict[str, Any]:
+    return {**meta, "stale_approvals": list(notes), "rerequested": list(asked)}
+
+
 def seed_commit(meta: Mapping[str, Any]) -> str | None:
     """The app's own first commit on an API-created session's branch (session metadata)."""
     value = meta.get("seed_commit")
     return value if isinstance(value, str) and value else None
+
+
+def with_seed_commit(meta: Mapping[str, Any], sha: str | None) -> dict[str, Any]:
+    return {**meta, "seed_commit": sha}
 
 
 # -- commits -----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from minipipe_gh.core.authz import Actor, PullFacts
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.owners import patch_coverage
 from minipipe_gh.core.patch_states import OPEN, PatchState
-from minipipe_gh.core.people import Hold, approvals
+from minipipe_gh.core.people import Hold, approvals, decided_by
 from minipipe_gh.core.policy import Policy, blocked_by_guardrails
 
 P = PatchState
@@ -142,7 +142,7 @@ def waiting_for(
         case P.VALIDATED:
             out.append(Wait("decision", "Checks passed: the review decision is being recorded"))
         case P.AWAITING_REVIEW:
-            listed = reviewers or [str(r) for r in meta.get("decided_by") or []]
+            listed = reviewers or decided_by(meta)
             out.append(_approvals(meta, required_approvals, listed))
             out += _code_owners(meta)
         case P.QUEUED if approvals(meta):

@@ -22,7 +22,7 @@ def stale_after_by_project(database: Database, app: GitHubApp | None) -> dict[st
     """Each candidate repository's stale_after, read from its (cached) policy."""
     with database.unit() as s:
         candidates = registry.stale_sessions(s, MIN_STALE)
-        where = {c.project_id: c.meta.get("installation_id") for c in candidates}
+        where = {c.project_id: c.installation_id for c in candidates}
     limits: dict[str, timedelta] = {}
     for project, installation_id in where.items():
         if app is None or app.app_id is None or installation_id is None:

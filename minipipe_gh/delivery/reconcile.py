@@ -106,8 +106,8 @@ def _installation(
     database: Database, app: GitHubApp, project: str, sessions: list[AgentSession]
 ) -> int | None:
     for session in sessions:
-        if session.meta.get("installation_id"):
-            return int(session.meta["installation_id"])
+        if session.installation_id:
+            return session.installation_id
     found = installations.look_up(database, app, project)
     return found[0] if found else None
 

@@ -158,7 +158,7 @@ def owner_reviews(ectx: EffectContext, spec: dict[str, Any]) -> None:
         authors = [p.login for p in people.authors(session.meta)]
         want = list(owners.suggest(cov, authors, asked))
         # asked again already by this push (the stale-approval rule): not sent twice
-        rerequested = {f"@{login.lower()}" for login in patch.meta.get("rerequested") or []}
+        rerequested = {f"@{login.lower()}" for login in people.rerequested(patch.meta)}
     add = [o for o in want if o not in asked]
     drop = [o for o in asked if o not in want]
     api = _api(ectx, project)

@@ -327,7 +327,7 @@ def move_session(
         moved.meta = people.with_token_user(moved.meta, actor.person)
         bot = people.session_bot(moved.meta)
         if bot is not None and bot.id is None and actor.id is not None and bot.same(actor.person):
-            moved.meta = {**moved.meta, "bot_id": actor.id}  # from now on, by id: renames too
+            moved.meta = people.with_bot_id(moved.meta, actor.id)  # by id from now on: renames too
     return moved
 
 

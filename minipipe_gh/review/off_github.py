@@ -37,7 +37,7 @@ class PolicyInvalid(Refused):
 
 
 def _repo(github: GitHubApp, session: AgentSession) -> tuple[RepoAPI, Policy]:
-    installation_id = session.meta.get("installation_id")
+    installation_id = session.installation_id
     if installation_id is None:
         raise NoInstallation(f"session {session.session_id} is not linked to a GitHub installation")
     api = github.repo(installation_id, session.project_id)

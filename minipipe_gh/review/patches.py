@@ -199,11 +199,11 @@ def _supersede(
             ledger.carry_over_approvals(ctx.db, old, new, why=why, source=ctx.source)
         else:
             again = [g for g in given if g.lower() != pr["user"]["login"].lower()]
-            new.meta = {
-                **new.meta,
-                "stale_approvals": [f"@{who} approved {old.patch_id[:12]}" for who in given],
-                "rerequested": again,  # code owners among them are not asked twice
-            }
+            new.meta = people.with_stale_approvals(
+                new.meta,
+                [f"@{who} approved {old.patch_id[:12]}" for who in given],
+                again,  # code owners among them are not asked twice
+            )
             ctx.effect("request_reviewers", project=repo.project, number=pr["number"], logins=again)
     ledger.supersede(ctx.db, old, new.patch_id, actor=pr["user"]["login"], source=ctx.source)
     refresh_check_run(ctx, repo, old, policy, error)

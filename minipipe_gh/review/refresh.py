@@ -9,7 +9,7 @@ never from inside a web request.
 
 from __future__ import annotations
 
-from minipipe_gh.core import owners
+from minipipe_gh.core import owners, people
 from minipipe_gh.core.authz import PullFacts, needs_reviewer_list
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.events import Event
@@ -28,7 +28,7 @@ LEGACY_EVENT = "minipipe.publish"
 
 def queue_refresh(database: Database, session: AgentSession, patch: Patch) -> str | None:
     """Queue a check-run refresh for ``patch``; None if the session has no PR or installation."""
-    installation_id = session.meta.get("installation_id")
+    installation_id = session.installation_id
     if session.pr_number is None or installation_id is None:
         return None
     event = Event(
@@ -55,12 +55,11 @@ def refresh_check_run(
     The patch keeps the approvals count and the reviewer list its check run was last written with,
     so the API, the dashboard and the CLI say what the check run says without reading
     the policy."""
-    stamp = {
-        "required_approvals": policy.required_approvals,
-        "decided_by": deciders(policy, patch.risk),
-    }
-    if any(patch.meta.get(k) != v for k, v in stamp.items()):
-        patch.meta = {**patch.meta, **stamp}
+    stamped = people.with_deciders(
+        patch.meta, policy.required_approvals, deciders(policy, patch.risk)
+    )
+    if stamped != patch.meta:
+        patch.meta = stamped
     ctx.effect(
         "check_run",
         project=repo.project,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from minipipe_gh.core import people
 from minipipe_gh.core.errors import Refused
 from minipipe_gh.core.markers import MARKER
 from minipipe_gh.core.policy import Policy
@@ -57,18 +58,12 @@ def find_or_adopt(
     session.pr_number = number
     session.branch = session.branch or head.get("ref")
     session.base_branch = session.base_branch or (pr.get("base") or {}).get("ref")
-    author = pr["user"]
-    bot = {"bot_login": author["login"], "bot_id": author.get("id")}
-    if session.meta.get("bot_login"):  # recorded when the session was created: kept
-        bot = {}
-    session.meta = {
-        **session.meta,
-        **bot,
-        "pr_url": pr.get("html_url"),
-        "pr_author": author["login"],
-        "pr_author_id": author.get("id"),
-        "installation_id": session.meta.get("installation_id") or ctx.event.installation_id,
-    }
+    author = people.Person(pr["user"]["login"], pr["user"].get("id"))
+    meta = people.with_pr_author({**session.meta, "pr_url": pr.get("html_url")}, author)
+    if people.session_bot(meta) is None:  # one recorded when the session was created: kept
+        meta = people.with_bot(meta, author)
+    session.meta = meta
+    session.installation_id = session.installation_id or ctx.event.installation_id
     ctx.db.flush()
     return session
 

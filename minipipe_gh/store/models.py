@@ -72,6 +72,9 @@ class AgentSession(Base):
     pr_number: Mapped[int | None] = mapped_column(Integer)
     head_sha: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(20))
+    # The installation the session's PR is reached through (a column, not metadata: the
+    # workers, the API and upkeep look sessions up by it).
+    installation_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -114,6 +117,8 @@ class Patch(Base):
     deletions: Mapped[int] = mapped_column(Integer, default=0)
     paths: Mapped[list[str]] = mapped_column(JSONType, default=list)
     tree_sha: Mapped[str | None] = mapped_column(String(64))
+    # The commit GitHub merged the PR as: checks on it verify the applied patch (found by it).
+    merge_commit_sha: Mapped[str | None] = mapped_column(String(40), index=True)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)

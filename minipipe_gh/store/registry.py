@@ -94,6 +94,7 @@ def create_session(
     metadata: dict[str, Any] | None = None,
     idempotency_key: str | None = None,
     session_id: str | None = None,
+    installation_id: int | None = None,
 ) -> AgentSession:
     if metadata is not None and not isinstance(metadata, dict):
         raise Invalid("metadata must be a JSON object", field="metadata")
@@ -109,6 +110,7 @@ def create_session(
         pr_number=pr_number,
         head_sha=head_sha,
         state=SessionState.CREATED,
+        installation_id=installation_id,
         meta=metadata or {},
         idempotency_key=idempotency_key,
     )

@@ -33,6 +33,11 @@ def change_version(db: Session, session_id: str) -> int | None:
     return None if value is None else int(value)
 
 
+def _with_column(meta: dict[str, Any], key: str, value: Any) -> dict[str, Any]:
+    """The metadata as the API has always shown it: this column was once a key of it."""
+    return meta if value is None else {**meta, key: value}
+
+
 def session_dict(s: AgentSession) -> dict[str, Any]:
     """``version`` covers the session and its patches (see ``change_version``)."""
     db = object_session(s)
@@ -50,7 +55,7 @@ def session_dict(s: AgentSession) -> dict[str, Any]:
         "pr_url": s.meta.get("pr_url"),
         "head_sha": s.head_sha,
         "state": s.state,
-        "metadata": s.meta,
+        "metadata": _with_column(s.meta, "installation_id", s.installation_id),
         "created_at": _ts(s.created_at),
         "updated_at": _ts(s.updated_at),
         "last_activity_at": _ts(s.last_activity_at),
@@ -75,7 +80,7 @@ def patch_dict(p: Patch) -> dict[str, Any]:
         "paths": p.paths,
         "review": review_dict(p.meta),
         "waiting_for": [w.as_json() for w in waiting_for(p)],
-        "metadata": p.meta,
+        "metadata": _with_column(p.meta, "merge_commit_sha", p.merge_commit_sha),
         "created_at": _ts(p.created_at),
         "updated_at": _ts(p.updated_at),
         "version": p.version,
@@ -93,7 +98,7 @@ def waiting_for(p: Patch, session: AgentSession | None = None) -> list[waits.Wai
         p.state,
         p.meta,
         holds=[] if ended or session is None else people.holds(session.meta),
-        required_approvals=int(p.meta.get("required_approvals") or 1),
+        required_approvals=people.required_approvals(p.meta),
     )
 
 
@@ -107,7 +112,7 @@ def review_dict(meta: dict[str, Any]) -> dict[str, Any]:
         "comment": meta.get("review_comment"),
         "by": meta.get("reviewed_by"),
         "at": meta.get("reviewed_at"),
-        "approvals": [str(a) for a in meta.get("approvals") or []],
+        "approvals": [a.who.login for a in people.approvals(meta)],
     }
 
 

@@ -278,12 +278,9 @@ def create_session() -> Any:
         session.head_sha = session.head_sha or opened.head_sha
         # the branch's first commit is the app's own (empty, naming the session): it is
         # no foreign commit of the session's patches (people.commit_provenance)
-        session.meta = {
-            **session.meta,
-            "pr_url": opened.pr_url,
-            "github_error": None,
-            "seed_commit": opened.head_sha,
-        }
+        session.meta = people.with_seed_commit(
+            {**session.meta, "pr_url": opened.pr_url, "github_error": None}, opened.head_sha
+        )
         result = session_dict(session)
     resp = jsonify(result)
     resp.headers["Location"] = url_for("api.get_session", session_id=session_id, _external=True)
@@ -433,12 +430,7 @@ def _start_session(
         # a webhook for the PR may bind the session before GitHub's answer reaches us, or
         # that answer may be lost, and the session must never be left without its bot.
         bot = Person(g.token.login)
-        own = {
-            "bot_login": bot.login,
-            "bot_token": g.token.name,
-            "installation_id": inst.installation_id,
-            "token_users": [bot.as_json()],
-        }
+        own = people.with_token_user(people.with_bot({}, bot, token=g.token.name), bot)
         headers: dict[str, str] = {}
         if existing is None:
             headers = _rate_limit(s)
@@ -453,9 +445,12 @@ def _start_session(
             idempotency_key=scoped_key,
             actor=g.token.login,
             source=f"api:{g.token.name}",
+            installation_id=installation_id,
         )
-        if existing is not None and not existing.meta.get("bot_login"):
+        if existing is not None and people.session_bot(existing.meta) is None:
             existing.meta = {**own, **existing.meta}  # a row older than the bot's record
+        if session.installation_id is None:
+            session.installation_id = installation_id
         if policy is not None:  # admitted under agents.<type>.max_open_sessions
             session.meta = {**session.meta, "limit_checked": True}
         if scoped_key:  # the claim; a concurrent takeover loses on the row's version
@@ -538,13 +533,9 @@ def _record_bot_id(session_id: str, user_id: int | None) -> None:
         return
     with rt().database.unit() as s:
         session = registry.get_session(s, session_id)
-        if session.meta.get("bot_id") is None:
-            bot = Person(session.meta["bot_login"], user_id)
-            users = [
-                u.as_json() if not u.same(bot) else bot.as_json()
-                for u in people.token_users(session.meta)
-            ]
-            session.meta = {**session.meta, "bot_id": user_id, "token_users": users}
+        bot = people.session_bot(session.meta)
+        if bot is not None and bot.id is None:
+            session.meta = people.with_bot_id(session.meta, user_id)
 
 
 def _record_failure(session_id: str, message: str, *, resumable: bool) -> None:

@@ -73,13 +73,13 @@ def on_rerequested(ctx: Context) -> None:
 
 def _verify_merge(ctx: Context, repo: Repo, sha: str) -> None:
     """Checks on a merge commit: applied → verified → committed, or rolled back."""
-    applied = [
-        p
-        for p in ctx.db.scalars(
-            select(Patch).where(Patch.project_id == repo.project, Patch.state == P.APPLIED)
+    applied = ctx.db.scalars(
+        select(Patch).where(
+            Patch.merge_commit_sha == sha,
+            Patch.project_id == repo.project,
+            Patch.state == P.APPLIED,
         )
-        if p.meta.get("merge_commit_sha") == sha
-    ]
+    ).all()
     if not applied:
         return
     verdict = suites_verdict(repo.api.check_suites(sha), repo.own_app_id)

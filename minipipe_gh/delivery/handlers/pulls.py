@@ -82,7 +82,7 @@ def _closed(ctx: Context, repo: Repo, session, pr, policy, error) -> None:  # ty
     merged = bool(pr.get("merged"))
     if patch is not None:
         if merged:
-            patch.meta = {**patch.meta, "merge_commit_sha": pr.get("merge_commit_sha")}
+            patch.merge_commit_sha = pr.get("merge_commit_sha")
             target, why = P.APPLIED, f"merged as {pr.get('merge_commit_sha')}"
         else:
             patch.meta = {**patch.meta, "drop_reason": "PR closed unmerged"}
