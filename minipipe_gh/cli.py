@@ -222,7 +222,7 @@ def sessions_show(ctx: Ctx, session_id: str, as_json: bool) -> None:
 
 @main.group()
 def reviews() -> None:
-    """The review queue: patches awaiting review."""
+    """The review queue: patches awaiting review, and open patches on hold."""
 
 
 @reviews.command("list")
@@ -242,7 +242,7 @@ def reviews_list(
     limit: int,
     as_json: bool,
 ) -> None:
-    """Patches awaiting review, oldest first."""
+    """The review queue, oldest first: awaiting review, or open and on hold."""
     with ctx.db.unit() as s:
         page = ledger.list_patches_awaiting_review(
             s, run_id, workstream_id, project_id=project_id, cursor=cursor, limit=limit

@@ -3,9 +3,10 @@
 A held patch is held in the queue (desktop and phone) and on its page, and
 approving it there says it will not land until the hold is lifted; the
 sessions list shows each session's state, its open patch's state and what it
-waits for, filtered to "waiting on me"; a quarantined patch names its failing
-check; the dead-delivery page says what was lost and offers Replay only to a
-maintainer. Screenshots land in ``artifacts/screenshots/``.
+waits for, filtered to "waiting on me" (never a reader's); a quarantined patch
+names its failing check; the dead-delivery page says what was lost and offers
+Replay only to a maintainer; a finished delivery replays only once confirmed on
+a page that says what it re-sends. Screenshots land in ``artifacts/screenshots/``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 from typing import Any
 
 from playwright.sync_api import Browser, Page, expect
+from sqlalchemy import select
 
 from minipipe_gh.core import people
 from minipipe_gh.core.people import Hold, Person
@@ -21,6 +23,7 @@ from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession, Delivery, Patch
+from minipipe_gh.store.registry import new_id
 from tests import test_browser as browser_suite
 from tests.fake_github_server import FakeGitHub
 from tests.scenario import REPO
@@ -106,6 +109,14 @@ def test_a_held_patch_is_held_in_the_queue_and_on_its_page_and_approving_it_says
     expect(page.locator("#waiting-for li.hold")).to_be_visible()
     expect(page.locator("#waiting-for li.merge")).to_contain_text("Approved and queued")
     shot(page, "waits-patch-held-approved")
+
+    # approved and queued, but held: it stays in the queue, visibly held, until lifted
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Review queue").click()
+    row = page.locator(f"#row-{lid}")
+    expect(row.locator(".state.held")).to_have_text("held")
+    expect(row).to_contain_text("On hold by @octo-lead: wait for the release branch")
+    expect(row).to_contain_text("Approved and queued")
+    shot(page, "waits-queue-held-approved")
 
     # the check run says the same: still action_required, on hold
     assert [o.status for o in rt.worker().run_once()] == ["done"]
@@ -219,3 +230,97 @@ def test_the_dead_delivery_page_says_what_was_lost_and_who_may_replay_it(
     expect(row.get_by_role("button", name="Replay")).to_be_visible()
     expect(row).to_contain_text("re-sends a reaction")  # the check run was written already
     shot(page, "waits-dead-deliveries")
+
+
+def test_waiting_on_me_hides_what_a_reader_cannot_do(
+    page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    gh, _url = fake_github
+    as_reviewer(gh, "bob", "read")
+    seed_installation(rt.database, REPO)
+    seed_patch(rt.database, title="Needs review", pr_number=2)
+
+    sign_in(page, site)
+    row = page.locator("tr", has_text="Needs review")
+    expect(row.locator("td[data-label='Waits for']")).to_contain_text(
+        "Needs 1 approval from a writer"
+    )
+    expect(row.locator(".on-me")).to_have_count(0)  # bob reads; an approval needs write
+
+    page.get_by_label("Waiting on me").check()
+    page.get_by_role("button", name="Filter").click()
+    expect(page.locator("tr", has_text="Needs review")).to_have_count(0)
+    expect(page.locator("#none-on-me")).to_contain_text("Nothing here waits on you")
+    shot(page, "waits-sessions-mine-reader")
+
+
+def finished_delivery(database: Database) -> str:
+    ident = f"done-{new_id()}"
+    body = {
+        "action": "created",
+        "issue": {"number": 2, "pull_request": {"url": "x"}},
+        "comment": {"id": 4243, "body": "/approve", "user": {"login": "dan"}},
+        "sender": {"login": "dan"},
+        "repository": {"full_name": REPO},
+    }
+    with database.unit() as s:
+        s.add(
+            Delivery(
+                delivery_id=ident,
+                event="issue_comment",
+                action="created",
+                installation_id=1,
+                repository=REPO,
+                order_key=f"{REPO}#2",
+                payload=json.dumps(body),
+                status="done",
+                attempts=1,
+                effects=[
+                    {"kind": "check_run", "result": "done"},
+                    {"kind": "react", "result": "gave_up"},
+                ],
+            )
+        )
+    return ident
+
+
+def test_replaying_a_finished_delivery_asks_to_confirm_and_says_what_it_re_sends(
+    page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    gh, _url = fake_github
+    as_reviewer(gh, "mia", "maintain")
+    seed_installation(rt.database, REPO)
+    done = finished_delivery(rt.database)
+
+    sign_in(page, site)
+    page.get_by_role("link", name="Dead deliveries").click()
+    page.get_by_label("Replay a finished delivery").fill(done)
+    page.get_by_role("button", name="Show what it re-sends").click()
+    expect(page.locator("h1")).to_contain_text(done)
+    expect(page.locator("#delivery-facts .lost")).to_have_text("@dan's /approve on #2")
+    expect(page.locator("#delivery-status")).to_have_text("done: it already finished")
+    expect(page.locator("#resends")).to_have_text("a reaction")  # the check run was written
+    shot(page, "waits-replay-confirm")
+
+    page.get_by_role("button", name="Confirm: replay it").click()
+    expect(page.locator(".ok").first).to_contain_text(f"Delivery {done} is queued again")
+    with rt.database.unit() as s:
+        found = s.scalars(select(Delivery).where(Delivery.delivery_id == done)).one()
+        assert (found.status, found.attempts) == ("effects", 0)
+    shot(page, "waits-replay-confirmed")
+
+
+def test_a_reader_sees_what_a_replay_would_re_send_but_no_button(
+    page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
+) -> None:
+    gh, _url = fake_github
+    as_reviewer(gh, "bob", "read")
+    seed_installation(rt.database, REPO)
+    done = finished_delivery(rt.database)
+
+    sign_in(page, site)
+    page.goto(f"{site}/deliveries/{done}/replay")
+    expect(page.locator("#resends")).to_have_text("a reaction")
+    expect(page.get_by_role("button", name="Confirm: replay it")).to_have_count(0)
+    expect(page.locator("#replay-needs")).to_contain_text("Replay needs maintain or admin")
+    shot(page, "waits-replay-reader")

@@ -301,3 +301,86 @@ def test_a_high_risk_patch_says_only_the_listed_reviewers_may_approve(
     [need] = [w for w in reader("GET", f"/patches/{patch.ledger_id}").get_json()["waiting_for"]
               if w["kind"] == "approvals"]  # fmt: skip
     assert need["summary"] == said and need["who"] == ["alice", "octo/security"]
+
+
+# -- on whom a patch waits: the comment rules (``authz``), no second copy ------------------
+
+AUTHOR = Person("agent-bot", 99)
+
+
+def _waits_on(
+    login: str | None,
+    permission: str = "write",
+    *,
+    state: PatchState = P.AWAITING_REVIEW,
+    holds: list[Hold] | None = None,
+    policy: Any = None,
+    risk: str = "low",
+    approved: tuple[str, ...] = (),
+    meta: dict[str, Any] | None = None,
+    teams: frozenset[str] = frozenset(),
+) -> bool:
+    from minipipe_gh.core.authz import Actor, PullFacts
+    from minipipe_gh.core.policy import Policy
+
+    held = holds or []
+    listed = waits.waiting_for(state, meta or {}, holds=held)
+    actor = None if login is None else Actor(login, permission, teams=teams)
+    facts = PullFacts(author=AUTHOR, session_bot=AUTHOR, risk=risk)
+    return waits.waiting_on(
+        actor, listed, policy=policy or Policy(), facts=facts, holds=held, approved=approved
+    )
+
+
+@pytest.mark.parametrize(
+    ("permission", "expected"),
+    [("none", False), ("read", False), ("triage", False), ("write", True), ("admin", True)],
+)
+def test_an_approval_waits_on_those_whose_permission_the_rules_accept(
+    permission: str, expected: bool
+) -> None:
+    assert _waits_on("carol", permission) is expected
+
+
+def test_nothing_waits_on_the_author_an_approver_already_counted_or_an_unknown_viewer() -> None:
+    assert _waits_on("agent-bot") is False
+    assert _waits_on("carol", approved=("Carol",)) is False
+    assert _waits_on(None) is False  # GitHub could not say what carol may do
+    assert _waits_on("carol", state=P.CREATED) is False  # it waits on its checks
+
+
+def test_a_hold_waits_on_those_who_may_lift_it() -> None:
+    held = [HOLDS["two holds"][0]]  # octo-lead, placed with triage
+    assert _waits_on("tia", "triage", state=P.QUEUED, holds=held) is True
+    assert _waits_on("tia", "triage", state=P.QUEUED) is False  # queued, nothing to lift
+    assert _waits_on("bob", "read", state=P.QUEUED, holds=held) is False
+    assert _waits_on("agent-bot", "admin", state=P.QUEUED, holds=held) is False  # an author
+    strict = [HOLDS["two holds"][1]]  # sec-team, placed with maintain
+    assert _waits_on("carol", "write", state=P.QUEUED, holds=strict) is False
+    assert _waits_on("mia", "maintain", state=P.QUEUED, holds=strict) is True
+
+
+def test_a_high_risk_patch_waits_only_on_its_listed_reviewers() -> None:
+    from minipipe_gh.core.policy import Policy
+
+    policy = Policy(reviewers=("alice",), reviewer_teams=("octo/security",))
+    assert _waits_on("carol", risk="high", policy=policy) is False
+    assert _waits_on("alice", risk="high", policy=policy) is True
+    sec = frozenset({"octo/security"})
+    assert _waits_on("sam", risk="high", policy=policy, teams=sec) is True
+
+
+def test_the_review_queue_is_awaiting_review_or_any_open_patch_under_a_hold() -> None:
+    for state in PatchState:
+        assert waits.in_review_queue(state, held=False) is (state == P.AWAITING_REVIEW)
+        assert waits.in_review_queue(state, held=True) is (state in OPEN)
+
+
+def test_a_replay_says_what_it_re_sends() -> None:
+    from minipipe_gh.core.lost import replay_in_words
+
+    assert replay_in_words(True, ["react", "reply", "react"]) == "a reaction, a reply comment"
+    assert replay_in_words(True, []) == (
+        "nothing: every GitHub write it made already succeeded, so none is repeated"
+    )
+    assert replay_in_words(False, []).startswith("nothing it sent before: its handler runs again")

@@ -84,6 +84,18 @@ def effects_in_words(kinds: Iterable[str]) -> str:
     return ", ".join(words) if words else "nothing on GitHub (its handler runs again)"
 
 
+def replay_in_words(handled: bool, unsent: Iterable[str]) -> str:
+    """What a replay sends to GitHub: a delivery whose handler ran redoes only its writes
+    that have not succeeded (``unsent``, their kinds); one that never got that far runs
+    its handler again, which decides its writes afresh."""
+    kinds = list(unsent)
+    if not handled:
+        return "nothing it sent before: its handler runs again and writes what it decides now"
+    if kinds:
+        return effects_in_words(kinds)
+    return "nothing: every GitHub write it made already succeeded, so none is repeated"
+
+
 def _number(body: Mapping[str, Any]) -> int | None:
     for key in ("pull_request", "issue"):
         value = (body.get(key) or {}).get("number") if isinstance(body.get(key), Mapping) else None

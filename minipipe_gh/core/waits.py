@@ -12,10 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from minipipe_gh.core import authz
+from minipipe_gh.core.authz import Actor, PullFacts
+from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.owners import patch_coverage
 from minipipe_gh.core.patch_states import OPEN, PatchState
 from minipipe_gh.core.people import Hold, approvals, decided_by
-from minipipe_gh.core.policy import blocked_by_guardrails
+from minipipe_gh.core.policy import Policy, blocked_by_guardrails
 
 P = PatchState
 KINDS = (
@@ -205,18 +208,40 @@ def _code_owners(meta: Mapping[str, Any]) -> list[Wait]:
     ]
 
 
-def waiting_on(login: str, waiting: Sequence[Wait], authors: Sequence[Any] = ()) -> bool:
-    """Whether ``login`` can move the patch on: a hold of theirs, a wait that names them,
-    or approvals anyone may give when they are not one of the patch's authors.
-    (Their permission is GitHub's to say; the decision itself checks it.)"""
-    me = login.lower()
+def in_review_queue(patch_state: str, held: bool) -> bool:
+    """The review queue is what needs a human: a patch awaiting a decision, and any open
+    patch under a hold (someone must lift it, even once it is approved and queued).
+    ``store.scoped.review_page`` asks the same in SQL; every surface lists this queue."""
+    state = PatchState(patch_state)
+    return state == P.AWAITING_REVIEW or (held and state in OPEN)
+
+
+def waiting_on(
+    actor: Actor | None,
+    waiting: Sequence[Wait],
+    *,
+    policy: Policy,
+    facts: PullFacts,
+    holds: Sequence[Hold] = (),
+    approved: Sequence[str] = (),
+) -> bool:
+    """Whether ``actor`` can move the patch on now, by the rules a comment of theirs would
+    meet (``authz``): an approval the patch still needs that they may give (not given yet),
+    or a hold they may lift. ``actor`` None: GitHub could not say who they are there."""
+    if actor is None:
+        return False
+    me = actor.login.lower()
     for wait in waiting:
-        if me in (w.lower() for w in wait.who):
-            return True
-        authored = any(getattr(a, "login", str(a)).lower() == me for a in authors)
-        if wait.kind == "approvals" and not wait.who and not authored:
-            return True
-    return False
+        if wait.kind in ("approvals", "code_owners"):
+            if me in (a.lower() for a in approved):
+                continue
+            owners = {w.lower() for w in wait.who}
+            if wait.kind == "code_owners" and not (me in owners or actor.teams & owners):
+                continue
+            if authz.refusal(Verb.APPROVE, actor, policy, facts) is None:
+                return True
+    lifts = holds and authz.refusal(Verb.HOLD_CANCEL, actor, policy, facts) is None
+    return bool(lifts) and any(authz.hold_lift_refusal(actor, h, facts) is None for h in holds)
 
 
 def next_action(waits: Sequence[Wait]) -> str | None:

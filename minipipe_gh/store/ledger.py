@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from minipipe_gh.core import owners
@@ -344,12 +344,15 @@ def list_patches(
     limit: int = 50,
     within: Collection[str] | None = None,
     archived: bool = True,
+    where: ColumnElement[bool] | None = None,
 ) -> Page[Patch]:
     """Oldest first (the review queue's order); ``within`` limits to those repositories.
 
     ``archived=False`` leaves out the patches of archived (deleted) sessions."""
     pagination.check_limit(limit)
     q = select(Patch)
+    if where is not None:
+        q = q.where(where)
     if not archived:
         gone = select(AgentSession.session_id).where(AgentSession.archived_at.is_not(None))
         q = q.where(Patch.session_id.not_in(gone))
@@ -374,6 +377,21 @@ def list_patches(
     return pagination.page_of(rows, limit, "ledger_id")
 
 
+def in_review_queue() -> ColumnElement[bool]:
+    """``waits.in_review_queue`` in SQL: awaiting review, or open under a session's hold
+    (``people.holds`` reads ``holds``, and ``hold`` of earlier versions)."""
+    held = select(AgentSession.session_id).where(
+        or_(
+            AgentSession.meta["holds"].as_string().is_not(None),
+            AgentSession.meta["hold"].as_string().is_not(None),
+        )
+    )
+    return or_(
+        Patch.state == P.AWAITING_REVIEW,
+        and_(Patch.state.in_([str(x) for x in OPEN]), Patch.session_id.in_(held)),
+    )
+
+
 def list_patches_awaiting_review(
     db: Session,
     run_id: str | None = None,
@@ -384,15 +402,17 @@ def list_patches_awaiting_review(
     limit: int = 50,
     within: Collection[str] | None = None,
 ) -> Page[Patch]:
+    """The review queue, oldest first: what needs a human (``in_review_queue``), so a held
+    patch stays in it once approved and queued, until the hold is lifted."""
     return list_patches(
         db,
-        state=P.AWAITING_REVIEW,
         run_id=run_id,
         workstream_id=workstream_id,
         project_id=project_id,
         cursor=cursor,
         limit=limit,
         within=within,
+        where=in_review_queue(),
     )
 
 

@@ -749,6 +749,9 @@ def list_patches() -> Any:
     args = request.args
     if args.get("project_id"):
         allowed(args["project_id"])
+    queue = args.get("queue")
+    if queue not in (None, "", "review"):
+        raise ApiError(400, "invalid", "queue must be `review` (the review queue)", "queue")
     with rt().database.unit() as s:
         page = ledger.list_patches(
             s,
@@ -761,6 +764,7 @@ def list_patches() -> Any:
             limit=limit_arg(),
             within=g.token.repositories,
             archived=False,
+            where=ledger.in_review_queue() if queue == "review" else None,
         )
         items = [patch_dict(p) for p in page.items]
     return jsonify(items=items, next_cursor=page.next_cursor)

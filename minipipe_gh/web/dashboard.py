@@ -31,7 +31,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import HTTPException, InternalServerError
 from werkzeug.wrappers import Response
 
-from minipipe_gh.core import lost, people, waits
+from minipipe_gh.core import authz, lost, people, waits
+from minipipe_gh.core.authz import Actor, PullFacts
 from minipipe_gh.core.commands import Verb
 from minipipe_gh.core.errors import (
     Conflict,
@@ -46,10 +47,12 @@ from minipipe_gh.core.policy import Policy, guard_record, permission_at_least
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
+from minipipe_gh.gh import effects as effects_mod
 from minipipe_gh.gh.repo import load_policy
-from minipipe_gh.review import off_github
+from minipipe_gh.gh.rest import RepoAPI
+from minipipe_gh.review import decisions, off_github
 from minipipe_gh.store import audit, ledger, scoped, serialize, session_limits, stats
-from minipipe_gh.store.models import AgentSession, utcnow
+from minipipe_gh.store.models import AgentSession, Delivery, Patch, utcnow
 from minipipe_gh.store.signins import Viewer
 from minipipe_gh.web import charts
 from minipipe_gh.web.oauth import current_viewer
@@ -172,8 +175,9 @@ def sessions(viewer: Viewer) -> Reply:
             for sid, p in latest.items()
         }
     mine = request.args.get("mine") == "1"
+    rules = _Rules(viewer)
     on_me = {
-        x.session_id: waits.waiting_on(viewer.login, waiting[x.session_id], people.authors(x.meta))
+        x.session_id: rules.waiting_on(x, latest[x.session_id], waiting[x.session_id])
         for x in page.items
     }
     rows = [x for x in page.items if on_me[x.session_id]] if mine else page.items
@@ -207,6 +211,67 @@ def session_page(viewer: Viewer, session_id: str) -> Reply:
         history=history,
         holds=people.holds(session.meta),
     )
+
+
+class _Rules:
+    """The viewer as the rules of a comment see them, per repository, for one request:
+    their permission (the collaborator API, cached), the repository's policy. When GitHub
+    cannot say, nothing is "on them": the page must not promise what a decision refuses."""
+
+    def __init__(self, viewer: Viewer) -> None:
+        self.viewer = viewer
+        self.repos: dict[str, tuple[RepoAPI, Policy] | None] = {}
+
+    def repo(self, name: str) -> tuple[RepoAPI, Policy] | None:
+        key = name.lower()
+        if key not in self.repos:
+            self.repos[key] = self._read(name)
+        return self.repos[key]
+
+    def _read(self, name: str) -> tuple[RepoAPI, Policy] | None:
+        repo = self.viewer.repo(name)
+        if repo is None:
+            return None
+        try:
+            api = rt().github.repo(repo.installation_id, repo.full_name)
+            policy, error = load_policy(rt().github, api, None)
+        except Exception:  # noqa: BLE001 (GitHub down, refusing, or unconfigured: "unknown")
+            log.info("policy of %s unknown: nothing shown as waiting on its viewers", name)
+            return None
+        return None if error else (api, policy)  # an invalid policy: nothing moves
+
+    def actor(self, name: str, facts: PullFacts) -> Actor | None:
+        found = self.repo(name)
+        if found is None:
+            return None
+        api, policy = found
+        verbs = [Verb.APPROVE, Verb.HOLD_CANCEL]
+        try:
+            return authz.gather(api, self.viewer.login, policy, facts, verbs, need_permission=True)
+        except Exception:  # noqa: BLE001 (as above: the permission is unknown)
+            log.info("permission of %s on %s unknown", self.viewer.login, name)
+            self.repos[name.lower()] = None
+            return None
+
+    def waiting_on(
+        self, session: AgentSession, patch: Patch | None, waiting: list[waits.Wait]
+    ) -> bool:
+        """Whether the open patch waits on the viewer (``waits.waiting_on``, under ``authz``)."""
+        if patch is None or not waiting:
+            return False
+        facts = decisions.facts(session, patch)
+        actor = self.actor(session.project_id, facts)
+        found = self.repos.get(session.project_id.lower())
+        if actor is None or found is None:
+            return False
+        return waits.waiting_on(
+            actor,
+            waiting,
+            policy=found[1],
+            facts=facts,
+            holds=people.holds(session.meta),
+            approved=[a.who.login for a in people.approvals(patch.meta)],
+        )
 
 
 # -- review ---------------------------------------------------------------------------------
@@ -298,6 +363,13 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
 # -- deliveries ---------------------------------------------------------------------------------
 
 
+def resends(d: Delivery) -> str:
+    """What replaying ``d`` sends to GitHub, in words: ``worker.replay`` redoes a handled
+    delivery's writes that have not succeeded, and runs an unhandled one's handler again."""
+    unsent = effects_mod.pending([dict(e) for e in d.effects or []])
+    return lost.replay_in_words(bool(d.effects), (str(e.get("kind", "")) for e in unsent))
+
+
 @bp.get("/deliveries")
 @signed_in
 def deliveries(viewer: Viewer) -> Reply:
@@ -307,12 +379,7 @@ def deliveries(viewer: Viewer) -> Reply:
             d.delivery_id: lost.describe(d.event, d.action, d.payload, d.last_error)
             for d in page.items
         }
-        resend = {
-            d.delivery_id: lost.effects_in_words(
-                e.get("kind", "") for e in d.effects or [] if e.get("result") != "done"
-            )
-            for d in page.items
-        }
+        resend = {d.delivery_id: resends(d) for d in page.items}
     allowed = {name: _may_replay(viewer, name) for name in {d.repository for d in page.items}}
     return render_template(
         "deliveries.html",
@@ -322,6 +389,18 @@ def deliveries(viewer: Viewer) -> Reply:
         resend=resend,
         allowed=allowed,
     )
+
+
+@bp.get("/deliveries/find")
+@signed_in
+def find_delivery(viewer: Viewer) -> Reply:
+    """The deliveries page's "replay a delivery" box: to that delivery's replay page."""
+    ident = (request.args.get("delivery") or "").strip()
+    if not ident:
+        return _refusal(400, "Give the delivery's GUID (the X-GitHub-Delivery header).")
+    with rt().database.unit() as s:
+        d = scoped.visible_delivery(s, viewer, ident)
+        return redirect(url_for(".replay_page", delivery_id=d.delivery_id), 303)
 
 
 def _may_replay(viewer: Viewer, repository: str | None) -> bool:
@@ -338,17 +417,46 @@ def _may_replay(viewer: Viewer, repository: str | None) -> bool:
     return permission_at_least(permission, REPLAY_PERMISSION)
 
 
+def _replay_page(
+    viewer: Viewer, delivery_id: str, *, notice: str | None = None, status: int = 200
+) -> Reply:
+    """One delivery, what was lost and what a replay re-sends, with the confirming button."""
+    with rt().database.unit() as s:
+        d = scoped.visible_delivery(s, viewer, delivery_id)
+        described = lost.describe(d.event, d.action, d.payload, d.last_error)
+        resend = resends(d)
+    html = render_template(
+        "replay.html",
+        d=d,
+        lost=described,
+        resend=resend,
+        busy=d.status not in ("dead", "done"),
+        allowed=_may_replay(viewer, d.repository),  # GitHub is asked outside the transaction
+        needed=REPLAY_PERMISSION,
+        notice=notice,
+    )
+    return html, status
+
+
+@bp.get("/deliveries/<delivery_id>/replay")
+@signed_in
+def replay_page(viewer: Viewer, delivery_id: str) -> Reply:
+    return _replay_page(viewer, delivery_id)
+
+
 @bp.post("/deliveries/<delivery_id>/replay")
 @signed_in
 def replay(viewer: Viewer, delivery_id: str) -> Reply:
+    """A dead delivery replays at once; a finished one only once the viewer has confirmed
+    on its replay page, which says what it re-sends (``confirm`` is the status they saw)."""
     with rt().database.unit() as s:
         d = scoped.visible_delivery(s, viewer, delivery_id)
         status, repository = d.status, d.repository
-    if status != "dead":
+    if status not in ("dead", "done"):
         return _refusal(
             409,
-            f"Delivery {delivery_id} is {status}: only dead deliveries are replayed from here "
-            "(the CLI, `minipipe-gh deliveries replay`, replays any).",
+            f"Delivery {delivery_id} is {status}: the worker is still on it, so there is "
+            "nothing to replay yet.",
         )
     repo = viewer.repo(repository)
     assert repo is not None  # visible_delivery checked it
@@ -359,8 +467,16 @@ def replay(viewer: Viewer, delivery_id: str) -> Reply:
             f"@{viewer.login} has `{permission}` permission on {repo.full_name}; "
             f"replaying a delivery needs `{REPLAY_PERMISSION}` or `admin`.",
         )
+    if status == "done" and request.form.get("confirm") != "done":
+        return _replay_page(
+            viewer,
+            delivery_id,
+            status=409,
+            notice=f"Delivery {delivery_id} already finished: only dead deliveries are "
+            "replayed from here without asking. Confirm below to replay it.",
+        )
     worker.replay(rt().database, delivery_id)
-    log.info("%s replayed delivery %s from the dashboard", viewer.login, delivery_id)
+    log.info("%s replayed %s delivery %s from the dashboard", viewer.login, status, delivery_id)
     flash(f"Delivery {delivery_id} is queued again; the worker picks it up shortly.", "ok")
     return redirect(url_for(".deliveries"), 303)
 

@@ -468,13 +468,20 @@ SPEC: dict[str, Any] = {
                 "listPatches",
                 "patches",
                 "List patches, oldest first",
-                "`state=awaiting_review` is the review queue.",
+                "`queue=review` is the review queue, as the dashboard shows it: patches "
+                "awaiting review, and open patches on hold (approved or not) until the hold "
+                "is lifted.",
                 {"200": _json(_ref("PatchPage"), "A page of patches"), **_errors(*BASIC)},
                 parameters=[
                     {
                         "name": "state",
                         "in": "query",
                         "schema": {"type": "string", "enum": PATCH_STATES},
+                    },
+                    {
+                        "name": "queue",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["review"]},
                     },
                     *(
                         {"name": n, "in": "query", "schema": STR}
