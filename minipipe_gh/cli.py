@@ -517,17 +517,19 @@ def deliveries_show(ctx: Ctx, ident: str) -> None:
 def deliveries_replay(ctx: Ctx, ident: str, yes: bool) -> None:
     """Queue a delivery again (a dead one, typically).
 
-    A finished delivery's GitHub writes are sent again: it asks first, naming them."""
-    from minipipe_gh.core.lost import effects_in_words
-    from minipipe_gh.delivery.worker import find_delivery, replay
+    A finished delivery asks first, naming the GitHub writes a replay would send
+    (those that have not succeeded: nothing reaches GitHub twice)."""
+    from minipipe_gh.core.lost import replay_in_words
+    from minipipe_gh.delivery.worker import find_delivery, replay, resent_by_replay
 
     with ctx.db.unit() as s:
         found = find_delivery(s, ident)
-        status, kinds = found.status, [e.get("kind", "") for e in found.effects or []]
+        status, effects = found.status, found.effects
     if status == "done" and not yes:
+        kinds = [str(e.get("kind", "")) for e in resent_by_replay(effects)]
         click.echo(
-            f"delivery {ident} already finished: a replay runs it again and re-sends "
-            f"{effects_in_words(kinds)}",
+            f"delivery {ident} already finished: a replay sends GitHub "
+            f"{replay_in_words(bool(effects), kinds)}",
             err=True,
         )
         click.confirm("Replay it?", abort=True, err=True)

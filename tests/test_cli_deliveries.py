@@ -158,13 +158,15 @@ def test_replaying_a_finished_delivery_asks_first_and_says_what_it_re_sends(cli,
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == "d-2")).one()
         d.status = "done"
-        d.effects = [{"kind": "check_run", "result": "done"}, {"kind": "react", "result": "done"}]
+        d.effects = [
+            {"kind": "check_run", "result": "done"},
+            {"kind": "react", "result": "gave_up"},
+        ]
 
     refused = cli("deliveries", "replay", "d-2")
     assert refused.exit_code == 1  # no answer on stdin: aborted
-    assert "already finished: a replay runs it again and re-sends the check run, a reaction" in (
-        refused.stderr
-    )
+    # what the worker will really send: the write that gave up, not the check run again
+    assert "already finished: a replay sends GitHub a reaction\n" in refused.stderr
     assert "Replay it? [y/N]" in refused.stderr
     assert status_of(rt, "d-2")[0] == "done"
 
@@ -172,6 +174,23 @@ def test_replaying_a_finished_delivery_asks_first_and_says_what_it_re_sends(cli,
     assert confirmed.exit_code == 0, confirmed.output
     assert confirmed.stdout.strip() == "delivery d-2 queued again (effects)"
     assert status_of(rt, "d-2") == ("effects", 0)
+
+
+def test_replaying_a_finished_delivery_whose_writes_all_succeeded_says_none_is_repeated(
+    cli, deliver, rt
+):
+    deliver("installation", payload("installation.created"), delivery_id="d-3")
+    with rt.database.unit() as s:
+        d = s.scalars(select(Delivery).where(Delivery.delivery_id == "d-3")).one()
+        d.status = "done"
+        d.effects = [{"kind": "check_run", "result": "done"}, {"kind": "react", "result": "done"}]
+
+    refused = cli("deliveries", "replay", "d-3")
+    assert refused.exit_code == 1
+    assert (
+        "a replay sends GitHub nothing: every GitHub write it made already succeeded, "
+        "so none is repeated"
+    ) in refused.stderr
 
 
 @pytest.mark.parametrize("command", ["show", "replay"])

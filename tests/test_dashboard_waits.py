@@ -11,6 +11,7 @@ for those with the replay permission.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,22 +23,21 @@ from minipipe_gh.core.people import Hold, Person
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession, Delivery, Patch
-from tests import test_api
-from tests import test_dashboard as dash
+from tests import dashboard_support
+from tests.dashboard_support import patch_row, post, sign_in
 from tests.scenario import REPO, R
-from tests.test_api import Api, make_token
-from tests.test_dashboard import (
-    patch_row,
-    post,
-    seed_dead_delivery,
-    seed_installation,
-    seed_patch,
-    sign_in,
-)
+from tests.seed import Api, cli_runner, make_token, seed_dead_delivery, seed_installation
+from tests.seed import seed_web_patch as seed_patch
 
-# the dashboard suite's fixtures: sign-in through GitHub's web flow, the repository's side
-settings, users, sc = dash.settings, dash.users, dash.sc
-cli = test_api.cli  # the CLI against the same database
+# the dashboard's fixtures: sign-in through GitHub's web flow, the repository's side
+settings, users, sc = dashboard_support.settings, dashboard_support.users, dashboard_support.sc
+
+
+@pytest.fixture
+def cli(db_url: str, tmp_path: Path) -> Any:
+    """The CLI against the same database."""
+    return cli_runner(db_url, tmp_path)
+
 
 P = PatchState
 HOLD = Hold(Person("octo-lead", 7), "triage", "wait for the release branch", "2026-12-01T10:00")

@@ -484,8 +484,16 @@ def find_delivery(s: Any, ident: str) -> Delivery:
     return d
 
 
+def resent_by_replay(effects: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """The GitHub writes a replay performs: a handled delivery (finished or not) redoes
+    only those that have not succeeded, so nothing reaches GitHub twice; one never
+    handled has none yet (its handler runs again and decides them)."""
+    return effects_mod.pending([dict(e) for e in effects or []])
+
+
 def replay(database: Database, ident: str) -> Delivery:
-    """Queue a delivery again from the phase it stopped in (handled ones redo only effects)."""
+    """Queue a delivery again from the phase it stopped in: a handled one performs
+    ``resent_by_replay``'s writes, one never handled runs its handler again."""
     with database.unit() as s:
         d = find_delivery(s, ident)
         d.status = "effects" if d.effects else "queued"

@@ -47,7 +47,6 @@ from minipipe_gh.core.policy import Policy, guard_record, permission_at_least
 from minipipe_gh.core.session_states import SessionState
 from minipipe_gh.delivery import worker
 from minipipe_gh.delivery.runtime import Runtime
-from minipipe_gh.gh import effects as effects_mod
 from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.gh.rest import RepoAPI
 from minipipe_gh.review import decisions, off_github
@@ -364,10 +363,9 @@ def decide(viewer: Viewer, ledger_id: str, verb: str) -> Reply:
 
 
 def resends(d: Delivery) -> str:
-    """What replaying ``d`` sends to GitHub, in words: ``worker.replay`` redoes a handled
-    delivery's writes that have not succeeded, and runs an unhandled one's handler again."""
-    unsent = effects_mod.pending([dict(e) for e in d.effects or []])
-    return lost.replay_in_words(bool(d.effects), (str(e.get("kind", "")) for e in unsent))
+    """What replaying ``d`` sends to GitHub, in words (``worker.resent_by_replay``)."""
+    sent = worker.resent_by_replay(d.effects)
+    return lost.replay_in_words(bool(d.effects), (str(e.get("kind", "")) for e in sent))
 
 
 @bp.get("/deliveries")
