@@ -18,6 +18,7 @@ reset; after the last attempt the delivery is ``dead`` until replayed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
 from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.store.models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -213,6 +215,10 @@ class Worker:
         ]
         for loop in loops:
             loop.start()
+        pokes = threading.Thread(
+            target=self._hear_pokes, args=(stop,), name="minipipe-worker-pokes", daemon=True
+        )
+        pokes.start()
         # (due time, interval, job): recovery and reconciliation run at start, then periodically
         jobs: list[list[Any]] = [
             [time.monotonic(), upkeep_every_s, self.upkeep],
@@ -227,6 +233,33 @@ class Worker:
             self._step(poll_s)
         for loop in loops:
             loop.join(timeout=30)
+        pokes.join(timeout=5)  # its socket is gone once run_forever returns
+
+    def _hear_pokes(self, stop: threading.Event) -> None:
+        """Wake the loops when an inbox in another process stored deliveries (its
+        ``Poke``): a unix datagram socket in the database's wake folder."""
+        folder = wake_folder(self.database.url)
+        path = folder / f"{os.getpid()}-{id(self):x}.sock"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+        except OSError:
+            log.warning("cannot listen for pokes in %s; polling only", folder, exc_info=True)
+            return
+        sock.settimeout(0.5)
+        try:
+            while not stop.is_set():
+                try:
+                    sock.recv(16)
+                except TimeoutError:
+                    continue
+                self.wakeup.set()
+        finally:
+            sock.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self.wakeup.set()  # stopping: the loops need not wait out their poll
 
     def _loop(self, stop: threading.Event, poll_s: float) -> None:
         while not stop.is_set():

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from minipipe_gh.core.events import Event
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.inbox import insert_new, row_for
+from minipipe_gh.store.inbox import Poke, insert_new, row_for
 from minipipe_gh.store.models import AgentSession, Patch
 from minipipe_gh.store.registry import new_id
 
 EVENT = "minipipe.publish"
+_POKES: dict[str, Poke] = {}  # one per database URL: wakes the workers at once
 
 
 def publish_later(database: Database, session: AgentSession, patch: Patch) -> str | None:
@@ -33,5 +34,6 @@ def publish_later(database: Database, session: AgentSession, patch: Patch) -> st
         },
         headers={},
     )
-    insert_new(database.engine, [row_for(event)])
+    if insert_new(database.engine, [row_for(event)]):
+        _POKES.setdefault(database.url, Poke(database.url))()
     return event.delivery_id
