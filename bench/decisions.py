@@ -291,6 +291,7 @@ def run_ours(
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
         done_ok = wait_done(url, [r.delivery for r, _d in items if 200 <= r.status < 300], 30)
+        stats = e2e.fake_get(fake_port, "/_fake/stats")  # the reactions after the last update
         cpu1, fake1, m1 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
     finally:
         with ThreadPoolExecutor(2) as pool:

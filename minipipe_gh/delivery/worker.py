@@ -28,6 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -130,11 +131,19 @@ class Worker:
         self.recover_every_s = recover_every_s
         self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
         self.seen = installations.Seen()  # repositories known to be recorded
+        self._acting_for = threading.local()  # .holder: whose lease a writer thread uses
+        # run_forever's writer threads: a delivery's GitHub writes wait there, so its loop
+        # handles the next delivery meanwhile (None: effects run in the claiming thread)
+        self._writers: ThreadPoolExecutor | None = None
+        self._writer_slots: threading.Semaphore | None = None
 
     @property
     def worker_id(self) -> str:
         """Who holds a lease: each of a worker's threads is a holder of its own, so one
         thread that stalled past its lease cannot mistake a sibling's claim for its own."""
+        holder = getattr(self._acting_for, "holder", None)
+        if holder is not None:  # a writer thread performing effects for a loop's claim
+            return holder
         thread = threading.current_thread()
         if thread is threading.main_thread():
             return self.base_id
@@ -203,10 +212,23 @@ class Worker:
         threads: int = 1,
         poll_s: float = 0.2,
         upkeep_every_s: float = 600.0,
+        writers_per_thread: int = 2,
     ) -> None:
         """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
-        deliveries (a delivery's wait on GitHub no longer holds up the others)."""
+        deliveries (a delivery's wait on GitHub no longer holds up the others).
+
+        A handled delivery's GitHub writes go to one of ``threads * writers_per_thread``
+        writer threads, under the claiming loop's lease, and the loop claims the next
+        delivery meanwhile: the writes are round trips that wait on GitHub, not CPU. The
+        delivery stays pending (``effects``) until they finish, so the next one of its
+        pull request still waits for it; a loop waits for a free writer before handing
+        over another, so no claim waits in a queue while its lease runs out.
+        """
         log.info("worker %s started with %d thread(s)", self.worker_id, threads)
+        if writers_per_thread > 0:
+            size = threads * writers_per_thread
+            self._writers = ThreadPoolExecutor(size, thread_name_prefix="minipipe-writer")
+            self._writer_slots = threading.Semaphore(size)
         loops = [
             threading.Thread(
                 target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
@@ -234,6 +256,9 @@ class Worker:
         for loop in loops:
             loop.join(timeout=30)
         pokes.join(timeout=5)  # its socket is gone once run_forever returns
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)  # writes under way finish and are recorded
+            self._writers = self._writer_slots = None
 
     def _hear_pokes(self, stop: threading.Event) -> None:
         """Wake the loops when an inbox in another process stored deliveries (its
@@ -327,8 +352,56 @@ class Worker:
         with logs.for_delivery(ident), counting_github_calls() as calls:
             try:
                 pending = self._handle(seq, attempt) if phase == "queued" else self._effects_of(seq)
-                if pending is None:
-                    return Outcome(ident, "lost")
+            except Exception as err:
+                outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
+                self._record(
+                    name, outcome, attempt, started, 1000 * (time.thread_time() - cpu_started)
+                )
+                return outcome
+            if pending is None:
+                return Outcome(ident, "lost")
+            cpu_ms = 1000 * (time.thread_time() - cpu_started)
+        job = (seq, ident, name, attempt, installation_id, pending, started, cpu_ms, list(calls))
+        if pending and self._writers is not None and self._writer_slots is not None:
+            self._writer_slots.acquire()
+            holder = self.worker_id
+            try:
+                self._writers.submit(self._write_for, holder, job)
+            except RuntimeError:  # shutting down: write here instead
+                self._writer_slots.release()
+            else:
+                return Outcome(ident, "writing", len(calls))
+        return self._complete(*job)
+
+    def _write_for(self, holder: str, job: tuple[Any, ...]) -> None:
+        """A writer thread: perform a claim's writes under its loop's lease."""
+        self._acting_for.holder = holder
+        try:
+            self._complete(*job)
+        except Exception:
+            log.exception("writer failed; the lease will expire")
+        finally:
+            self._acting_for.holder = None
+            if self._writer_slots is not None:
+                self._writer_slots.release()
+
+    def _complete(
+        self,
+        seq: int,
+        ident: str,
+        name: str,
+        attempt: int,
+        installation_id: int | None,
+        pending: list[dict[str, Any]],
+        started: float,
+        cpu_ms: float,
+        calls_so_far: list[str],
+    ) -> Outcome:
+        """Perform the writes still pending, then settle the delivery (done, retry, dead)."""
+        cpu_started = time.thread_time()
+        with logs.for_delivery(ident), counting_github_calls() as calls:
+            calls.extend(calls_so_far)
+            try:
                 if pending:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
@@ -347,18 +420,23 @@ class Worker:
                 outcome = Outcome(ident, "lost", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
-            label = event_label(name)  # a replayed body can carry any event header
-            PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
-            DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
-            log.info(  # the CPU this thread spent: benches sum it per event kind
-                "%s %s after attempt %d, %d GitHub calls, %.2f ms CPU",
-                name,
-                outcome.status,
-                attempt,
-                len(calls),
-                1000 * (time.thread_time() - cpu_started),
-            )
+            cpu_ms += 1000 * (time.thread_time() - cpu_started)
+            self._record(name, outcome, attempt, started, cpu_ms)
         return outcome
+
+    @staticmethod
+    def _record(name: str, outcome: Outcome, attempt: int, started: float, cpu_ms: float) -> None:
+        label = event_label(name)  # a replayed body can carry any event header
+        PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
+        DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
+        log.info(  # the CPU its threads spent: benches sum it per event kind
+            "%s %s after attempt %d, %d GitHub calls, %.2f ms CPU",
+            name,
+            outcome.status,
+            attempt,
+            outcome.github_calls,
+            cpu_ms,
+        )
 
     def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
         """Run the handlers; their changes and the delivery's next phase commit together,
