@@ -406,12 +406,19 @@ class Worker:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
-                    results = effects_mod.perform(
-                        ectx,
-                        pending,
-                        progress=lambda state: self._progress(seq, state),
-                        refused=lambda spec, err: self._refused(ident, spec, err),
-                    )
+                    progress = _Progress(self, seq)
+                    try:
+                        results = effects_mod.perform(
+                            ectx,
+                            pending,
+                            progress=progress,
+                            refused=lambda spec, err: self._refused(ident, spec, err),
+                        )
+                    except LeaseLost:
+                        raise
+                    except Exception:
+                        progress.save()  # what succeeded before the failure: a retry skips it
+                        raise
                     if not self._finish(seq, results):
                         return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
@@ -494,6 +501,16 @@ class Worker:
         except LeaseLost:
             return False
         return True
+
+    def _hold(self, seq: int) -> None:
+        """Between two writes: still this worker's, in ``effects``? (a read, no write turn;
+        LeaseLost if another worker holds the delivery now: this one must write no more)."""
+        with self.database.unit(write=False) as s:
+            row = s.execute(
+                select(Delivery.status, Delivery.lease_owner).where(Delivery.seq == seq)
+            ).first()
+        if row is None or tuple(row) != ("effects", self.worker_id):
+            raise LeaseLost
 
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
@@ -583,6 +600,25 @@ class Worker:
         else:
             log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return outcome
+
+
+class _Progress:
+    """A delivery's writes so far. Between writes only the lease is checked; the list is
+    saved once, when a write fails (a retry then performs only the rest). When every
+    write succeeds the finish saves it with ``done``: one write turn, not one per write.
+    A worker that dies between writes redoes them on the retry: each is idempotent."""
+
+    def __init__(self, worker: Worker, seq: int) -> None:
+        self.worker, self.seq = worker, seq
+        self.state: list[dict[str, Any]] | None = None
+
+    def __call__(self, state: list[dict[str, Any]]) -> None:
+        self.worker._hold(self.seq)
+        self.state = [dict(e) for e in state]
+
+    def save(self) -> None:
+        if self.state is not None:
+            self.worker._progress(self.seq, self.state)
 
 
 # -- operator actions ------------------------------------------------------------
