@@ -65,6 +65,17 @@ BASE_DELAY_S = 2.0
 MAX_DELAY_S = 15 * 60
 
 
+# What a claim returns of each row it leased: all that ``process`` needs to start.
+_CLAIMED = (
+    Delivery.seq,
+    Delivery.delivery_id,
+    Delivery.event,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.installation_id,
+)
+
+
 class LeaseLost(Exception):
     """Another worker holds the delivery now: this attempt must change nothing."""
 
@@ -131,6 +142,8 @@ class Worker:
         self.recover_every_s = recover_every_s
         self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
         self.seen = installations.Seen()  # repositories known to be recorded
+        # (seq, holder) -> the claimed row's fields (_CLAIMED), until ``process`` takes them
+        self._claimed: dict[tuple[int, str], tuple[Any, ...]] = {}
         self._acting_for = threading.local()  # .holder: whose lease a writer thread uses
         # run_forever's writer threads: a delivery's GitHub writes wait there, so its loop
         # handles the next delivery meanwhile (None: effects run in the claiming thread)
@@ -154,7 +167,7 @@ class Worker:
     def claim(self, limit: int = 10) -> list[int]:
         """Lease up to ``limit`` due deliveries, each the head of its order key."""
         now = self.clock()
-        d, e = Delivery, aliased(Delivery)
+        d, e = aliased(Delivery, name="head"), aliased(Delivery)
         earlier_pending = exists().where(
             e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
         )
@@ -169,32 +182,40 @@ class Worker:
             .order_by(d.seq)
             .limit(limit)
         )
-        if not self.database.is_sqlite:
-            q = q.with_for_update(skip_locked=True, of=d)
-        with self.database.unit() as s:
-            seqs = s.scalars(q).all()
-            if not seqs:
-                return []
-            # One compare-and-set for the batch: a row another worker leased meanwhile
-            # no longer matches and is simply not returned.
-            claimed = sorted(
-                s.scalars(
-                    update(Delivery)
-                    .where(
-                        Delivery.seq.in_(seqs),
-                        Delivery.status.in_(PENDING),
-                        or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-                    )
-                    .values(
-                        lease_owner=self.worker_id,
-                        lease_expires_at=now + self.lease,
-                        attempts=Delivery.attempts + 1,
-                    )
-                    .returning(Delivery.seq)
-                    .execution_options(synchronize_session=False)
-                ).all()
+        # One compare-and-set for the batch: a row another worker leased meanwhile
+        # no longer matches and is simply not returned.
+        lease = (
+            update(Delivery)
+            .where(
+                Delivery.status.in_(PENDING),
+                or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
             )
-        return claimed
+            .values(
+                lease_owner=self.worker_id,
+                lease_expires_at=now + self.lease,
+                attempts=Delivery.attempts + 1,
+            )
+            .returning(*_CLAIMED)
+            .execution_options(synchronize_session=False)
+        )
+        with self.database.unit() as s:
+            if self.database.is_sqlite:
+                # Looked for first without the write lock (an idle poll writes nothing),
+                # then chosen again and leased in one statement under it: threads and
+                # processes claiming at once each get a head of their own, instead of
+                # all picking the same one and all but one coming back empty.
+                if s.scalar(q) is None:
+                    return []
+                rows = s.execute(lease.where(Delivery.seq.in_(q.scalar_subquery()))).all()
+            else:
+                seqs = s.scalars(q.with_for_update(skip_locked=True, of=d)).all()
+                if not seqs:
+                    return []
+                rows = s.execute(lease.where(Delivery.seq.in_(seqs))).all()
+        holder = self.worker_id
+        for row in rows:  # what ``process`` needs, without reading the row again
+            self._claimed[(row.seq, holder)] = tuple(row)[1:]
+        return sorted(row.seq for row in rows)
 
     # -- running ----------------------------------------------------------------
 
@@ -343,11 +364,13 @@ class Worker:
             log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
 
     def process(self, seq: int) -> Outcome:
-        with self.database.unit(write=False) as s:
-            d = s.get(Delivery, seq)
-            assert d is not None
-            ident, name, phase, attempt = d.delivery_id, d.event, d.status, d.attempts
-            installation_id = d.installation_id
+        claimed = self._claimed.pop((seq, self.worker_id), None)
+        if claimed is None:  # not claimed by this thread just now: as the row is
+            with self.database.unit(write=False) as s:
+                d = s.get(Delivery, seq)
+                assert d is not None
+                claimed = (d.delivery_id, d.event, d.status, d.attempts, d.installation_id)
+        ident, name, phase, attempt, installation_id = claimed
         started, cpu_started = time.perf_counter(), time.thread_time()
         with logs.for_delivery(ident), counting_github_calls() as calls:
             try:
