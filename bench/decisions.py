@@ -272,11 +272,26 @@ def run_ours(
                 port, "issue_comment", rec.delivery, pr.bodies["approve"], ingest.SECRET
             )
             items.append((rec, data))
+        spy = None
+        if args.py_spy:  # the worker's timed phase under py-spy, all threads (collapsed stacks)
+            assert worker.proc is not None
+            out = args.py_spy / f"{tag}-worker.txt"
+            spy = subprocess.Popen(
+                [str(BIN / "py-spy"), "record", "--threads", "--pid", str(worker.proc.pid)]
+                + ["--format", "raw", "-r", "250", "-o", str(out), "--nonblocking"],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            time.sleep(1.0)
         cpu0, fake0, m0 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
         since = time.time()
         send_all(port, items, args.clients)
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
         done_ok = wait_done(url, [r.delivery for r, _d in items if 200 <= r.status < 300], 30)
+        stats = e2e.fake_get(fake_port, "/_fake/stats")  # the reactions after the last update
         cpu1, fake1, m1 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
     finally:
         with ThreadPoolExecutor(2) as pool:
@@ -554,6 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker-threads", type=int, default=4)
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "probot"])
+    ap.add_argument("--py-spy", type=Path, help="record the worker with py-spy into this folder")
     ap.add_argument("--probot-dir", type=Path, help="reuse a folder where probot is installed")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = ap.parse_args(argv)

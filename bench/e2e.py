@@ -65,6 +65,7 @@ import hmac
 import http.client
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -176,6 +177,7 @@ def inline_app() -> Any:
             return f"{err.status} Refused", {"error": str(err)}
         if event.name == "ping":
             return "200 OK", {"ok": True}
+        cpu_started = time.thread_time()
         with logs.for_delivery(event.delivery_id):
             try:
                 with rt.database.unit() as s:
@@ -190,9 +192,31 @@ def inline_app() -> Any:
             except Exception as err:  # Probot answers 500 when a handler throws
                 log.exception("inline handling failed")
                 return "500 Internal Server Error", {"error": str(err)}
+        note_cpu(event.delivery_id, 1000 * (time.thread_time() - cpu_started))
         return "200 OK", {"ok": True, "delivery": event.delivery_id}
 
     return app
+
+
+def note_cpu(delivery: str, cpu_ms: float) -> None:
+    """The inline app's CPU per handled delivery (its thread's), for the per-kind table:
+    one line per delivery in ``BENCH_CPU_LOG``, as the worker logs its own."""
+    path = os.environ.get("BENCH_CPU_LOG")
+    if path:
+        with open(f"{path}.{os.getpid()}", "a") as f:
+            f.write(f"[delivery={delivery}] {cpu_ms:.3f} ms CPU\n")
+
+
+CPU_LINE = re.compile(r"\[delivery=(\S+)\] .*?([\d.]+) ms CPU$", re.M)
+
+
+def handler_cpu(work: Path, key: str) -> dict[str, float]:
+    """Delivery id -> CPU ms its handling thread spent (worker logs, or the inline app's)."""
+    found: dict[str, float] = {}
+    for path in [*work.glob(f"{key}-worker*.log"), *work.glob(f"cpu-{key}.log.*")]:
+        for ident, cpu in CPU_LINE.findall(path.read_text(errors="replace")):
+            found[ident] = found.get(ident, 0.0) + float(cpu)  # retries add up
+    return found
 
 
 # --------------------------------------------------------------------------- deliveries
@@ -516,6 +540,7 @@ class Outcome:
     prs: list[PR]
     connections: int = 0
     tokens: int = 0
+    handler_cpu: dict[str, float] = field(default_factory=dict)  # delivery -> CPU ms
     unattributed: collections.Counter[str] = field(default_factory=collections.Counter)
 
     @property
@@ -601,6 +626,7 @@ def run_config(
     env["GITHUB_API_URL"] = f"http://{HOST}:{fake_port}"
     env["MINIPIPE_INSTANCE_PATH"] = str(work / f"instance-{cfg.key}")
     env["PYTHONPATH"] = os.pathsep.join((str(ROOT), str(BENCH)))
+    env["BENCH_CPU_LOG"] = str(work / f"cpu-{cfg.key}.log")
 
     port = ingest.free_port()
     if args.server == "gunicorn":
@@ -684,6 +710,7 @@ def run_config(
         elapsed,
         prs,
         connections=int(stats.get("connections", 0)),
+        handler_cpu=handler_cpu(work, cfg.key),
     )
     attribute(out)
     return out
@@ -998,6 +1025,33 @@ def report(outs: list[Outcome], args: argparse.Namespace) -> bool:
                 f"{100 * c['machine'] / (o.elapsed * (os.cpu_count() or 1)):.0f}",
             ]
         )
+    table(header, rows)
+
+    print()
+    print(
+        "CPU ms per handled delivery, by event kind (mean; the handling thread's CPU: the\n"
+        "worker's, or the inline app's request thread), then every app process's CPU per\n"
+        "delivery (ours: web + workers; inline: web):"
+    )
+    header = ["event", *[o.cfg.key for o in outs]]
+    rows = []
+    for step in STEPS:
+        row = [LABEL[step]]
+        for o in outs:
+            vals = [
+                o.handler_cpu[r.delivery]
+                for r in o.done
+                if r.step == step and r.delivery in o.handler_cpu
+            ]
+            row.append(f"{sum(vals) / len(vals):.1f}" if vals else "-")
+        rows.append(row)
+    ack = ["web (ack path, per delivery)"]
+    every = ["all app processes, per delivery"]
+    for o in outs:
+        n = max(1, len(o.done))
+        ack.append("-" if o.cfg.inline else f"{1000 * o.cpu['web'] / n:.1f}")
+        every.append(f"{1000 * (o.cpu['web'] + o.cpu['workers']) / n:.1f}")
+    rows += [ack, every]
     table(header, rows)
 
     print()

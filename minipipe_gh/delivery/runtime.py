@@ -68,6 +68,7 @@ class Runtime:
         )
 
     def worker(self, **kw: object) -> Worker:
+        kw.setdefault("executors", writes.EXECUTORS)
         return Worker(
             self.database,
             self.router,
@@ -76,7 +77,6 @@ class Runtime:
             lease_seconds=self.settings.lease_seconds,
             reconcile_every_s=self.settings.reconcile_seconds,
             recover_every_s=self.settings.recover_seconds,
-            executors=writes.EXECUTORS,
             **kw,  # type: ignore[arg-type]
         )
 

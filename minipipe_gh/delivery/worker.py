@@ -18,6 +18,7 @@ reset; after the last attempt the delivery is ``dead`` until replayed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -53,6 +55,7 @@ from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
 from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.store.models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
@@ -60,6 +63,17 @@ log = logging.getLogger(__name__)
 PENDING = ("queued", "effects")
 BASE_DELAY_S = 2.0
 MAX_DELAY_S = 15 * 60
+
+
+# What a claim returns of each row it leased: all that ``process`` needs to start.
+_CLAIMED = (
+    Delivery.seq,
+    Delivery.delivery_id,
+    Delivery.event,
+    Delivery.status,
+    Delivery.attempts,
+    Delivery.installation_id,
+)
 
 
 class LeaseLost(Exception):
@@ -130,11 +144,21 @@ class Worker:
         self.recover_every_s = recover_every_s
         self.recovery = RecoveryMemo()  # what earlier recovery runs saw and asked for
         self.seen = installations.Seen()  # repositories known to be recorded
+        # (seq, holder) -> the claimed row's fields (_CLAIMED), until ``process`` takes them
+        self._claimed: dict[tuple[int, str], tuple[Any, ...]] = {}
+        self._acting_for = threading.local()  # .holder: whose lease a writer thread uses
+        # run_forever's writer threads: a delivery's GitHub writes wait there, so its loop
+        # handles the next delivery meanwhile (None: effects run in the claiming thread)
+        self._writers: ThreadPoolExecutor | None = None
+        self._writer_slots: threading.Semaphore | None = None
 
     @property
     def worker_id(self) -> str:
         """Who holds a lease: each of a worker's threads is a holder of its own, so one
         thread that stalled past its lease cannot mistake a sibling's claim for its own."""
+        holder = getattr(self._acting_for, "holder", None)
+        if holder is not None:  # a writer thread performing effects for a loop's claim
+            return holder
         thread = threading.current_thread()
         if thread is threading.main_thread():
             return self.base_id
@@ -145,7 +169,7 @@ class Worker:
     def claim(self, limit: int = 10) -> list[int]:
         """Lease up to ``limit`` due deliveries, each the head of its order key."""
         now = self.clock()
-        d, e = Delivery, aliased(Delivery)
+        d, e = aliased(Delivery, name="head"), aliased(Delivery)
         earlier_pending = exists().where(
             e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
         )
@@ -160,32 +184,40 @@ class Worker:
             .order_by(d.seq)
             .limit(limit)
         )
-        if not self.database.is_sqlite:
-            q = q.with_for_update(skip_locked=True, of=d)
-        with self.database.unit() as s:
-            seqs = s.scalars(q).all()
-            if not seqs:
-                return []
-            # One compare-and-set for the batch: a row another worker leased meanwhile
-            # no longer matches and is simply not returned.
-            claimed = sorted(
-                s.scalars(
-                    update(Delivery)
-                    .where(
-                        Delivery.seq.in_(seqs),
-                        Delivery.status.in_(PENDING),
-                        or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-                    )
-                    .values(
-                        lease_owner=self.worker_id,
-                        lease_expires_at=now + self.lease,
-                        attempts=Delivery.attempts + 1,
-                    )
-                    .returning(Delivery.seq)
-                    .execution_options(synchronize_session=False)
-                ).all()
+        # One compare-and-set for the batch: a row another worker leased meanwhile
+        # no longer matches and is simply not returned.
+        lease = (
+            update(Delivery)
+            .where(
+                Delivery.status.in_(PENDING),
+                or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
             )
-        return claimed
+            .values(
+                lease_owner=self.worker_id,
+                lease_expires_at=now + self.lease,
+                attempts=Delivery.attempts + 1,
+            )
+            .returning(*_CLAIMED)
+            .execution_options(synchronize_session=False)
+        )
+        with self.database.unit() as s:
+            if self.database.is_sqlite:
+                # Looked for first without the write lock (an idle poll writes nothing),
+                # then chosen again and leased in one statement under it: threads and
+                # processes claiming at once each get a head of their own, instead of
+                # all picking the same one and all but one coming back empty.
+                if s.scalar(q) is None:
+                    return []
+                rows = s.execute(lease.where(Delivery.seq.in_(q.scalar_subquery()))).all()
+            else:
+                seqs = s.scalars(q.with_for_update(skip_locked=True, of=d)).all()
+                if not seqs:
+                    return []
+                rows = s.execute(lease.where(Delivery.seq.in_(seqs))).all()
+        holder = self.worker_id
+        for row in rows:  # what ``process`` needs, without reading the row again
+            self._claimed[(row.seq, holder)] = tuple(row)[1:]
+        return sorted(row.seq for row in rows)
 
     # -- running ----------------------------------------------------------------
 
@@ -203,10 +235,23 @@ class Worker:
         threads: int = 1,
         poll_s: float = 0.2,
         upkeep_every_s: float = 600.0,
+        writers_per_thread: int = 2,
     ) -> None:
         """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
-        deliveries (a delivery's wait on GitHub no longer holds up the others)."""
+        deliveries (a delivery's wait on GitHub no longer holds up the others).
+
+        A handled delivery's GitHub writes go to one of ``threads * writers_per_thread``
+        writer threads, under the claiming loop's lease, and the loop claims the next
+        delivery meanwhile: the writes are round trips that wait on GitHub, not CPU. The
+        delivery stays pending (``effects``) until they finish, so the next one of its
+        pull request still waits for it; a loop waits for a free writer before handing
+        over another, so no claim waits in a queue while its lease runs out.
+        """
         log.info("worker %s started with %d thread(s)", self.worker_id, threads)
+        if writers_per_thread > 0:
+            size = threads * writers_per_thread
+            self._writers = ThreadPoolExecutor(size, thread_name_prefix="minipipe-writer")
+            self._writer_slots = threading.Semaphore(size)
         loops = [
             threading.Thread(
                 target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
@@ -215,6 +260,10 @@ class Worker:
         ]
         for loop in loops:
             loop.start()
+        pokes = threading.Thread(
+            target=self._hear_pokes, args=(stop,), name="minipipe-worker-pokes", daemon=True
+        )
+        pokes.start()
         # (due time, interval, job): recovery and reconciliation run at start, then periodically
         jobs: list[list[Any]] = [
             [time.monotonic(), upkeep_every_s, self.upkeep],
@@ -229,6 +278,36 @@ class Worker:
             self._step(poll_s)
         for loop in loops:
             loop.join(timeout=30)
+        pokes.join(timeout=5)  # its socket is gone once run_forever returns
+        if self._writers is not None:
+            self._writers.shutdown(wait=True)  # writes under way finish and are recorded
+            self._writers = self._writer_slots = None
+
+    def _hear_pokes(self, stop: threading.Event) -> None:
+        """Wake the loops when an inbox in another process stored deliveries (its
+        ``Poke``): a unix datagram socket in the database's wake folder."""
+        folder = wake_folder(self.database.url)
+        path = folder / f"{os.getpid()}-{id(self):x}.sock"
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+        except OSError:
+            log.warning("cannot listen for pokes in %s; polling only", folder, exc_info=True)
+            return
+        sock.settimeout(0.5)
+        try:
+            while not stop.is_set():
+                try:
+                    sock.recv(16)
+                except TimeoutError:
+                    continue
+                self.wakeup.set()
+        finally:
+            sock.close()
+            with contextlib.suppress(OSError):
+                path.unlink()
+            self.wakeup.set()  # stopping: the loops need not wait out their poll
 
     def _loop(self, stop: threading.Event, poll_s: float) -> None:
         while not stop.is_set():
@@ -287,28 +366,85 @@ class Worker:
             log.info("asked GitHub to redeliver %d missed deliveries", len(result.asked))
 
     def process(self, seq: int) -> Outcome:
-        with self.database.unit() as s:
-            d = s.get(Delivery, seq)
-            assert d is not None
-            ident, name, phase, attempt = d.delivery_id, d.event, d.status, d.attempts
-            installation_id = d.installation_id
-        started = time.perf_counter()
+        claimed = self._claimed.pop((seq, self.worker_id), None)
+        if claimed is None:  # not claimed by this thread just now: as the row is
+            with self.database.unit() as s:
+                d = s.get(Delivery, seq)
+                assert d is not None
+                claimed = (d.delivery_id, d.event, d.status, d.attempts, d.installation_id)
+        ident, name, phase, attempt, installation_id = claimed
+        started, cpu_started = time.perf_counter(), time.thread_time()
         with logs.for_delivery(ident), counting_github_calls() as calls:
             try:
                 pending = self._handle(seq, attempt) if phase == "queued" else self._effects_of(seq)
-                if pending is None:
-                    return Outcome(ident, "lost")
+            except Exception as err:
+                outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
+                self._record(
+                    name, outcome, attempt, started, 1000 * (time.thread_time() - cpu_started)
+                )
+                return outcome
+            if pending is None:
+                return Outcome(ident, "lost")
+            cpu_ms = 1000 * (time.thread_time() - cpu_started)
+        job = (seq, ident, name, attempt, installation_id, pending, started, cpu_ms, list(calls))
+        if pending and self._writers is not None and self._writer_slots is not None:
+            self._writer_slots.acquire()
+            holder = self.worker_id
+            try:
+                self._writers.submit(self._write_for, holder, job)
+            except RuntimeError:  # shutting down: write here instead
+                self._writer_slots.release()
+            else:
+                return Outcome(ident, "writing", len(calls))
+        return self._complete(*job)
+
+    def _write_for(self, holder: str, job: tuple[Any, ...]) -> None:
+        """A writer thread: perform a claim's writes under its loop's lease."""
+        self._acting_for.holder = holder
+        try:
+            self._complete(*job)
+        except Exception:
+            log.exception("writer failed; the lease will expire")
+        finally:
+            self._acting_for.holder = None
+            if self._writer_slots is not None:
+                self._writer_slots.release()
+
+    def _complete(
+        self,
+        seq: int,
+        ident: str,
+        name: str,
+        attempt: int,
+        installation_id: int | None,
+        pending: list[dict[str, Any]],
+        started: float,
+        cpu_ms: float,
+        calls_so_far: list[str],
+    ) -> Outcome:
+        """Perform the writes still pending, then settle the delivery (done, retry, dead)."""
+        cpu_started = time.thread_time()
+        with logs.for_delivery(ident), counting_github_calls() as calls:
+            calls.extend(calls_so_far)
+            try:
                 if pending:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
-                    results = effects_mod.perform(
-                        ectx,
-                        pending,
-                        self.executors,
-                        progress=lambda state: self._progress(seq, state),
-                        refused=lambda spec, err: self._refused(ident, spec, err),
-                    )
+                    progress = _Progress(self, seq)
+                    try:
+                        results = effects_mod.perform(
+                            ectx,
+                            pending,
+                            self.executors,
+                            progress=progress,
+                            refused=lambda spec, err: self._refused(ident, spec, err),
+                        )
+                    except LeaseLost:
+                        raise
+                    except Exception:
+                        progress.save()  # what succeeded before the failure: a retry skips it
+                        raise
                     if not self._finish(seq, results):
                         return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
@@ -317,13 +453,23 @@ class Worker:
                 outcome = Outcome(ident, "lost", len(calls))
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
-            label = event_label(name)  # a replayed body can carry any event header
-            PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
-            DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
-            log.info(
-                "%s %s after attempt %d, %d GitHub calls", name, outcome.status, attempt, len(calls)
-            )
+            cpu_ms += 1000 * (time.thread_time() - cpu_started)
+            self._record(name, outcome, attempt, started, cpu_ms)
         return outcome
+
+    @staticmethod
+    def _record(name: str, outcome: Outcome, attempt: int, started: float, cpu_ms: float) -> None:
+        label = event_label(name)  # a replayed body can carry any event header
+        PROCESSING_SECONDS.labels(label).observe(time.perf_counter() - started)
+        DELIVERIES_PROCESSED.labels(label, outcome.status).inc()
+        log.info(  # the CPU its threads spent: benches sum it per event kind
+            "%s %s after attempt %d, %d GitHub calls, %.2f ms CPU",
+            name,
+            outcome.status,
+            attempt,
+            outcome.github_calls,
+            cpu_ms,
+        )
 
     def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
         """Run the handlers; their changes and the delivery's next phase commit together,
@@ -381,6 +527,16 @@ class Worker:
         except LeaseLost:
             return False
         return True
+
+    def _hold(self, seq: int) -> None:
+        """Between two writes: still this worker's, in ``effects``? (a read, no write turn;
+        LeaseLost if another worker holds the delivery now: this one must write no more)."""
+        with self.database.unit() as s:
+            row = s.execute(
+                select(Delivery.status, Delivery.lease_owner).where(Delivery.seq == seq)
+            ).first()
+        if row is None or tuple(row) != ("effects", self.worker_id):
+            raise LeaseLost
 
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
@@ -470,6 +626,25 @@ class Worker:
         else:
             log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return outcome
+
+
+class _Progress:
+    """A delivery's writes so far. Between writes only the lease is checked; the list is
+    saved once, when a write fails (a retry then performs only the rest). When every
+    write succeeds the finish saves it with ``done``: one write turn, not one per write.
+    A worker that dies between writes redoes them on the retry: each is idempotent."""
+
+    def __init__(self, worker: Worker, seq: int) -> None:
+        self.worker, self.seq = worker, seq
+        self.state: list[dict[str, Any]] | None = None
+
+    def __call__(self, state: list[dict[str, Any]]) -> None:
+        self.worker._hold(self.seq)
+        self.state = [dict(e) for e in state]
+
+    def save(self) -> None:
+        if self.state is not None:
+            self.worker._progress(self.seq, self.state)
 
 
 # -- operator actions ------------------------------------------------------------

@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import Iterator
@@ -117,16 +118,38 @@ def end_write_turn(info: dict[str, Any]) -> None:
     fd = info.pop("writer_lock", None)
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the flock
+    turn = info.pop("writer_turn", None)
+    if turn is not None:
+        turn.release()
+
+
+# One lock per SQLite file for the threads of this process: they wait their turn on it,
+# asleep, and only its holder tries the flock. Threads polling the flock themselves
+# burnt a quarter of a busy worker's CPU (a try, a sleep and the GIL every 0.2-2 ms each).
+_TURNS: dict[str, threading.Lock] = {}
+_TURNS_LOCK = threading.Lock()
+
+
+def _thread_turn(lock_path: str) -> threading.Lock:
+    turn = _TURNS.get(lock_path)
+    if turn is None:
+        with _TURNS_LOCK:
+            turn = _TURNS.setdefault(lock_path, threading.Lock())
+    return turn
 
 
 def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -> None:
-    """Writers of one SQLite file (threads and processes alike) wait their turn on an
-    flock beside it: a waiter wakes within milliseconds of the lock's release, where
-    SQLite's own busy handler sleeps up to 100 ms between tries."""
+    """Writers of one SQLite file wait their turn: the threads of a process on a lock
+    of its own, then the processes on an flock beside the file (a waiter wakes within
+    milliseconds of the lock's release, where SQLite's own busy handler sleeps up to
+    100 ms between tries)."""
     if "writer_lock" in info:
         return
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout_s
+    turn = _thread_turn(lock_path)
+    if not turn.acquire(timeout=max(timeout_s, 0.0)):
+        return  # SQLite's own lock then answers "database is locked"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     pause = 0.0002
     while True:
         try:
@@ -135,10 +158,12 @@ def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -
         except BlockingIOError:
             if time.monotonic() > deadline:
                 os.close(fd)
+                turn.release()
                 return  # SQLite's own lock then answers "database is locked"
             time.sleep(pause)
             pause = min(pause * 2, 0.002)
     info["writer_lock"] = fd
+    info["writer_turn"] = turn
 
 
 class Database:
@@ -194,6 +219,7 @@ def _after_fork_in_child() -> None:
     connections: it drops them without closing them (SQLAlchemy's recipe for forks)."""
     for database in list(_LIVE):
         database.engine.dispose(close=False)
+    _TURNS.clear()  # a lock some parent thread held at the fork would never be released
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

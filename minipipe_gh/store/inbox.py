@@ -11,14 +11,18 @@ tells which rows were new.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
+import socket
 import sqlite3
+import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -43,6 +47,48 @@ GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._lead
 CHECKPOINT_EVERY_S = 1.0
 WAL_TRUNCATE_QUIET_S = 30.0
 WRITE_TRIES = 5
+POKE_RELIST_S = 1.0  # how often a poker looks for workers started since
+
+
+def wake_folder(url: str) -> Path:
+    """Where the workers of one database listen for pokes: a folder of unix datagram
+    sockets, named after the database URL, which web and worker processes share."""
+    digest = hashlib.sha256(url.encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"minipipe-wake-{os.getuid()}-{digest}"
+
+
+class Poke:
+    """Wakes the workers of other processes the moment new deliveries are stored,
+    instead of their next poll: one datagram to each worker's socket in
+    ``wake_folder``. Sent after the commit, from the committing thread, and never
+    waited on (non-blocking; a full, gone or stale socket is skipped), so the
+    acknowledgement costs a few microseconds more, not a round trip. Works the
+    same on both backends; a worker on another machine still polls."""
+
+    def __init__(self, url: str) -> None:
+        self.folder = wake_folder(url)
+        self._sock: socket.socket | None = None
+        self._pid = 0
+        self._targets: list[str] = []
+        self._listed = -POKE_RELIST_S
+
+    def __call__(self) -> None:
+        now = time.monotonic()
+        if now - self._listed >= POKE_RELIST_S:
+            self._listed = now
+            try:
+                self._targets = [str(p) for p in self.folder.glob("*.sock")]
+            except OSError:
+                self._targets = []
+        if not self._targets:
+            return
+        if self._sock is None or self._pid != os.getpid():  # a socket per process
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sock.setblocking(False)
+            self._pid = os.getpid()
+        for target in self._targets:
+            with contextlib.suppress(OSError):  # full (a poke is already waiting) or gone
+                self._sock.sendto(b"!", target)
 
 
 # The columns an inbox row sets, in the INSERT's order; ``row_for`` fills each one.
@@ -214,7 +260,8 @@ class Inbox:
 
     def __init__(self, database: Database) -> None:
         self.database = database
-        self.listeners: list[Callable[[], None]] = []  # told after new deliveries commit
+        # told after new deliveries commit; the poke wakes workers in other processes
+        self.listeners: list[Callable[[], None]] = [Poke(database.url)]
         self._reset()
         _LIVE.add(self)
 

@@ -1,0 +1,93 @@
+"""SQLite writers of one process wait their turn asleep, on a lock of the process, and
+only the thread whose turn it is tries the flock that orders the processes."""
+
+from __future__ import annotations
+
+import fcntl
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+
+from minipipe_gh.store import db as db_mod
+from minipipe_gh.store.db import Database
+
+
+def _database(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path / 'turns.db'}")
+    with database.unit() as s:
+        s.execute(text("CREATE TABLE note (n INTEGER)"))
+    return database
+
+
+def test_a_second_thread_waits_asleep_and_writes_after_the_first_commits(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    database = _database(tmp_path)
+    tries: list[str] = []
+    real_flock = fcntl.flock
+
+    def counting_flock(fd: int, op: int) -> None:
+        tries.append(threading.current_thread().name)
+        real_flock(fd, op)
+
+    monkeypatch.setattr(db_mod.fcntl, "flock", counting_flock)
+    order: list[str] = []
+    first_writing = threading.Event()
+
+    def second() -> None:
+        first_writing.wait(5)
+        with database.unit() as s:
+            s.execute(text("INSERT INTO note VALUES (2)"))
+            order.append("second")
+
+    t = threading.Thread(target=second, name="second")
+    t.start()
+    try:
+        with database.unit() as s:
+            s.execute(text("INSERT INTO note VALUES (1)"))  # our turn, and SQLite's lock
+            first_writing.set()
+            time.sleep(0.3)  # the second thread waits meanwhile
+            assert tries.count("second") == 0, "a waiting thread does not poll the flock"
+            order.append("first")
+    finally:
+        t.join(10)
+    assert not t.is_alive()
+    assert order == ["first", "second"]
+    assert tries.count("second") == 1  # once, when its turn came
+    with database.unit() as s:
+        assert s.execute(text("SELECT n FROM note ORDER BY rowid")).scalars().all() == [1, 2]
+    database.dispose()
+
+
+def test_a_thread_still_waiting_past_the_busy_timeout_gets_sqlites_answer(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(db_mod, "SQLITE_BUSY_TIMEOUT_S", 0.2)
+    database = _database(tmp_path)
+    failed: list[BaseException] = []
+    holding = threading.Event()
+
+    def late() -> None:
+        holding.wait(5)
+        try:
+            with database.unit() as s:
+                s.execute(text("INSERT INTO note VALUES (2)"))
+        except Exception as err:
+            failed.append(err)
+
+    t = threading.Thread(target=late)
+    t.start()
+    with database.unit() as s:
+        s.execute(text("INSERT INTO note VALUES (1)"))
+        holding.set()
+        t.join(10)  # it gives up while we hold the turn
+    assert not t.is_alive()
+    assert len(failed) == 1 and "locked" in str(failed[0])
+    with database.unit() as s:  # the turn was not left taken by the one that gave up
+        s.execute(text("INSERT INTO note VALUES (3)"))
+    with database.unit() as s:
+        assert s.execute(text("SELECT n FROM note ORDER BY rowid")).scalars().all() == [1, 3]
+    database.dispose()
