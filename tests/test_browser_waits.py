@@ -24,7 +24,7 @@ from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.models import AgentSession, Delivery, Patch
 from minipipe_gh.store.registry import new_id
-from tests import test_browser as browser_suite
+from tests import browser_support as browser_suite
 from tests.fake_github_server import FakeGitHub
 from tests.scenario import REPO
 from tests.seed import seed_installation

@@ -17,14 +17,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from minipipe_gh.conf.config import Settings
 from minipipe_gh.core.markers import MARKER
 from minipipe_gh.delivery.metrics import DELIVERIES_PROCESSED, DELIVERIES_RECEIVED
 from minipipe_gh.review.refresh import EVENT as REFRESH_EVENT
 from minipipe_gh.review.refresh import LEGACY_EVENT
 from minipipe_gh.store.models import AuditEntry, Delivery
 from minipipe_gh.web import create_app
-from tests.github_fake import WEB, FakeGitHub, Users
+from tests import dashboard_support
+from tests.github_fake import Users
 from tests.scenario import REPO, R, Scenario
 from tests.seed import (
     NEW_SESSION,
@@ -45,17 +45,8 @@ COMMENT_LIMIT = 65_536  # GitHub: an issue comment's body
 SUMMARY_LIMIT = 65_535  # GitHub: a check run's output.summary
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
-    """Sign-in with GitHub configured, as in the dashboard tests."""
-    return dataclasses.replace(
-        settings, client_id="Iv1.dashboard", client_secret="client-secret", web_url=WEB
-    )
-
-
-@pytest.fixture
-def users(github: FakeGitHub) -> Users:
-    return Users(github)
+# sign-in with GitHub configured, as in the dashboard tests
+settings, users = dashboard_support.settings, dashboard_support.users
 
 
 def received_labels() -> set[tuple[str, str]]:

@@ -1,7 +1,7 @@
-"""A delivery's writes: when all succeed, the delivery row is written once at the end
-(its finish), not after each write; between writes only the lease is read. When a
-write fails, what succeeded before it is saved, so the retry performs only the rest;
-a worker that lost its lease between two writes performs no more."""
+"""A delivery's writes: each one that succeeds is saved before the next is sent, so a
+worker killed between two writes never sends the first again. When a write fails,
+what succeeded before it is kept, so the retry performs only the rest; a worker that
+lost its lease between two writes performs no more."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ class _Clock:
         return utcnow() + self.offset
 
 
-def test_writes_that_all_succeed_write_the_delivery_row_once(rt: Any, deliver: Any) -> None:
+def test_each_write_that_succeeds_is_saved_before_the_next_is_sent(rt: Any, deliver: Any) -> None:
     WRITES.clear()
     deliver("pull_request", payload("pull_request.opened"), delivery_id="once-1")
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
@@ -78,11 +78,13 @@ def test_writes_that_all_succeed_write_the_delivery_row_once(rt: Any, deliver: A
         assert [o.status for o in worker.run_once()] == ["done"]
     finally:
         event.remove(rt.database.engine, "before_cursor_execute", note)
-    # the claim, the handler phase's commit, the two writes, then the finish alone
+    # the claim, the handler phase's commit, the first write and its progress, the
+    # second write, then the finish (which saves the last result with ``done``)
     assert [what for _d, what in WRITES] == [
         "UPDATE delivery",
         "UPDATE delivery",
         "first",
+        "UPDATE delivery",
         "second",
         "UPDATE delivery",
     ]

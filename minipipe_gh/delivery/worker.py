@@ -28,7 +28,6 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -146,19 +145,11 @@ class Worker:
         self.seen = installations.Seen()  # repositories known to be recorded
         # (seq, holder) -> the claimed row's fields (_CLAIMED), until ``process`` takes them
         self._claimed: dict[tuple[int, str], tuple[Any, ...]] = {}
-        self._acting_for = threading.local()  # .holder: whose lease a writer thread uses
-        # run_forever's writer threads: a delivery's GitHub writes wait there, so its loop
-        # handles the next delivery meanwhile (None: effects run in the claiming thread)
-        self._writers: ThreadPoolExecutor | None = None
-        self._writer_slots: threading.Semaphore | None = None
 
     @property
     def worker_id(self) -> str:
         """Who holds a lease: each of a worker's threads is a holder of its own, so one
         thread that stalled past its lease cannot mistake a sibling's claim for its own."""
-        holder = getattr(self._acting_for, "holder", None)
-        if holder is not None:  # a writer thread performing effects for a loop's claim
-            return holder
         thread = threading.current_thread()
         if thread is threading.main_thread():
             return self.base_id
@@ -235,23 +226,10 @@ class Worker:
         threads: int = 1,
         poll_s: float = 0.2,
         upkeep_every_s: float = 600.0,
-        writers_per_thread: int = 2,
     ) -> None:
         """Loop until ``stop``; ``threads`` loops share the process, each claiming its own
-        deliveries (a delivery's wait on GitHub no longer holds up the others).
-
-        A handled delivery's GitHub writes go to one of ``threads * writers_per_thread``
-        writer threads, under the claiming loop's lease, and the loop claims the next
-        delivery meanwhile: the writes are round trips that wait on GitHub, not CPU. The
-        delivery stays pending (``effects``) until they finish, so the next one of its
-        pull request still waits for it; a loop waits for a free writer before handing
-        over another, so no claim waits in a queue while its lease runs out.
-        """
+        deliveries (a delivery's wait on GitHub no longer holds up the others)."""
         log.info("worker %s started with %d thread(s)", self.worker_id, threads)
-        if writers_per_thread > 0:
-            size = threads * writers_per_thread
-            self._writers = ThreadPoolExecutor(size, thread_name_prefix="minipipe-writer")
-            self._writer_slots = threading.Semaphore(size)
         loops = [
             threading.Thread(
                 target=self._loop, args=(stop, poll_s), name=f"minipipe-worker-{i}", daemon=True
@@ -279,9 +257,6 @@ class Worker:
         for loop in loops:
             loop.join(timeout=30)
         pokes.join(timeout=5)  # its socket is gone once run_forever returns
-        if self._writers is not None:
-            self._writers.shutdown(wait=True)  # writes under way finish and are recorded
-            self._writers = self._writer_slots = None
 
     def _hear_pokes(self, stop: threading.Event) -> None:
         """Wake the loops when an inbox in another process stored deliveries (its
@@ -387,28 +362,7 @@ class Worker:
                 return Outcome(ident, "lost")
             cpu_ms = 1000 * (time.thread_time() - cpu_started)
         job = (seq, ident, name, attempt, installation_id, pending, started, cpu_ms, list(calls))
-        if pending and self._writers is not None and self._writer_slots is not None:
-            self._writer_slots.acquire()
-            holder = self.worker_id
-            try:
-                self._writers.submit(self._write_for, holder, job)
-            except RuntimeError:  # shutting down: write here instead
-                self._writer_slots.release()
-            else:
-                return Outcome(ident, "writing", len(calls))
         return self._complete(*job)
-
-    def _write_for(self, holder: str, job: tuple[Any, ...]) -> None:
-        """A writer thread: perform a claim's writes under its loop's lease."""
-        self._acting_for.holder = holder
-        try:
-            self._complete(*job)
-        except Exception:
-            log.exception("writer failed; the lease will expire")
-        finally:
-            self._acting_for.holder = None
-            if self._writer_slots is not None:
-                self._writer_slots.release()
 
     def _complete(
         self,
@@ -431,20 +385,13 @@ class Worker:
                     ectx = effects_mod.EffectContext(
                         self.database, self.app, installation_id, ident, retrying=attempt > 1
                     )
-                    progress = _Progress(self, seq)
-                    try:
-                        results = effects_mod.perform(
-                            ectx,
-                            pending,
-                            self.executors,
-                            progress=progress,
-                            refused=lambda spec, err: self._refused(ident, spec, err),
-                        )
-                    except LeaseLost:
-                        raise
-                    except Exception:
-                        progress.save()  # what succeeded before the failure: a retry skips it
-                        raise
+                    results = effects_mod.perform(
+                        ectx,
+                        pending,
+                        self.executors,
+                        progress=lambda state: self._progress(seq, state),
+                        refused=lambda spec, err: self._refused(ident, spec, err),
+                    )
                     if not self._finish(seq, results):
                         return Outcome(ident, "lost", len(calls))
                 outcome = Outcome(ident, "done", len(calls))
@@ -527,16 +474,6 @@ class Worker:
         except LeaseLost:
             return False
         return True
-
-    def _hold(self, seq: int) -> None:
-        """Between two writes: still this worker's, in ``effects``? (a read, no write turn;
-        LeaseLost if another worker holds the delivery now: this one must write no more)."""
-        with self.database.unit() as s:
-            row = s.execute(
-                select(Delivery.status, Delivery.lease_owner).where(Delivery.seq == seq)
-            ).first()
-        if row is None or tuple(row) != ("effects", self.worker_id):
-            raise LeaseLost
 
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
@@ -626,25 +563,6 @@ class Worker:
         else:
             log.warning("attempt %d failed (%s); retry in %.1fs", attempt, text, delay)
         return outcome
-
-
-class _Progress:
-    """A delivery's writes so far. Between writes only the lease is checked; the list is
-    saved once, when a write fails (a retry then performs only the rest). When every
-    write succeeds the finish saves it with ``done``: one write turn, not one per write.
-    A worker that dies between writes redoes them on the retry: each is idempotent."""
-
-    def __init__(self, worker: Worker, seq: int) -> None:
-        self.worker, self.seq = worker, seq
-        self.state: list[dict[str, Any]] | None = None
-
-    def __call__(self, state: list[dict[str, Any]]) -> None:
-        self.worker._hold(self.seq)
-        self.state = [dict(e) for e in state]
-
-    def save(self) -> None:
-        if self.state is not None:
-            self.worker._progress(self.seq, self.state)
 
 
 # -- operator actions ------------------------------------------------------------
