@@ -103,7 +103,9 @@ def verdict(session: dict[str, Any]) -> dict[str, Any]:
     """What the newest patch of a session has been told, in one small dict.
 
     ``waiting`` is true while no verdict has been given: no patch yet, its
-    checks still running, or waiting for a reviewer.
+    checks still running, or waiting for a reviewer. ``waiting_for`` is what the patch
+    still waits for, as the check run says it; an approved patch under a hold says so
+    (``held``): it will not land until the hold is lifted.
     """
     patches = session.get("patches") or []
     if not patches:
@@ -113,9 +115,12 @@ def verdict(session: dict[str, Any]) -> dict[str, Any]:
             "waiting": not ended,
             "patch": None,
             "review": None,
+            "waiting_for": [],
+            "held": False,
         }
     patch = max(patches, key=lambda p: p["ledger_id"])
     review = patch.get("review") or {}
+    waits = list(patch.get("waiting_for") or [])
     state = patch["state"]
     if review.get("status") == "rejected":
         said = "rejected"
@@ -135,6 +140,8 @@ def verdict(session: dict[str, Any]) -> dict[str, Any]:
         "waiting": waiting,
         "patch": {k: patch.get(k) for k in ("ledger_id", "patch_id", "state", "version")},
         "review": review,
+        "waiting_for": waits,
+        "held": any(w.get("kind") == "hold" for w in waits),
     }
 
 

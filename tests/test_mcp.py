@@ -168,3 +168,29 @@ def test_the_mcp_server_refuses_to_start_without_its_settings(tmp_path: Path) ->
     )
     assert done.returncode != 0
     assert "MINIPIPE_URL" in done.stderr and "MINIPIPE_TOKEN" in done.stderr
+
+
+def test_an_approved_patch_under_a_hold_tells_the_agent_it_is_held() -> None:
+    """The verdict is the reviewer's; the hold is what the patch still waits for."""
+    from minipipe_gh.mcp_server import verdict
+
+    hold = {"kind": "hold", "summary": "On hold by @carol: release freeze", "who": ["carol"]}
+    session = {
+        "state": "active",
+        "patches": [
+            {
+                "ledger_id": "01A",
+                "patch_id": "a" * 40,
+                "state": "queued",
+                "version": 3,
+                "review": {"status": "approved"},
+                "waiting_for": [hold],
+            },
+        ],
+    }
+    told = verdict(session)
+    assert (told["verdict"], told["waiting"], told["held"]) == ("approved", False, True)
+    assert told["waiting_for"] == [hold]
+
+    session["patches"][0]["waiting_for"] = []
+    assert verdict(session)["held"] is False
