@@ -35,7 +35,7 @@ from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.gh.repo import load_policy
 from minipipe_gh.store import ledger
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.inbox import insert_new, row_for
+from minipipe_gh.store.inbox import insert_new, row_for, wake_workers
 from minipipe_gh.store.models import AgentSession, CheckRunRef, Delivery
 from minipipe_gh.store.registry import new_id
 
@@ -238,6 +238,6 @@ def _enqueue(database: Database, installation_id: int, found: list[Repair]) -> l
                 event.delivery_id,
             )
         )
-    if rows:
-        insert_new(database.engine, rows)
+    if rows and insert_new(database.engine, rows):
+        wake_workers(database.url)
     return out

@@ -93,7 +93,8 @@ def move(
     """A session move by an API token's user, under ``authz.session_move_refusal``."""
     with database.unit() as s:
         session = visible_session(s, session_id, allowed)
-        bot = decisions.facts(session, None).bot
+        facts = decisions.facts(session, None)
+        bot = facts.bot
     if (
         what in ("complete", "fail", "delete")
         and bot is not None
@@ -102,7 +103,6 @@ def move(
         actor, policy = Actor(login, "none"), Policy()  # the session's own bot ends its session
     else:
         api, policy = _repo(github, session)
-        facts = decisions.facts(session, None)
         actor = authz.gather(api, login, policy, facts, need_permission=True)
     with database.unit() as s:
         session = visible_session(s, session_id, allowed)

@@ -17,14 +17,13 @@ from minipipe_gh.core.policy import Policy
 from minipipe_gh.gh.repo import Repo
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.inbox import Poke, insert_new, row_for
+from minipipe_gh.store.inbox import insert_new, row_for, wake_workers
 from minipipe_gh.store.models import AgentSession, Patch
 from minipipe_gh.store.registry import new_id
 
 EVENT = "minipipe.refresh_check_run"
 # the name it had before 0.2: such deliveries may still wait in an inbox after an upgrade
 LEGACY_EVENT = "minipipe.publish"
-_POKES: dict[str, Poke] = {}  # one per database URL: wakes the workers at once
 
 
 def queue_refresh(database: Database, session: AgentSession, patch: Patch) -> str | None:
@@ -45,7 +44,7 @@ def queue_refresh(database: Database, session: AgentSession, patch: Patch) -> st
         headers={},
     )
     if insert_new(database.engine, [row_for(event)]):
-        _POKES.setdefault(database.url, Poke(database.url))()
+        wake_workers(database.url)
     return event.delivery_id
 
 

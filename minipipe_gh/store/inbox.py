@@ -22,6 +22,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,16 @@ class Poke:
         for target in self._targets:
             with contextlib.suppress(OSError):  # full (a poke is already waiting) or gone
                 self._sock.sendto(b"!", target)
+
+
+_POKES: dict[str, Poke] = {}  # one per database URL and process
+
+
+def wake_workers(url: str) -> None:
+    """New deliveries were committed to the database at ``url``: poke its workers. The
+    one call every writer of the inbox makes (the webhook's group commit, the check-run
+    refresh queue, reconciliation), so none of them waits for a worker's next poll."""
+    _POKES.setdefault(url, Poke(url))()
 
 
 # The columns an inbox row sets, in the INSERT's order; ``row_for`` fills each one.
@@ -261,7 +272,7 @@ class Inbox:
     def __init__(self, database: Database) -> None:
         self.database = database
         # told after new deliveries commit; the poke wakes workers in other processes
-        self.listeners: list[Callable[[], None]] = [Poke(database.url)]
+        self.listeners: list[Callable[[], None]] = [partial(wake_workers, database.url)]
         self._reset()
         _LIVE.add(self)
 
