@@ -136,6 +136,7 @@ class Run:
     machine_cpu: float
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     stored_ok: str = "n/a"
+    parts: dict[str, float] = field(default_factory=dict)  # CPU seconds by process role
 
     @property
     def acked(self) -> list[Sent]:
@@ -278,12 +279,18 @@ def run_ours(
             out = args.py_spy / f"{tag}-worker.txt"
             spy = subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--threads", "--pid", str(worker.proc.pid)]
-                + ["--format", "raw", "-r", "250", "-o", str(out), "--nonblocking"],
+                + ["--format", "raw", "-r", "250", "-o", str(out), "--nonblocking"]
+                + (["--gil"] if args.py_spy_gil else []),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-        cpu0, fake0, m0 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
+        web0, cpu0, fake0, m0 = (
+            web.cpu(),
+            web.cpu() + worker.cpu(),
+            fake.cpu(),
+            ingest._machine_busy(),
+        )
         since = time.time()
         send_all(port, items, args.clients)
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
@@ -292,7 +299,12 @@ def run_ours(
             spy.wait(timeout=30)
         done_ok = wait_done(url, [r.delivery for r, _d in items if 200 <= r.status < 300], 30)
         stats = e2e.fake_get(fake_port, "/_fake/stats")  # the reactions after the last update
-        cpu1, fake1, m1 = web.cpu() + worker.cpu(), fake.cpu(), ingest._machine_busy()
+        web1, cpu1, fake1, m1 = (
+            web.cpu(),
+            web.cpu() + worker.cpu(),
+            fake.cpu(),
+            ingest._machine_busy(),
+        )
     finally:
         with ThreadPoolExecutor(2) as pool:
             for f in [pool.submit(p.stop) for p in (worker, web)]:
@@ -301,6 +313,7 @@ def run_ours(
     run = Run("ours", sent, decided, cpu1 - cpu0, fake1 - fake0, m1 - m0)
     run.requests = counts_of(stats) - before
     run.stored_ok = done_ok
+    run.parts = {"web": web1 - web0, "worker": (cpu1 - cpu0) - (web1 - web0)}
     return run
 
 
@@ -540,6 +553,12 @@ def report(ours: Run, probot: Run, args: argparse.Namespace) -> bool:
             + ", ".join(f"{k} {v}" for k, v in sorted(r.requests.items()))
         )
     print(f"ours, durability: {ours.stored_ok}")
+    if ours.parts:
+        n = max(1, len(ours.decided))
+        print(
+            "ours, CPU ms per decision by process: "
+            + ", ".join(f"{k} {1000 * v / n:.1f}" for k, v in ours.parts.items())
+        )
     lo, lp = ours.latencies(), probot.latencies()
     if probot.rate and lp:
         print(
@@ -570,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "probot"])
     ap.add_argument("--py-spy", type=Path, help="record the worker with py-spy into this folder")
+    ap.add_argument(
+        "--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU)"
+    )
     ap.add_argument("--probot-dir", type=Path, help="reuse a folder where probot is installed")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = ap.parse_args(argv)
@@ -618,8 +640,11 @@ def main(argv: list[str] | None = None) -> int:
                 lat = r.latencies()
                 print(
                     f"{r.name}: {r.rate:.1f}/s, p50 {1000 * pct(lat, 50):.0f} ms, "
-                    f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision, "
-                    f"{r.stored_ok}"
+                    f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision "
+                    + " ".join(
+                        f"({k} {1000 * v / max(1, len(r.decided)):.1f})" for k, v in r.parts.items()
+                    )
+                    + f", {r.stored_ok}"
                 )
         return 0
     finally:

@@ -2,7 +2,9 @@
 
 PyGithub logs every request it makes at DEBUG on ``github.Requester`` with the
 verb, URL, status and response headers; a handler there counts calls and reads
-the rate limit, without reaching into PyGithub's internals.
+the rate limit, without reaching into PyGithub's internals. The requests that
+``gh.rest.send_json`` makes itself reach the same count through
+``rest.CALL_OBSERVERS``.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ from __future__ import annotations
 import contextvars
 import functools
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram
+
+from minipipe_gh.gh import rest
 
 DELIVERIES_RECEIVED = Counter(
     "minipipe_deliveries_received_total", "Webhook deliveries answered", ["event", "outcome"]
@@ -84,19 +88,26 @@ RATE_LIMIT_REMAINING = Gauge(
 _calls: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar("gh_calls", default=None)
 
 
+def _count_call(verb: str, url: str, status: int, headers: Mapping[str, str]) -> None:
+    """One GitHub request: the counter, the rate limit left, the handled event's list."""
+    GITHUB_CALLS.labels(str(verb), str(status)).inc()
+    if "x-ratelimit-remaining" in headers:
+        with suppress(ValueError):
+            RATE_LIMIT_REMAINING.set(float(headers["x-ratelimit-remaining"]))
+    calls = _calls.get()
+    if calls is not None:
+        calls.append(f"{verb} {url}")
+
+
 class _GitHubCallCounter(logging.Handler):
+    """PyGithub's own requests, heard through its debug log."""
+
     def emit(self, record: logging.LogRecord) -> None:
         args = record.args
         if not isinstance(args, tuple) or len(args) < 8:
             return
         verb, _scheme, _host, url, _rh, _input, status, headers = args[:8]
-        GITHUB_CALLS.labels(str(verb), str(status)).inc()
-        if isinstance(headers, dict) and "x-ratelimit-remaining" in headers:
-            with suppress(ValueError):
-                RATE_LIMIT_REMAINING.set(float(headers["x-ratelimit-remaining"]))
-        calls = _calls.get()
-        if calls is not None:
-            calls.append(f"{verb} {url}")
+        _count_call(str(verb), str(url), int(status), headers if isinstance(headers, dict) else {})
 
 
 _installed = False
@@ -110,6 +121,7 @@ def install_github_counter() -> None:
     log.setLevel(logging.DEBUG)
     log.propagate = False  # keep tokens-masked request dumps out of the app's log
     log.addHandler(_GitHubCallCounter())
+    rest.CALL_OBSERVERS.append(_count_call)
     _installed = True
 
 

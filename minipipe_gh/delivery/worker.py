@@ -19,6 +19,7 @@ reset; after the last attempt the delivery is ``dead`` until replayed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
@@ -33,8 +34,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from github import BadCredentialsException, GithubException, RateLimitExceededException
-from sqlalchemy import exists, func, or_, select, update
-from sqlalchemy.orm import aliased
+from sqlalchemy import Integer, bindparam, exists, func, literal_column, or_, select, update
 
 from minipipe_gh.core.errors import NotFound
 from minipipe_gh.core.events import Event
@@ -64,15 +64,114 @@ BASE_DELAY_S = 2.0
 MAX_DELAY_S = 15 * 60
 
 
+# The claim and the moves of a delivery are built once (their compiled SQL is cached by
+# SQLAlchemy) and run as Core statements: the ORM's per-statement work was a quarter of
+# a busy worker's CPU. Every value is a bound parameter.
+_T = Delivery.__table__
+_WHEN = _T.c.next_attempt_at.type
+_NOW = bindparam("now", type_=_WHEN)
+# Literal, so SQLite sees the partial indexes' own condition (PENDING_SQL) in the query.
+_PENDING = [literal_column(f"'{p}'") for p in PENDING]
+
+
+def _free(table: Any) -> Any:
+    return or_(table.c.lease_expires_at.is_(None), table.c.lease_expires_at < _NOW)
+
+
+_head, _earlier = _T.alias("head"), _T.alias("earlier")
+# The due heads: oldest unfinished delivery of their order key, not leased.
+_HEADS = (
+    select(_head.c.seq)
+    .where(
+        _head.c.status.in_(_PENDING),
+        _head.c.next_attempt_at <= _NOW,
+        _free(_head),
+        ~exists().where(
+            _earlier.c.order_key == _head.c.order_key,
+            _earlier.c.seq < _head.c.seq,
+            _earlier.c.status.in_(_PENDING),
+        ),
+    )
+    .order_by(_head.c.seq)
+    .limit(bindparam("limit", type_=Integer))
+)
 # What a claim returns of each row it leased: all that ``process`` needs to start.
 _CLAIMED = (
-    Delivery.seq,
-    Delivery.delivery_id,
-    Delivery.event,
-    Delivery.status,
-    Delivery.attempts,
-    Delivery.installation_id,
+    _T.c.seq,
+    _T.c.delivery_id,
+    _T.c.event,
+    _T.c.status,
+    _T.c.attempts,
+    _T.c.installation_id,
 )
+# One compare-and-set for the batch: a row another worker leased meanwhile no longer
+# matches and is simply not returned.
+_LEASE = (
+    update(_T)
+    .where(_T.c.status.in_(_PENDING), _free(_T))
+    .values(
+        lease_owner=bindparam("holder"),
+        lease_expires_at=bindparam("until", type_=_WHEN),
+        attempts=_T.c.attempts + 1,
+    )
+    .returning(*_CLAIMED)
+)
+_LEASE_HEADS = _LEASE.where(_T.c.seq.in_(_HEADS.scalar_subquery()))  # SQLite: one statement
+_LEASE_SEQS = _LEASE.where(_T.c.seq.in_(bindparam("seqs", expanding=True)))
+_HEADS_LOCKED = _HEADS.with_for_update(skip_locked=True, of=_head)  # PostgreSQL
+
+
+# A delivery as its holder reads it to go on: nothing when another holds it now, or it
+# moved on to another phase meanwhile.
+_HELD = select(_T.c.delivery_id, _T.c.event, _T.c.payload, _T.c.headers, _T.c.effects).where(
+    _T.c.seq == bindparam("at"),
+    _T.c.status == bindparam("phase"),
+    _T.c.lease_owner == bindparam("holder"),
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _move(keys: tuple[str, ...]) -> Any:
+    """The UPDATE that moves a delivery on, setting ``keys``, only while ``holder`` holds
+    it in ``phase`` (one statement per set of keys, built once)."""
+    return (
+        update(_T)
+        .where(
+            _T.c.seq == bindparam("at"),
+            _T.c.status == bindparam("phase"),
+            _T.c.lease_owner == bindparam("holder"),
+        )
+        .values({k: bindparam(f"set_{k}", type_=_T.c[k].type) for k in keys})
+    )
+
+
+class Wakeup:
+    """Wakes one idle loop per ``set`` (a pending wake is kept for the next to wait),
+    not all of them: a loop that then claims work wakes the next (``Worker._step``), so
+    a burst fans out to as many loops as it needs and an idle poke costs one empty
+    claim, not one per thread."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._pending = False
+
+    def set(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify()
+
+    def set_all(self) -> None:
+        with self._cond:
+            self._pending = True
+            self._cond.notify_all()
+
+    def wait(self, timeout: float) -> bool:
+        """Until woken or ``timeout``; whether a wake was taken."""
+        with self._cond:
+            if not self._pending:
+                self._cond.wait(timeout)
+            woke, self._pending = self._pending, False
+            return woke
 
 
 class LeaseLost(Exception):
@@ -137,7 +236,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.lease = timedelta(seconds=lease_seconds)
         self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
-        self.wakeup = threading.Event()
+        self.wakeup = Wakeup()
         self.clock = clock  # tests move time forward instead of sleeping
         self.reconcile_every_s = reconcile_every_s
         self.recover_every_s = recover_every_s
@@ -160,52 +259,22 @@ class Worker:
     def claim(self, limit: int = 10) -> list[int]:
         """Lease up to ``limit`` due deliveries, each the head of its order key."""
         now = self.clock()
-        d, e = aliased(Delivery, name="head"), aliased(Delivery)
-        earlier_pending = exists().where(
-            e.order_key == d.order_key, e.seq < d.seq, e.status.in_(PENDING)
-        )
-        q = (
-            select(d.seq)
-            .where(
-                d.status.in_(PENDING),
-                d.next_attempt_at <= now,
-                or_(d.lease_expires_at.is_(None), d.lease_expires_at < now),
-                ~earlier_pending,
-            )
-            .order_by(d.seq)
-            .limit(limit)
-        )
-        # One compare-and-set for the batch: a row another worker leased meanwhile
-        # no longer matches and is simply not returned.
-        lease = (
-            update(Delivery)
-            .where(
-                Delivery.status.in_(PENDING),
-                or_(Delivery.lease_expires_at.is_(None), Delivery.lease_expires_at < now),
-            )
-            .values(
-                lease_owner=self.worker_id,
-                lease_expires_at=now + self.lease,
-                attempts=Delivery.attempts + 1,
-            )
-            .returning(*_CLAIMED)
-            .execution_options(synchronize_session=False)
-        )
-        with self.database.unit() as s:
+        holder = self.worker_id
+        params = {"now": now, "limit": limit, "holder": holder, "until": now + self.lease}
+        with self.database.statements() as conn:
             if self.database.is_sqlite:
                 # Looked for first without the write lock (an idle poll writes nothing),
                 # then chosen again and leased in one statement under it: threads and
                 # processes claiming at once each get a head of their own, instead of
                 # all picking the same one and all but one coming back empty.
-                if s.scalar(q) is None:
+                if conn.execute(_HEADS, params).first() is None:
                     return []
-                rows = s.execute(lease.where(Delivery.seq.in_(q.scalar_subquery()))).all()
+                rows = conn.execute(_LEASE_HEADS, params).all()
             else:
-                seqs = s.scalars(q.with_for_update(skip_locked=True, of=d)).all()
+                seqs = conn.execute(_HEADS_LOCKED, params).scalars().all()
                 if not seqs:
                     return []
-                rows = s.execute(lease.where(Delivery.seq.in_(seqs))).all()
-        holder = self.worker_id
+                rows = conn.execute(_LEASE_SEQS, {**params, "seqs": list(seqs)}).all()
         for row in rows:  # what ``process`` needs, without reading the row again
             self._claimed[(row.seq, holder)] = tuple(row)[1:]
         return sorted(row.seq for row in rows)
@@ -282,7 +351,7 @@ class Worker:
             sock.close()
             with contextlib.suppress(OSError):
                 path.unlink()
-            self.wakeup.set()  # stopping: the loops need not wait out their poll
+            self.wakeup.set_all()  # stopping: the loops need not wait out their poll
 
     def _loop(self, stop: threading.Event, poll_s: float) -> None:
         while not stop.is_set():
@@ -294,9 +363,10 @@ class Worker:
         except Exception:
             log.exception("worker loop failed; carrying on")
             done = []
-        # Woken at once by an in-process inbox, else poll.
-        if not done and self.wakeup.wait(poll_s):
-            self.wakeup.clear()
+        if done:
+            self.wakeup.set()  # there may be more: the next idle loop looks
+        else:
+            self.wakeup.wait(poll_s)  # woken at once by a poke or an in-process inbox
 
     def upkeep(self) -> None:
         """Scheduled work between deliveries: pause stale sessions."""
@@ -423,11 +493,8 @@ class Worker:
         and only while the lease is still this worker's (else everything rolls back)."""
         try:
             with self.database.unit() as s:
-                d = s.get(Delivery, seq)
-                if not self._mine(d) or d is None or d.status != "queued":
-                    raise LeaseLost
+                d = self._held(s, seq, "queued")
                 event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
-                s.expunge(d)  # the delivery row changes only through _settle
                 ctx = Context(event, s, self.app, log, attempt=attempt)
                 self.router.dispatch(ctx)
                 installations.remember(s, event, self.seen)  # after the handlers' reads
@@ -440,37 +507,37 @@ class Worker:
             log.warning("lease on delivery %s was lost; another worker has it", seq)
             return None
 
+    def _held(self, s: Any, seq: int, phase: str) -> Any:
+        """The delivery's row while this worker holds it in ``phase``; else LeaseLost (a
+        worker that stalled past its lease must stop)."""
+        params = {"at": seq, "phase": phase, "holder": self.worker_id}
+        row = s.execute(_HELD, params).first()
+        if row is None:
+            raise LeaseLost
+        return row
+
     def _settle(self, s: Any, seq: int, phase: str, **values: Any) -> None:
-        """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost."""
-        res = s.execute(
-            update(Delivery)
-            .where(
-                Delivery.seq == seq,
-                Delivery.status == phase,
-                Delivery.lease_owner == self.worker_id,
-            )
-            .values(**values)
-            .execution_options(synchronize_session=False)
-        )
+        """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost.
+        ``s`` is an ORM session or a Core connection: the statement is Core either way."""
+        keys = tuple(sorted(values))
+        params = {f"set_{k}": values[k] for k in keys}
+        params.update(at=seq, phase=phase, holder=self.worker_id)
+        res = s.execute(_move(keys), params)
         if res.rowcount != 1:
             raise LeaseLost
 
-    def _mine(self, d: Delivery | None) -> bool:
-        """Still leased to this worker? A worker that stalled past its lease must stop."""
-        return d is not None and d.lease_owner == self.worker_id
-
     def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
-        with self.database.unit() as s:
-            d = s.get(Delivery, seq)
-            if not self._mine(d) or d is None or d.status != "effects":
-                log.warning("lease on delivery %s was lost before its effects", seq)
-                return None
-            return list(d.effects or [])
+        try:
+            with self.database.statements() as conn:
+                return list(self._held(conn, seq, "effects").effects or [])
+        except LeaseLost:
+            log.warning("lease on delivery %s was lost before its effects", seq)
+            return None
 
     def _finish(self, seq: int, results: list[dict[str, Any]]) -> bool:
         try:
-            with self.database.unit() as s:
-                self._settle(s, seq, "effects", effects=results, **self._done())
+            with self.database.statements() as conn:
+                self._settle(conn, seq, "effects", effects=results, **self._done())
         except LeaseLost:
             return False
         return True
@@ -478,8 +545,8 @@ class Worker:
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
         another worker holds the delivery now: this one must write no more)."""
-        with self.database.unit() as s:
-            self._settle(s, seq, "effects", effects=state)
+        with self.database.statements() as conn:
+            self._settle(conn, seq, "effects", effects=state)
 
     def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
         """A write GitHub refused for good: in the audit trail, the log and a metric."""

@@ -1,27 +1,110 @@
-"""Every GitHub REST call the app makes, in one place, through PyGithub's requester.
+"""Every GitHub REST call the app makes, in one place.
 
-Paths follow https://docs.github.com/en/rest; PyGithub's ``Requester`` adds the
-base URL (``GITHUB_API_URL``), auth and error types. Calls are counted per
-handled event (``metrics.counting_github_calls``): that is the rate limit our
-users pay, so each method here is one request unless it says otherwise.
+Paths follow https://docs.github.com/en/rest. ``RepoAPI``'s calls, the ones on
+every delivery's path, go out through ``send_json``: requests' HTTP adapter on a
+keep-alive connection of the thread's, with PyGithub's base URL, auth and error
+types (``GithubException`` and its kinds, with the status, headers and body).
+PyGithub's ``Requester`` and requests' ``Session`` around it cost about a
+millisecond of CPU more per request (environment lookups, cookies, hooks, a
+debug dump of every request), as much as the rest of a decision. Conditional
+GETs and the app's own calls still use the ``Requester``. Calls are counted per
+handled event (``metrics.counting_github_calls``, through ``CALL_OBSERVERS``):
+that is the rate limit our users pay, so each method here is one request unless
+it says otherwise.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 
-from github import Github, GithubException
+from github import Consts, Github, GithubException
+from github.Requester import Requester
+from requests import PreparedRequest
+from requests.adapters import HTTPAdapter
 
 from minipipe_gh.core.authz import Collaborator
 
 PERMISSION_TTL_S = 60.0
+TIMEOUT_S = 15
+MAX_REDIRECTS = 3
+API_VERSION = Consts.API_VERSION_2022_11_28
+
+# Called with (verb, path and query, status, response headers) after each request
+# ``send_json`` makes; the metrics register here (PyGithub's own requests are heard
+# through its logger).
+CALL_OBSERVERS: list[Callable[[str, str, int, Mapping[str, str]], None]] = []
+_local = threading.local()
+
+
+def _adapter() -> HTTPAdapter:
+    """The thread's adapter: its connections stay open between requests. No retries:
+    the worker reschedules a failed delivery instead (as with PyGithub's ``retry=0``)."""
+    adapter = getattr(_local, "adapter", None)
+    if adapter is None:
+        adapter = _local.adapter = HTTPAdapter(max_retries=0, pool_maxsize=2)
+    return adapter
+
+
+@functools.lru_cache(maxsize=16)
+def _origin(base_url: str) -> str:
+    """The base URL with its port spelled out, as PyGithub's connections send it."""
+    parts = urlsplit(base_url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.scheme}://{parts.hostname}:{port}{parts.path.rstrip('/')}"
+
+
+def send_json(
+    requester: Requester,
+    verb: str,
+    path: str,
+    params: Mapping[str, Any] | None = None,
+    body: Any = None,
+) -> Any:
+    """One JSON request as ``requester.requestJsonAndCheck`` makes it (its base URL, auth
+    and user agent; a 301/307/308 on the same host followed), without its overhead:
+    the decoded answer, or its ``GithubException`` for a status of 400 or more."""
+    headers = {"User-Agent": Consts.DEFAULT_USER_AGENT, "X-GitHub-Api-Version": API_VERSION}
+    if requester.auth is not None:
+        requester.auth.authentication(headers)
+    data = None
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+        data = json.dumps(body)
+    url = _origin(requester.base_url) + path + (f"?{urlencode(params)}" if params else "")
+    host = urlsplit(url).netloc
+    for _hop in range(MAX_REDIRECTS + 1):
+        req = PreparedRequest()
+        req.prepare(method=verb, url=url, headers=headers, data=data)
+        resp = _adapter().send(req, timeout=TIMEOUT_S)
+        status, answer = resp.status_code, resp.content
+        lower = {k.lower(): v for k, v in resp.headers.items()}
+        parts = urlsplit(url)
+        for observe in CALL_OBSERVERS:
+            observe(verb, parts.path + (f"?{parts.query}" if parts.query else ""), status, lower)
+        location = lower.get("location")
+        if status in (301, 307, 308) and location:
+            url = urljoin(url, location)
+            if urlsplit(url).netloc != host:
+                raise RuntimeError(f"GitHub redirected {verb} {path} to another host: {url}")
+            continue
+        break
+    try:
+        decoded = json.loads(answer) if answer else None
+    except ValueError:
+        decoded = {"data": answer.decode(errors="replace")}  # as PyGithub keeps a non-JSON body
+    if status >= 400:
+        raise Requester.createException(status, lower, decoded)
+    if verb == "GET" and isinstance(decoded, dict) and "url" not in decoded:
+        decoded["url"] = path  # as PyGithub's answers carry it
+    return decoded
 
 
 class TTLCache:
@@ -128,10 +211,7 @@ class RepoAPI:
     def _call(
         self, verb: str, path: str, *, params: dict[str, Any] | None = None, body: Any = None
     ) -> Any:
-        _headers, data = self.gh.requester.requestJsonAndCheck(
-            verb, path, parameters=params, input=body
-        )
-        return data
+        return send_json(self.gh.requester, verb, path, params, body)
 
     def _pages(
         self,

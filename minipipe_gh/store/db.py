@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
@@ -206,6 +206,13 @@ class Database:
             raise
         finally:
             db.close()
+
+    @contextmanager
+    def statements(self) -> Iterator[Connection]:
+        """One transaction for Core statements, without the ORM's per-statement work
+        (the worker's moves of a delivery): committed on success, else rolled back."""
+        with self.engine.begin() as conn:
+            yield conn
 
     def dispose(self) -> None:
         self.engine.dispose()
