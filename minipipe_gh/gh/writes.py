@@ -12,9 +12,10 @@ import logging
 from typing import Any
 
 from github import GithubException
-from sqlalchemy import select
+from sqlalchemy import and_, bindparam, select
 
 from minipipe_gh.core import checkrun, limits, owners, people
+from minipipe_gh.core.errors import NotFound
 from minipipe_gh.core.markers import reply_marker
 from minipipe_gh.core.patch_states import OPEN, TERMINAL
 from minipipe_gh.gh.effects import EffectContext, Executors
@@ -38,32 +39,59 @@ def _api(ectx: EffectContext, project: str) -> RepoAPI:
     return ectx.app.repo(ectx.installation_id, project)
 
 
+_p, _s = Patch.__table__, AgentSession.__table__
+_ref, _stray, _audit = CheckRunRef.__table__, NeutralCheckRun.__table__, AuditEntry.__table__
+# What a check run shows of a patch, its session, and the check runs known on its SHA:
+# one prebuilt Core read (rows have the attributes ``checkrun.Patch`` asks for).
+_SHOWN = (
+    select(
+        *(_p.c[k] for k in ("ledger_id", "patch_id", "state", "risk", "risk_reasons")),
+        _p.c.metadata.label("meta"),  # the column behind ``Patch.meta``
+        _p.c.pr_number,
+        _s.c.metadata.label("session_meta"),
+        _ref.c.check_run_id.label("known"),
+        _stray.c.check_run_id.label("stray_id"),
+        _stray.c.withdrawn.label("stray_withdrawn"),
+    )
+    .select_from(
+        _p.outerjoin(_s, _s.c.session_id == _p.c.session_id)
+        .outerjoin(
+            _ref, and_(_ref.c.project_id == bindparam("project"), _ref.c.head_sha == _p.c.patch_id)
+        )
+        .outerjoin(
+            _stray,
+            and_(_stray.c.project_id == bindparam("project"), _stray.c.head_sha == _p.c.patch_id),
+        )
+    )
+    .where(_p.c.ledger_id == bindparam("ledger_id"))
+)
+_RECENT = (
+    select(*(_audit.c[k] for k in ("at", "actor", "outcome", "from_state", "to_state", "reason")))
+    .where(_audit.c.entity == "patch", _audit.c.entity_id == bindparam("ledger_id"))
+    .order_by(_audit.c.id.desc())
+    .limit(RECENT)
+)
+
+
 def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
     project = spec["project"]
-    with ectx.database.unit() as s:
-        patch = get_patch(s, spec["ledger_id"])
-        session = s.get(AgentSession, patch.session_id)
-        recent = list(
-            s.scalars(
-                select(AuditEntry)
-                .where(AuditEntry.entity == "patch", AuditEntry.entity_id == patch.ledger_id)
-                .order_by(AuditEntry.id.desc())
-                .limit(RECENT)
-            )
-        )[::-1]
-        ref = s.get(CheckRunRef, (project, patch.patch_id))
-        known = ref.check_run_id if ref else None
-        stray = s.get(NeutralCheckRun, (project, patch.patch_id))
-        stray_id = stray.check_run_id if stray and not stray.withdrawn else None
-        view = checkrun.View.of(
-            patch,
-            session.meta if session else None,
-            required_approvals=spec.get("required_approvals", 1),
-            policy_error=spec.get("policy_error"),
-            recent=recent,
-            public_url=ectx.app.public_url if ectx.app else None,
-        )
-        body = checkrun.body(patch, view)
+    params = {"project": project, "ledger_id": spec["ledger_id"]}
+    with ectx.database.statements() as conn:
+        patch = conn.execute(_SHOWN, params).first()
+        if patch is None:
+            raise NotFound(f"patch {spec['ledger_id']} not found")
+        recent = list(conn.execute(_RECENT, params))[::-1]
+    known = patch.known
+    stray_id = patch.stray_id if patch.stray_id is not None and not patch.stray_withdrawn else None
+    view = checkrun.View.of(
+        patch,
+        patch.session_meta,
+        required_approvals=spec.get("required_approvals", 1),
+        policy_error=spec.get("policy_error"),
+        recent=recent,
+        public_url=ectx.app.public_url if ectx.app else None,
+    )
+    body = checkrun.body(patch, view)
     api = _api(ectx, project)
     if known is None and ectx.retrying:
         own = api.check_runs(
@@ -73,7 +101,7 @@ def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
         sessions = [r for r in own if r.get("external_id")]
         known = sessions[0]["id"] if sessions else None
     created = write_check_run(api, known, body)
-    if created is not None or (known is not None and ref is None):
+    if created is not None or (known is not None and patch.known is None):
         with ectx.database.unit() as s:
             s.merge(
                 CheckRunRef(

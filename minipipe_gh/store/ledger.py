@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from minipipe_gh.core import owners
@@ -100,13 +100,19 @@ def find_patch(db: Session, project_id: str, pr_number: int, sha: str) -> Patch 
     ).first()
 
 
+# Built once: on every decision's path, where building it each time cost more than
+# running it.
+_OPEN_PATCH = (
+    select(Patch)
+    .where(Patch.session_id == bindparam("session_id"), Patch.state.in_(list(OPEN)))
+    .order_by(Patch.ledger_id.desc())
+    .limit(1)
+)
+
+
 def open_patch(db: Session, session_id: str) -> Patch | None:
     """The session's newest patch that is still open to review or merge."""
-    return db.scalars(
-        select(Patch)
-        .where(Patch.session_id == session_id, Patch.state.in_(list(OPEN)))
-        .order_by(Patch.ledger_id.desc())
-    ).first()
+    return db.scalars(_OPEN_PATCH, {"session_id": session_id}).first()
 
 
 def latest_patch(db: Session, session_id: str) -> Patch | None:

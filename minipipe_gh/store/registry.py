@@ -10,7 +10,7 @@ from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 from sqlalchemy.orm import Session
 from ulid import ULID
 
@@ -136,12 +136,13 @@ def get_session(db: Session, session_id: str) -> AgentSession:
     return session
 
 
+_BY_PR = select(AgentSession).where(  # built once: it is on every delivery's path
+    AgentSession.project_id == bindparam("project"), AgentSession.pr_number == bindparam("number")
+)
+
+
 def find_by_pr(db: Session, project_id: str, pr_number: int) -> AgentSession | None:
-    return db.scalars(
-        select(AgentSession).where(
-            AgentSession.project_id == project_id, AgentSession.pr_number == pr_number
-        )
-    ).first()
+    return db.scalars(_BY_PR, {"project": project_id, "number": pr_number}).first()
 
 
 def find_by_idempotency_key(db: Session, key: str) -> AgentSession | None:
