@@ -1,7 +1,8 @@
 """Decisions at GitHub speed: ours against a minimal Probot app, the same ``/approve`` work.
 
     .venv/bin/python bench/decisions.py [--approvals 150] [--clients 16] [--latency-ms 25]
-                                        [--reviewers 8] [--worker-threads 4] [--keep]
+                                        [--reviewers 8] [--workers 1] [--worker-threads 4]
+                                        [--rate R] [--keep]
 
 Both apps talk to one ``bench/fake_github.py`` on loopback that answers every API
 request after a fixed ``--latency-ms``. Each is sent ``--approvals`` signed
@@ -10,8 +11,8 @@ id of its own, so nothing is deduplicated) by ``--clients`` client threads, one
 connection per delivery, as GitHub posts them.
 
 * ours, in the README's production shape: gunicorn gthread 2 workers x 8
-  threads serving ``app:app`` plus one ``minipipe-gh worker --threads T``, on
-  SQLite. Before the clock starts every PR is opened and its CI reported green
+  threads serving ``app:app`` plus ``--workers`` processes of
+  ``minipipe-gh worker --threads T``, on SQLite. Before the clock starts every PR is opened and its CI reported green
   through the same webhook (not timed), so the approval is what turns the check
   green. The web process stores the delivery and answers 202; the worker
   decides: permission (cached per reviewer), PATCH the check run, the reaction.
@@ -19,6 +20,12 @@ connection per delivery, as GitHub posts them.
   throttling off): one Node process handling the comment inline before it
   answers: permission, the PR, the check runs on its head, PATCH, the reaction.
   The fake is seeded with each PR and its check run first.
+
+By default each client posts its next delivery once the last was answered (closed
+loop): Probot answers after deciding, ours once the delivery is stored, so ours
+is sent the whole burst at once and its latency includes the queue. ``--rate R``
+sends both the same schedule instead, R deliveries a second (open loop), which
+compares latency at the same load.
 
 Printed for both: approvals decided per second (first send to the last
 check-run update), the time from a comment's send to its check-run update at
@@ -184,11 +191,19 @@ def post_blocking(port: int, data: bytes) -> tuple[int, float]:
     return int(head[1]), t
 
 
-def send_all(port: int, items: list[tuple[Sent, bytes]], clients: int) -> None:
-    """``clients`` threads, each posting the next delivery once its last one was answered."""
+def send_all(
+    port: int, items: list[tuple[Sent, bytes]], clients: int, rate: float | None = None
+) -> None:
+    """``clients`` threads, each posting the next delivery once its last one was answered
+    (closed loop); with ``rate``, the i-th delivery is due at ``i / rate`` s (open loop:
+    latency counts from when it was due, so a client held up by a slow answer is counted,
+    not hidden)."""
     work: queue.Queue[tuple[Sent, bytes]] = queue.Queue()
     for item in items:
         work.put(item)
+    start = time.time() + 0.05
+    due = iter(range(len(items)))
+    due_lock = threading.Lock()
 
     def client() -> None:
         while True:
@@ -196,7 +211,13 @@ def send_all(port: int, items: list[tuple[Sent, bytes]], clients: int) -> None:
                 rec, data = work.get_nowait()
             except queue.Empty:
                 return
-            rec.t_sent = time.time()
+            if rate:
+                with due_lock:
+                    at = start + next(due) / rate
+                time.sleep(max(0.0, at - time.time()))
+                rec.t_sent = at
+            else:
+                rec.t_sent = time.time()
             try:
                 rec.status, rec.t_ack = post_blocking(port, data)
             except OSError as err:
@@ -257,12 +278,21 @@ def run_ours(
         work / f"{tag}-web.log",
     )
     wargv = [str(BIN / "minipipe-gh"), "worker", "--threads", str(args.worker_threads)]
-    worker = e2e.Proc(f"worker-{tag}", wargv, env, work / f"{tag}-worker.log")
+    workers = [
+        e2e.Proc(f"worker{i}-{tag}", wargv, env, work / f"{tag}-worker{i}.log")
+        for i in range(args.workers)
+    ]
+    worker = workers[0]
+
+    def workers_cpu() -> float:
+        return sum(w.cpu() for w in workers)
+
     prs = e2e.build_prs(args.approvals, tag, args.reviewers)
     sha_of = {pr.sha: pr.number for pr in prs}
     try:
-        with ThreadPoolExecutor(2) as pool:
-            for f in [pool.submit(web.start, port), pool.submit(worker.launch, " started")]:
+        with ThreadPoolExecutor(1 + len(workers)) as pool:
+            starts = [pool.submit(w.launch, " started") for w in workers]
+            for f in [pool.submit(web.start, port), *starts]:
                 f.result()
         prepare_ours(args, port, fake_port, url, prs)
         before = counts_of(e2e.fake_get(fake_port, "/_fake/stats"))
@@ -287,12 +317,12 @@ def run_ours(
             time.sleep(1.0)
         web0, cpu0, fake0, m0 = (
             web.cpu(),
-            web.cpu() + worker.cpu(),
+            web.cpu() + workers_cpu(),
             fake.cpu(),
             ingest._machine_busy(),
         )
         since = time.time()
-        send_all(port, items, args.clients)
+        send_all(port, items, args.clients, args.rate)
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -301,13 +331,13 @@ def run_ours(
         stats = e2e.fake_get(fake_port, "/_fake/stats")  # the reactions after the last update
         web1, cpu1, fake1, m1 = (
             web.cpu(),
-            web.cpu() + worker.cpu(),
+            web.cpu() + workers_cpu(),
             fake.cpu(),
             ingest._machine_busy(),
         )
     finally:
-        with ThreadPoolExecutor(2) as pool:
-            for f in [pool.submit(p.stop) for p in (worker, web)]:
+        with ThreadPoolExecutor(1 + len(workers)) as pool:
+            for f in [pool.submit(p.stop) for p in (*workers, web)]:
                 f.result()
     sent = [r for r, _d in items]
     run = Run("ours", sent, decided, cpu1 - cpu0, fake1 - fake0, m1 - m0)
@@ -471,7 +501,7 @@ def run_probot(
         # the warm-up decided PR 1 already: its success write is older than ``since``
         cpu0, fake0, m0 = node.cpu(), fake.cpu(), ingest._machine_busy()
         since = time.time()
-        send_all(port, items, args.clients)
+        send_all(port, items, args.clients, args.rate)
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
         cpu1, fake1, m1 = node.cpu(), fake.cpu(), ingest._machine_busy()
         if os.environ.get("DECISIONS_DEBUG"):
@@ -586,6 +616,12 @@ def main(argv: list[str] | None = None) -> int:
         "--reviewers", type=int, default=8, help="distinct reviewers (permission cache)"
     )
     ap.add_argument("--worker-threads", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=1, help="ours: worker processes")
+    ap.add_argument(
+        "--rate",
+        type=float,
+        help="open loop: deliveries sent at this many per second (default: closed loop)",
+    )
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "probot"])
     ap.add_argument("--py-spy", type=Path, help="record the worker with py-spy into this folder")
@@ -630,8 +666,10 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{args.approvals} /approve deliveries from {args.clients} client threads, "
             f"fake GitHub +{args.latency_ms:g} ms; ours: gunicorn gthread 2x8 + "
-            f"1 worker x {args.worker_threads} threads, SQLite; Probot {PROBOT_VERSION}, inline, "
-            f"{os.cpu_count()} CPUs"
+            f"{args.workers} worker(s) x {args.worker_threads} threads, SQLite; "
+            f"Probot {PROBOT_VERSION}, inline; "
+            + (f"open loop at {args.rate:g}/s; " if args.rate else "closed loop; ")
+            + f"{os.cpu_count()} CPUs"
         )
         if ours and probot:
             return 0 if report(ours, probot, args) else 1

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlencode, urljoin, urlsplit
+from urllib.parse import quote, urljoin, urlsplit
 
 from github import Consts, Github, GithubException
 from github.Requester import Requester
@@ -78,7 +78,9 @@ def send_json(
     if body is not None:
         headers["Content-Type"] = "application/json"
         data = json.dumps(body)
-    url = _origin(requester.base_url) + path + (f"?{urlencode(params)}" if params else "")
+    url = _origin(requester.base_url) + path
+    if params:  # as PyGithub spells a query (its order, lower-case booleans)
+        url = Requester.add_parameters_to_url(url, dict(params))
     host = urlsplit(url).netloc
     for _hop in range(MAX_REDIRECTS + 1):
         req = PreparedRequest()
