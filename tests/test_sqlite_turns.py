@@ -4,6 +4,7 @@ only the thread whose turn it is tries the flock that orders the processes."""
 from __future__ import annotations
 
 import fcntl
+import os
 import threading
 import time
 from pathlib import Path
@@ -30,7 +31,8 @@ def test_a_second_thread_waits_asleep_and_writes_after_the_first_commits(
     real_flock = fcntl.flock
 
     def counting_flock(fd: int, op: int) -> None:
-        tries.append(threading.current_thread().name)
+        if op & fcntl.LOCK_EX:  # a try for the lock (the unlock after a commit is no try)
+            tries.append(threading.current_thread().name)
         real_flock(fd, op)
 
     monkeypatch.setattr(db_mod.fcntl, "flock", counting_flock)
@@ -90,4 +92,49 @@ def test_a_thread_still_waiting_past_the_busy_timeout_gets_sqlites_answer(
         s.execute(text("INSERT INTO note VALUES (3)"))
     with database.unit() as s:
         assert s.execute(text("SELECT n FROM note ORDER BY rowid")).scalars().all() == [1, 3]
+    database.dispose()
+
+
+def test_the_flock_file_is_opened_once_and_a_forked_child_locks_a_file_of_its_own(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    database = _database(tmp_path)
+    lock_path = db_mod.sqlite_lock_path(database.engine)
+    assert lock_path is not None
+    opened: list[int] = []
+    real_open = os.open
+
+    def counting_open(path: str, *args: Any) -> int:
+        if path == lock_path:
+            opened.append(1)
+        return real_open(path, *args)
+
+    with monkeypatch.context() as m:
+        m.setattr(db_mod.os, "open", counting_open)
+        for n in range(3):
+            with database.unit() as s:
+                s.execute(text(f"INSERT INTO note VALUES ({n})"))
+    assert len(opened) <= 1  # kept open between writes (none if an earlier write opened it)
+
+    read, write = os.pipe()
+    with database.unit() as s:
+        s.execute(text("INSERT INTO note VALUES (9)"))  # this process holds the flock now
+        pid = os.fork()
+        if pid == 0:  # the child: the inherited descriptor would share the parent's lock
+            answer = b"?"
+            try:
+                fd = db_mod._lock_file(lock_path)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    answer = b"shared"
+                except BlockingIOError:
+                    answer = b"waits"
+            finally:
+                os.write(write, answer)
+                os._exit(0)
+        os.close(write)
+        said = os.read(read, 16)
+        os.waitpid(pid, 0)
+    os.close(read)
+    assert said == b"waits"  # the child's own open file: it must wait for the parent
     database.dispose()

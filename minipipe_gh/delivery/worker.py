@@ -34,7 +34,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from github import BadCredentialsException, GithubException, RateLimitExceededException
-from sqlalchemy import Integer, bindparam, exists, func, literal_column, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Integer,
+    bindparam,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.orm import Session
 
 from minipipe_gh.core.errors import NotFound
 from minipipe_gh.core.events import Event
@@ -128,6 +139,12 @@ _HELD = select(_T.c.delivery_id, _T.c.event, _T.c.payload, _T.c.headers, _T.c.ef
     _T.c.status == bindparam("phase"),
     _T.c.lease_owner == bindparam("holder"),
 )
+
+
+def _connection(s: Session | Connection) -> Connection:
+    """A Core statement runs on the connection itself, in the session's transaction when
+    given a session (without the ORM's execution path around it)."""
+    return s.connection() if isinstance(s, Session) else s
 
 
 @functools.lru_cache(maxsize=32)
@@ -507,22 +524,22 @@ class Worker:
             log.warning("lease on delivery %s was lost; another worker has it", seq)
             return None
 
-    def _held(self, s: Any, seq: int, phase: str) -> Any:
+    def _held(self, s: Session | Connection, seq: int, phase: str) -> Any:
         """The delivery's row while this worker holds it in ``phase``; else LeaseLost (a
         worker that stalled past its lease must stop)."""
         params = {"at": seq, "phase": phase, "holder": self.worker_id}
-        row = s.execute(_HELD, params).first()
+        row = _connection(s).execute(_HELD, params).first()
         if row is None:
             raise LeaseLost
         return row
 
-    def _settle(self, s: Any, seq: int, phase: str, **values: Any) -> None:
+    def _settle(self, s: Session | Connection, seq: int, phase: str, **values: Any) -> None:
         """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost.
         ``s`` is an ORM session or a Core connection: the statement is Core either way."""
         keys = tuple(sorted(values))
         params = {f"set_{k}": values[k] for k in keys}
         params.update(at=seq, phase=phase, holder=self.worker_id)
-        res = s.execute(_move(keys), params)
+        res = _connection(s).execute(_move(keys), params)
         if res.rowcount != 1:
             raise LeaseLost
 

@@ -15,6 +15,7 @@ before its first write, not at its start:
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import re
@@ -117,7 +118,7 @@ def end_write_turn(info: dict[str, Any]) -> None:
     """Let the next writer go."""
     fd = info.pop("writer_lock", None)
     if fd is not None:
-        os.close(fd)  # closing the descriptor releases the flock
+        fcntl.flock(fd, fcntl.LOCK_UN)
     turn = info.pop("writer_turn", None)
     if turn is not None:
         turn.release()
@@ -128,6 +129,18 @@ def end_write_turn(info: dict[str, Any]) -> None:
 # burnt a quarter of a busy worker's CPU (a try, a sleep and the GIL every 0.2-2 ms each).
 _TURNS: dict[str, threading.Lock] = {}
 _TURNS_LOCK = threading.Lock()
+
+
+# The flock file of each SQLite file, opened once per process (not at every write): only
+# the thread whose turn it is locks or unlocks it.
+_FILES: dict[str, int] = {}
+
+
+def _lock_file(lock_path: str) -> int:
+    fd = _FILES.get(lock_path)
+    if fd is None:
+        fd = _FILES[lock_path] = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    return fd
 
 
 def _thread_turn(lock_path: str) -> threading.Lock:
@@ -149,7 +162,11 @@ def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -
     turn = _thread_turn(lock_path)
     if not turn.acquire(timeout=max(timeout_s, 0.0)):
         return  # SQLite's own lock then answers "database is locked"
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = _lock_file(lock_path)
+    except OSError:
+        turn.release()
+        raise
     pause = 0.0002
     while True:
         try:
@@ -157,7 +174,6 @@ def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -
             break
         except BlockingIOError:
             if time.monotonic() > deadline:
-                os.close(fd)
                 turn.release()
                 return  # SQLite's own lock then answers "database is locked"
             time.sleep(pause)
@@ -227,6 +243,10 @@ def _after_fork_in_child() -> None:
     for database in list(_LIVE):
         database.engine.dispose(close=False)
     _TURNS.clear()  # a lock some parent thread held at the fork would never be released
+    for fd in _FILES.values():  # shared with the parent: its flock would be the parent's
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _FILES.clear()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
