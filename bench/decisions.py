@@ -309,7 +309,7 @@ def run_ours(
             out = args.py_spy / f"{tag}-worker.txt"
             spy = subprocess.Popen(
                 [str(BIN / "py-spy"), "record", "--threads", "--pid", str(worker.proc.pid)]
-                + ["--format", "raw", "-r", "250", "-o", str(out), "--nonblocking"]
+                + ["--format", "raw", "-r", str(args.py_spy_rate), "-o", str(out), "--nonblocking"]
                 + (["--gil"] if args.py_spy_gil else []),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -628,6 +628,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU)"
     )
+    ap.add_argument("--py-spy-rate", type=int, default=250, help="with --py-spy: samples/s")
     ap.add_argument("--probot-dir", type=Path, help="reuse a folder where probot is installed")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = ap.parse_args(argv)

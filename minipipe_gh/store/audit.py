@@ -6,10 +6,12 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from minipipe_gh.store.models import AuditEntry
+
+_INSERT = insert(AuditEntry.__table__)  # built once: every decision appends a row
 
 
 def record(
@@ -25,21 +27,22 @@ def record(
     reason: str | None = None,
     project_id: str | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
-    row = AuditEntry(
-        entity=entity,
-        entity_id=entity_id,
-        project_id=project_id,
-        from_state=from_state,
-        to_state=to_state,
-        outcome=outcome,
-        actor=actor,
-        source=source,
-        reason=reason,
-        details=details or {},
-    )
-    db.add(row)
-    return row
+) -> None:
+    """Append a row in the unit's transaction: a Core insert on its connection, as no
+    one changes the row after (an ORM object would only add a flush's work)."""
+    row = {
+        "entity": entity,
+        "entity_id": entity_id,
+        "project_id": project_id,
+        "from_state": from_state,
+        "to_state": to_state,
+        "outcome": outcome,
+        "actor": actor,
+        "source": source,
+        "reason": reason,
+        "details": details or {},
+    }
+    db.connection().execute(_INSERT, row)
 
 
 def history(db: Session, entity: str, entity_id: str) -> Sequence[AuditEntry]:

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, object_session
 from minipipe_gh.core.errors import Conflict, IllegalTransition
 from minipipe_gh.core.machine import Machine
 from minipipe_gh.store import audit
-from minipipe_gh.store.models import AuditEntry, utcnow
+from minipipe_gh.store.models import utcnow
 
 
 class Stateful(Protocol):
@@ -38,7 +38,7 @@ def advance(
     reason: str | None = None,
     expected_version: int | None = None,
     details: dict[str, Any] | None = None,
-) -> AuditEntry:
+) -> None:
     entity_id = ident(obj)
     check_attached(db, obj, machine)
     check_version(obj, machine, expected_version)
@@ -47,7 +47,7 @@ def advance(
     except IllegalTransition as err:
         err.audit = refusal(obj, machine, to, actor=actor, source=source, reason=str(err))
         raise
-    row = audit.record(
+    audit.record(
         db,
         entity=machine.entity,
         entity_id=entity_id,
@@ -62,14 +62,13 @@ def advance(
     )
     obj.state = to
     obj.updated_at = utcnow()  # type: ignore[attr-defined]
-    return row
 
 
 def note(
     db: Session, obj: Stateful, machine: Machine[Any], *, actor: str, source: str, reason: str
-) -> AuditEntry:
+) -> None:
     """An audit row for something that happened to the entity without a move."""
-    return audit.record(
+    audit.record(
         db,
         entity=machine.entity,
         entity_id=ident(obj),

@@ -1,0 +1,147 @@
+"""The worker's hot path: a poke wakes one idle loop, and a loop that finishes a delivery
+leases the next in the same transaction, without giving up what a finish must save."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from minipipe_gh.delivery.routing import Router
+from minipipe_gh.delivery.worker import Wakeup, Worker
+from minipipe_gh.gh import effects
+from minipipe_gh.review.context import Context
+from minipipe_gh.store.models import Delivery
+from tests.support import payload
+
+SENT: list[str] = []
+
+
+def _write(ectx: effects.EffectContext, spec: dict[str, Any]) -> None:
+    SENT.append(ectx.delivery_id)
+
+
+EXECUTORS = effects.Executors(gate={"test.write": _write}, best_effort={})
+
+
+def _router() -> Router:
+    router = Router()
+
+    @router.register("pull_request")
+    def handle(ctx: Context) -> None:
+        ctx.effect("test.write", n=1)
+
+    return router
+
+
+def _opened(number: int) -> dict[str, Any]:
+    body = payload("pull_request.opened")
+    body["number"] = number
+    body["pull_request"]["number"] = number
+    return body
+
+
+def _statuses(rt: Any) -> dict[str, tuple[str, str | None]]:
+    with rt.database.unit() as s:
+        rows = s.execute(select(Delivery.delivery_id, Delivery.status, Delivery.lease_owner))
+        return {ident: (status, owner) for ident, status, owner in rows}
+
+
+def test_a_loop_that_finishes_a_delivery_leases_the_next_in_the_same_transaction(
+    rt: Any, deliver: Any, monkeypatch: Any
+) -> None:
+    SENT.clear()
+    for n, ident in ((11, "pre-1"), (12, "pre-2")):  # two pull requests: both due at once
+        assert deliver("pull_request", _opened(n), delivery_id=ident).status_code == 202
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    from minipipe_gh.store import db as db_mod
+
+    turns: list[str] = []
+    real = db_mod.take_write_turn
+
+    def counting(dbapi_conn: Any, info: Any, lock_path: Any) -> None:
+        turns.append("write")
+        real(dbapi_conn, info, lock_path)
+
+    monkeypatch.setattr(db_mod, "take_write_turn", counting)
+    assert [o.status for o in worker.run_once(limit=1)] == ["done", "done"]
+    assert SENT == ["pre-1", "pre-2"]
+    # the first: claim, handler phase, finish (+ the second's lease); the second: handler
+    # phase, finish. Claimed on its own, the second would have cost one more.
+    assert len(turns) == 5
+    assert _statuses(rt) == {"pre-1": ("done", None), "pre-2": ("done", None)}
+
+
+def test_a_lease_that_fails_as_a_delivery_finishes_does_not_lose_the_finish(
+    rt: Any, deliver: Any, monkeypatch: Any
+) -> None:
+    SENT.clear()
+    for n, ident in ((21, "fin-1"), (22, "fin-2")):
+        deliver("pull_request", _opened(n), delivery_id=ident)
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    real_lease = worker._lease
+    calls = {"n": 0}
+
+    def failing_lease(conn: Any, limit: int) -> list[int]:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the lease inside the first delivery's finish
+            raise OperationalError("UPDATE deliveries", None, Exception("disk I/O error"))
+        return real_lease(conn, limit)
+
+    monkeypatch.setattr(worker, "_lease", failing_lease)
+    outcomes = worker.run_once(limit=1)
+    assert [o.status for o in outcomes] == ["done", "done"]
+    assert SENT == ["fin-1", "fin-2"]  # each written once: the finish was saved alone
+    assert _statuses(rt) == {"fin-1": ("done", None), "fin-2": ("done", None)}
+
+
+def test_a_delivery_leased_at_a_finish_is_handed_only_to_the_loop_that_leased_it(
+    rt: Any, deliver: Any
+) -> None:
+    SENT.clear()
+    for n, ident in ((31, "own-1"), (32, "own-2")):
+        deliver("pull_request", _opened(n), delivery_id=ident)
+    a = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="A")
+    [first] = a.claim(limit=1)
+    assert a.process(first, then_claim=1).status == "done"
+    assert _statuses(rt)["own-2"] == ("queued", "A")  # leased by A as it finished
+    b = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="B")
+    assert b.claim() == []  # B cannot take what A holds
+    [second] = a.claim()  # A's next claim hands it over without a query
+    assert a.process(second).status == "done"
+    assert SENT == ["own-1", "own-2"]
+
+
+def test_a_poke_wakes_one_idle_loop_not_all_of_them() -> None:
+    wake = Wakeup()
+    woke: list[bool] = []
+
+    def loop() -> None:
+        woke.append(wake.wait(3.0))
+
+    loops = [threading.Thread(target=loop) for _ in range(3)]
+    for t in loops:
+        t.start()
+    time.sleep(0.2)  # all three are waiting
+    started = time.monotonic()
+    wake.set()
+    while not woke and time.monotonic() - started < 2:
+        time.sleep(0.01)
+    time.sleep(0.2)
+    assert woke == [True]  # one loop woke at once; the others still wait
+    wake.set_all()
+    for t in loops:
+        t.join(2)
+    assert len(woke) == 3 and not any(t.is_alive() for t in loops)
+
+
+def test_a_wake_with_no_loop_waiting_is_kept_for_the_next() -> None:
+    wake = Wakeup()
+    wake.set()
+    started = time.monotonic()
+    assert wake.wait(2.0) is True
+    assert time.monotonic() - started < 0.5
+    assert wake.wait(0.05) is False  # taken once
