@@ -419,7 +419,7 @@ def worker(ctx: Ctx, once: bool, threads: int) -> None:
     else:
         check_production(ctx.settings)
     logs.setup()
-    rt = Runtime.build(ctx.settings)
+    rt = Runtime.build(ctx.settings, threads=threads)
     w = rt.worker()
     if once:
         outcomes = w.run_once()

@@ -145,3 +145,18 @@ def test_a_wake_with_no_loop_waiting_is_kept_for_the_next() -> None:
     assert wake.wait(2.0) is True
     assert time.monotonic() - started < 0.5
     assert wake.wait(0.05) is False  # taken once
+
+
+def test_a_worker_of_n_threads_gets_a_connection_pool_for_n(settings: Any) -> None:
+    from minipipe_gh.delivery.runtime import Runtime
+
+    rt = Runtime.build(settings, threads=16)
+    try:
+        pool = rt.database.engine.pool
+        assert pool.size() == 17  # type: ignore[attr-defined]  # the loops and the upkeep
+        held = [rt.database.engine.connect() for _ in range(17)]
+        assert pool.checkedout() == 17  # type: ignore[attr-defined]  # none waited
+        for conn in held:
+            conn.close()
+    finally:
+        rt.database.dispose()

@@ -45,10 +45,19 @@ class Runtime:
     setup_token: str = field(default_factory=lambda: secrets.token_urlsafe(32))
 
     @classmethod
-    def build(cls, settings: Settings | None = None, *, router: Router | None = None) -> Runtime:
+    def build(
+        cls,
+        settings: Settings | None = None,
+        *,
+        router: Router | None = None,
+        threads: int | None = None,
+    ) -> Runtime:
+        """``threads``: how many threads will use the database at once (a worker's
+        ``--threads``): the connection pool holds that many, so none waits for another's."""
         settings = settings or config.load()
         settings.instance_path.mkdir(parents=True, exist_ok=True)
-        database = Database(settings.database_url)
+        pool = {"pool_size": threads + 1, "max_overflow": 4} if threads else {}
+        database = Database(settings.database_url, **pool)
         install_github_counter()
         return cls(
             settings=settings,
