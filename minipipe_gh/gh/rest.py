@@ -74,10 +74,10 @@ def send_json(
     headers = {"User-Agent": Consts.DEFAULT_USER_AGENT, "X-GitHub-Api-Version": API_VERSION}
     if requester.auth is not None:
         requester.auth.authentication(headers)
-    data = None
+    data: bytes | None = None
     if body is not None:
         headers["Content-Type"] = "application/json"
-        data = json.dumps(body)
+        data = json.dumps(body).encode()  # bytes: sent in one packet with the headers
     url = _origin(requester.base_url) + path
     if params:  # as PyGithub spells a query (its order, lower-case booleans)
         url = Requester.add_parameters_to_url(url, dict(params))
