@@ -121,7 +121,7 @@ class Config:
 
 
 CONFIGS = {
-    "a": Config("a", "(a) ours: SQLite, 1 worker", "sqlite", 1),
+    "a": Config("a", "(a) ours: SQLite, 2 workers", "sqlite", 2),
     "b": Config("b", "(b) ours: PostgreSQL, 4 workers", "postgres", 4),
     "c": Config("c", "(c) inline (Probot way): SQLite", "sqlite", 0),
     "d": Config("d", "(d) inline (Probot way): PostgreSQL", "postgres", 0),
@@ -820,7 +820,7 @@ def table(header: list[str], rows: list[list[str]], left: int = 1) -> None:
         print(fmt(r))
 
 
-WORKER_THREADS = 4  # ``minipipe-gh worker``'s default threads
+WORKER_THREADS = 16  # ``minipipe-gh worker``'s default threads
 
 
 def owners_report(o: Outcome, args: argparse.Namespace) -> bool:

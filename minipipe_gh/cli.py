@@ -397,7 +397,7 @@ def keep_secret_key(settings: config.Settings) -> config.Settings:
 @click.option("--once", is_flag=True, help="Handle every due delivery, then exit.")
 @click.option(
     "--threads",
-    default=4,
+    default=16,
     show_default=True,
     type=click.IntRange(1, 64),
     help="Deliveries handled at once (never two of one pull request).",

@@ -160,3 +160,33 @@ def test_a_worker_of_n_threads_gets_a_connection_pool_for_n(settings: Any) -> No
             conn.close()
     finally:
         rt.database.dispose()
+
+
+def test_an_idle_worker_has_one_loop_looking_for_work_not_every_loop(
+    rt: Any, monkeypatch: Any
+) -> None:
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    looked: list[str] = []
+    real_claim = worker.claim
+
+    def claim(limit: int = 10) -> list[int]:
+        looked.append(threading.current_thread().name)
+        return real_claim(limit)
+
+    monkeypatch.setattr(worker, "claim", claim)
+    stop = threading.Event()
+    runner = threading.Thread(
+        target=worker.run_forever,
+        args=(stop,),
+        kwargs={"threads": 8, "poll_s": 0.05, "upkeep_every_s": 3600},
+        name="runner",  # run_forever's own loop
+    )
+    monkeypatch.setattr(worker, "reconcile", lambda: None)
+    monkeypatch.setattr(worker, "recover", lambda: None)
+    runner.start()
+    time.sleep(1.0)
+    stop.set()
+    runner.join(10)
+    others = [n for n in looked if n != "runner"]
+    assert looked.count("runner") >= 5  # the main loop polls every 50 ms
+    assert len(others) <= 7  # each other loop looked once, at its start, then waited
