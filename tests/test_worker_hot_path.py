@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
 
 from minipipe_gh.delivery.routing import Router
@@ -50,28 +52,40 @@ def _statuses(rt: Any) -> dict[str, tuple[str, str | None]]:
         return {ident: (status, owner) for ident, status, owner in rows}
 
 
+@pytest.fixture
+def write_commits(rt: Any) -> Iterator[list[str]]:
+    """Each commit of a transaction that wrote, on either backend."""
+    turns: list[str] = []
+
+    def wrote(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            conn.info["wrote"] = True
+
+    def committed(conn: Any) -> None:
+        if conn.info.pop("wrote", False):
+            turns.append("write")
+
+    engine = rt.database.engine
+    event.listen(engine, "before_cursor_execute", wrote)
+    event.listen(engine, "commit", committed)
+    yield turns
+    event.remove(engine, "before_cursor_execute", wrote)
+    event.remove(engine, "commit", committed)
+
+
 def test_a_loop_that_finishes_a_delivery_leases_the_next_in_the_same_transaction(
-    rt: Any, deliver: Any, monkeypatch: Any
+    rt: Any, deliver: Any, write_commits: list[str]
 ) -> None:
     SENT.clear()
     for n, ident in ((11, "pre-1"), (12, "pre-2")):  # two pull requests: both due at once
         assert deliver("pull_request", _opened(n), delivery_id=ident).status_code == 202
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
-    from minipipe_gh.store import db as db_mod
-
-    turns: list[str] = []
-    real = db_mod.take_write_turn
-
-    def counting(dbapi_conn: Any, info: Any, lock_path: Any) -> None:
-        turns.append("write")
-        real(dbapi_conn, info, lock_path)
-
-    monkeypatch.setattr(db_mod, "take_write_turn", counting)
+    write_commits.clear()  # the deliveries' own storing
     assert [o.status for o in worker.run_once(limit=1)] == ["done", "done"]
     assert SENT == ["pre-1", "pre-2"]
     # the first: claim, handler phase, finish (+ the second's lease); the second: handler
     # phase, finish. Claimed on its own, the second would have cost one more.
-    assert len(turns) == 5
+    assert len(write_commits) == 5
     assert _statuses(rt) == {"pre-1": ("done", None), "pre-2": ("done", None)}
 
 
