@@ -1,7 +1,7 @@
 """Decisions at GitHub speed: ours against a minimal Probot app, the same ``/approve`` work.
 
     .venv/bin/python bench/decisions.py [--approvals 150] [--clients 16] [--latency-ms 25]
-                                        [--reviewers 8] [--workers 1] [--worker-threads 4]
+                                        [--reviewers 8] [--workers CPUS] [--worker-threads 16]
                                         [--rate R] [--keep]
 
 Both apps talk to one ``bench/fake_github.py`` on loopback that answers every API
@@ -11,11 +11,12 @@ id of its own, so nothing is deduplicated) by ``--clients`` client threads, one
 connection per delivery, as GitHub posts them.
 
 * ours, in the README's production shape: gunicorn gthread 2 workers x 8
-  threads serving ``app:app`` plus ``--workers`` processes of
-  ``minipipe-gh worker --threads T``, on SQLite. Before the clock starts every PR is opened and its CI reported green
-  through the same webhook (not timed), so the approval is what turns the check
-  green. The web process stores the delivery and answers 202; the worker
-  decides: permission (cached per reviewer), PATCH the check run, the reaction.
+  threads serving ``app:app`` plus ``--workers`` processes (one per CPU) of
+  ``minipipe-gh worker --threads T``, on SQLite. Before the clock starts every
+  PR is opened and its CI reported green through the same webhook (not timed),
+  so the approval is what turns the check green. The web process stores the
+  delivery and answers 202; the worker decides: permission (cached per
+  reviewer), PATCH the check run, the reaction.
 * Probot 14 (installed with npm into a temporary folder at bench time, write
   throttling off): one Node process handling the comment inline before it
   answers: permission, the PR, the check runs on its head, PATCH, the reaction.
@@ -615,8 +616,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reviewers", type=int, default=8, help="distinct reviewers (permission cache)"
     )
-    ap.add_argument("--worker-threads", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=1, help="ours: worker processes")
+    ap.add_argument("--worker-threads", type=int, default=16, help="ours: each worker's --threads")
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="ours: worker processes (default: one per CPU, as the README runs them)",
+    )
     ap.add_argument(
         "--rate",
         type=float,
