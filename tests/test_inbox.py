@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from minipipe_gh.core.events import Event, order_key
@@ -20,7 +20,7 @@ from minipipe_gh.store import db as db_module
 from minipipe_gh.store import inbox as inbox_module
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.inbox import BATCH_MAX, Inbox, insert_new, row_for
+from minipipe_gh.store.inbox import BATCH_MAX, GROUP_MAX, Inbox, insert_new, row_for
 from minipipe_gh.store.models import Delivery
 from tests.support import payload
 
@@ -97,6 +97,69 @@ def test_concurrent_requests_each_learn_whether_their_delivery_was_new(rt):
     assert "same-id" in rows
     told_new = [jobs[i][0].delivery_id for i in range(8, 16) if answers[i]]
     assert [k for k in rows if k.startswith("same-comment-")] == told_new
+
+
+def test_headers_and_timestamps_as_stored_are_what_the_orm_and_the_database_read(rt):
+    """The headers' JSON text (written with orjson on SQLite) reads back as the dict
+    sent, non-ASCII included, and is JSON to the database itself; a row's two
+    timestamps, one value processed once, are stored equal."""
+    event, raw = comment_event("headers-json", 4343)
+    event.headers["User-Agent"] = "GitHub-Hookshot/é 🚀"
+    assert rt.inbox.store(event, raw) is True
+    row = stored(rt)["headers-json"]
+    assert row.headers == {
+        "X-GitHub-Event": "issue_comment",
+        "X-GitHub-Delivery": "headers-json",
+        "User-Agent": "GitHub-Hookshot/é 🚀",
+    }
+    assert row.received_at == row.next_attempt_at
+    if rt.database.is_sqlite:
+        with rt.database.unit() as s:
+            agent = s.execute(
+                text(
+                    "SELECT json_extract(headers, '$.\"User-Agent\"') FROM deliveries "
+                    "WHERE delivery_id = 'headers-json'"
+                )
+            ).scalar_one()
+        assert agent == "GitHub-Hookshot/é 🚀"
+
+
+def test_a_group_commit_holds_at_most_group_max_deliveries(rt, monkeypatch):
+    """Under a burst the queue is committed in groups of at most ``group_max`` (so the
+    next group is parsed while one commits); every request still learns its outcome
+    and every delivery is stored once."""
+    assert GROUP_MAX == Inbox.group_max == 8
+    monkeypatch.setattr(rt.inbox, "group_max", 3)
+    sizes: list[int] = []
+    write = rt.inbox._write
+
+    def counted(rows):  # the real write, counted; the first holds until all are queued
+        deadline = time.monotonic() + 10
+        while not sizes and len(rt.inbox._waiting) < len(jobs) - 1:
+            assert time.monotonic() < deadline, "the other requests never queued"
+            time.sleep(0.001)
+        sizes.append(len(rows))
+        return write(rows)
+
+    monkeypatch.setattr(rt.inbox, "_write", counted)
+    jobs = [comment_event(f"grouped-{i}", 700 + i) for i in range(20)]
+    jobs += [comment_event("grouped-0", 700)]  # a redelivery in the same burst
+    answers = store_all_at_once(rt, jobs)
+    assert sizes == [1, 3, 3, 3, 3, 3, 3, 2]  # the first alone, then the queue by threes
+    assert sum(1 for i in range(len(jobs)) if answers[i] is True) == 20
+    assert sorted(stored(rt)) == sorted(f"grouped-{i}" for i in range(20))
+
+
+def test_the_workers_poke_is_built_once_per_database(monkeypatch):
+    """``wake_workers`` runs after every commit: it reuses its Poke (building one
+    reads the wake folder's path) rather than build one per call."""
+    built: list[str] = []
+    folder = inbox_module.wake_folder
+    monkeypatch.setattr(inbox_module, "_POKES", {})
+    monkeypatch.setattr(inbox_module, "wake_folder", lambda url: built.append(url) or folder(url))
+    for _ in range(5):
+        inbox_module.wake_workers("sqlite:////tmp/poke-once.db")
+    assert built == ["sqlite:////tmp/poke-once.db"]
 
 
 def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
