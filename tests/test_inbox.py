@@ -20,7 +20,7 @@ from minipipe_gh.store import db as db_module
 from minipipe_gh.store import inbox as inbox_module
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
-from minipipe_gh.store.inbox import BATCH_MAX, GROUP_MAX, Inbox, insert_new, row_for
+from minipipe_gh.store.inbox import BATCH_MAX, Inbox, insert_new, row_for
 from minipipe_gh.store.models import Delivery
 from tests.support import payload
 
@@ -122,32 +122,6 @@ def test_headers_and_timestamps_as_stored_are_what_the_orm_and_the_database_read
                 )
             ).scalar_one()
         assert agent == "GitHub-Hookshot/é 🚀"
-
-
-def test_a_group_commit_holds_at_most_group_max_deliveries(rt, monkeypatch):
-    """Under a burst the queue is committed in groups of at most ``group_max`` (so the
-    next group is parsed while one commits); every request still learns its outcome
-    and every delivery is stored once."""
-    assert GROUP_MAX == Inbox.group_max == 8
-    monkeypatch.setattr(rt.inbox, "group_max", 3)
-    sizes: list[int] = []
-    write = rt.inbox._write
-
-    def counted(rows):  # the real write, counted; the first holds until all are queued
-        deadline = time.monotonic() + 10
-        while not sizes and len(rt.inbox._waiting) < len(jobs) - 1:
-            assert time.monotonic() < deadline, "the other requests never queued"
-            time.sleep(0.001)
-        sizes.append(len(rows))
-        return write(rows)
-
-    monkeypatch.setattr(rt.inbox, "_write", counted)
-    jobs = [comment_event(f"grouped-{i}", 700 + i) for i in range(20)]
-    jobs += [comment_event("grouped-0", 700)]  # a redelivery in the same burst
-    answers = store_all_at_once(rt, jobs)
-    assert sizes == [1, 3, 3, 3, 3, 3, 3, 2]  # the first alone, then the queue by threes
-    assert sum(1 for i in range(len(jobs)) if answers[i] is True) == 20
-    assert sorted(stored(rt)) == sorted(f"grouped-{i}" for i in range(20))
 
 
 def test_the_workers_poke_is_built_once_per_database(monkeypatch):

@@ -44,8 +44,7 @@ from minipipe_gh.store.db import (
 from minipipe_gh.store.models import Delivery, utcnow
 
 log = logging.getLogger(__name__)
-BATCH_MAX = 256  # rows per statement: within every driver's parameter limit
-GROUP_MAX = 8  # deliveries per group commit: see Inbox._lead
+BATCH_MAX = 256
 GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._lead
 CHECKPOINT_EVERY_S = 1.0
 WAL_TRUNCATE_QUIET_S = 30.0
@@ -185,7 +184,7 @@ class _InsertNew:
         flat: list[Any] = []
         columns = list(zip(ROW_COLUMNS, self.processors, strict=True))
         for row in rows:
-            last: Any = None  # a row's two timestamps are one value: processed once
+            last: Any = _UNSET  # a row's two timestamps are one value: processed once
             done: Any = None
             for name, proc in columns:
                 value = row[name]
@@ -226,6 +225,9 @@ class _InsertNew:
             raise DBAPIError.instance(sql, None, err, dbapi_error) from err
         finally:
             end_write_turn(conn.info)
+
+
+_UNSET = object()
 
 
 def _json_text(value: Any) -> str:
@@ -294,8 +296,6 @@ class Inbox:
     during the one before it.
     """
 
-    group_max = GROUP_MAX
-
     def __init__(self, database: Database) -> None:
         self.database = database
         # told after new deliveries commit; the poke wakes workers in other processes
@@ -340,21 +340,13 @@ class Inbox:
         commits take less CPU per delivery and pass SQLite's lock between processes
         less often (measured: about 10% less CPU per stored delivery under load). A
         lone delivery is written at once, so a quiet server answers without the wait.
-
-        A batch holds at most ``self.group_max`` deliveries, and a leader that already
-        has that many queued does not wait: under load the next batch is parsed while
-        this one commits (SQLite's write gives up the GIL), where one batch of every
-        request in flight left the parsing threads idle during its commit and the
-        commit idle during their parsing. Past 8 rows a commit costs about as much per
-        row as at 8.
         """
         try:
-            group_max = self.group_max
-            if self._together and len(self._waiting) < group_max:
+            if self._together:
                 time.sleep(GROUP_WAIT_S)
             with self._mutex:
-                batch = self._waiting[:group_max]
-                del self._waiting[:group_max]
+                batch = self._waiting[:BATCH_MAX]
+                del self._waiting[:BATCH_MAX]
             self._together = len(batch) > 1
             self._commit(batch, me)
         finally:
