@@ -703,3 +703,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def probot_env(env0: dict[str, str], secret: str, port: int, api_url: str = "") -> dict[str, str]:
+    """The environment a Probot app of these benches reads (``env0`` from
+    ``ingest.make_env``): app id, key, webhook secret, port; ``api_url`` for a fake GitHub."""
+    env = dict(env0)
+    env.update(
+        APP_ID=env0["GITHUB_APP_ID"],
+        PRIVATE_KEY=env0["GITHUB_PRIVATE_KEY"],
+        WEBHOOK_SECRET=secret,
+        PORT=str(port),
+        NODE_ENV="production",
+    )
+    if api_url:
+        env["API_URL"] = api_url
+    return env

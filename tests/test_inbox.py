@@ -12,7 +12,7 @@ import threading
 import time
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from minipipe_gh.core.events import Event, order_key
@@ -97,6 +97,43 @@ def test_concurrent_requests_each_learn_whether_their_delivery_was_new(rt):
     assert "same-id" in rows
     told_new = [jobs[i][0].delivery_id for i in range(8, 16) if answers[i]]
     assert [k for k in rows if k.startswith("same-comment-")] == told_new
+
+
+def test_headers_and_timestamps_as_stored_are_what_the_orm_and_the_database_read(rt):
+    """The headers' JSON text (written with orjson on SQLite) reads back as the dict
+    sent, non-ASCII included, and is JSON to the database itself; a row's two
+    timestamps, one value processed once, are stored equal."""
+    event, raw = comment_event("headers-json", 4343)
+    event.headers["User-Agent"] = "GitHub-Hookshot/é 🚀"
+    assert rt.inbox.store(event, raw) is True
+    row = stored(rt)["headers-json"]
+    assert row.headers == {
+        "X-GitHub-Event": "issue_comment",
+        "X-GitHub-Delivery": "headers-json",
+        "User-Agent": "GitHub-Hookshot/é 🚀",
+    }
+    assert row.received_at == row.next_attempt_at
+    if rt.database.is_sqlite:
+        with rt.database.unit() as s:
+            agent = s.execute(
+                text(
+                    "SELECT json_extract(headers, '$.\"User-Agent\"') FROM deliveries "
+                    "WHERE delivery_id = 'headers-json'"
+                )
+            ).scalar_one()
+        assert agent == "GitHub-Hookshot/é 🚀"
+
+
+def test_the_workers_poke_is_built_once_per_database(monkeypatch):
+    """``wake_workers`` runs after every commit: it reuses its Poke (building one
+    reads the wake folder's path) rather than build one per call."""
+    built: list[str] = []
+    folder = inbox_module.wake_folder
+    monkeypatch.setattr(inbox_module, "_POKES", {})
+    monkeypatch.setattr(inbox_module, "wake_folder", lambda url: built.append(url) or folder(url))
+    for _ in range(5):
+        inbox_module.wake_workers("sqlite:////tmp/poke-once.db")
+    assert built == ["sqlite:////tmp/poke-once.db"]
 
 
 def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
