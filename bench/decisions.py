@@ -145,6 +145,7 @@ class Run:
     requests: collections.Counter[str] = field(default_factory=collections.Counter)
     stored_ok: str = "n/a"
     parts: dict[str, float] = field(default_factory=dict)  # CPU seconds by process role
+    handled_ms: list[float] = field(default_factory=list)  # per /approve, the handling thread
 
     @property
     def acked(self) -> list[Sent]:
@@ -345,7 +346,19 @@ def run_ours(
     run.requests = counts_of(stats) - before
     run.stored_ok = done_ok
     run.parts = {"web": web1 - web0, "worker": (cpu1 - cpu0) - (web1 - web0)}
+    run.handled_ms = handled_cpu(w.log_path for w in workers)
     return run
+
+
+def handled_cpu(logs: Any) -> list[float]:
+    """The worker's own figure for each ``/approve`` it handled: the CPU of the thread
+    that handled it (its log line ``issue_comment done ... X ms CPU``)."""
+    out: list[float] = []
+    for path in logs:
+        for line in _read(path).splitlines():
+            if "issue_comment done after" in line and line.endswith(" ms CPU"):
+                out.append(float(line.rsplit(" ", 3)[-3]))
+    return out
 
 
 def prepare_ours(
@@ -590,6 +603,12 @@ def report(ours: Run, probot: Run, args: argparse.Namespace) -> bool:
             "ours, CPU ms per decision by process: "
             + ", ".join(f"{k} {1000 * v / n:.1f}" for k, v in ours.parts.items())
         )
+    if ours.handled_ms:
+        h = ours.handled_ms
+        print(
+            f"ours, CPU ms per handled /approve (the handling thread, {len(h)} handled): "
+            f"mean {sum(h) / len(h):.2f}, p50 {pct(h, 50):.2f}, p90 {pct(h, 90):.2f}"
+        )
     lo, lp = ours.latencies(), probot.latencies()
     if probot.rate and lp:
         print(
@@ -688,6 +707,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision "
                     + " ".join(
                         f"({k} {1000 * v / max(1, len(r.decided)):.1f})" for k, v in r.parts.items()
+                    )
+                    + (
+                        f" (per handled /approve {sum(r.handled_ms) / len(r.handled_ms):.2f})"
+                        if r.handled_ms
+                        else ""
                     )
                     + f", {r.stored_ok}"
                 )
