@@ -19,7 +19,8 @@ GitHub is ``bench/fake_github.py`` on loopback with a fixed added latency per
 request; the app reaches it through ``GITHUB_API_URL``. Configurations, all in
 the same run, under the same web server settings:
 
-* (a) ours, SQLite + one ``minipipe-gh worker`` process;
+* (a) ours, SQLite + two ``minipipe-gh worker`` processes (one per CPU here, as the
+  inline baseline's web tier runs two);
 * (b) ours, PostgreSQL (a throwaway cluster, ``tests/pg.py``) + four workers;
 * (c) the Probot way on SQLite: a WSGI app (``inline_app`` below) that verifies
   the signature and runs the same router, handlers and effects before it

@@ -284,13 +284,20 @@ def finished_delivery(database: Database) -> str:
     return ident
 
 
+def finished_delivery_seen_by(
+    rt: Runtime, fake_github: tuple[FakeGitHub, str], login: str, role: str
+) -> str:
+    """A finished delivery of the repository, and ``login`` with ``role`` on it."""
+    gh, _url = fake_github
+    as_reviewer(gh, login, role)
+    seed_installation(rt.database, REPO)
+    return finished_delivery(rt.database)
+
+
 def test_replaying_a_finished_delivery_asks_to_confirm_and_says_what_it_re_sends(
     page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
 ) -> None:
-    gh, _url = fake_github
-    as_reviewer(gh, "mia", "maintain")
-    seed_installation(rt.database, REPO)
-    done = finished_delivery(rt.database)
+    done = finished_delivery_seen_by(rt, fake_github, "mia", "maintain")
 
     sign_in(page, site)
     page.get_by_role("link", name="Dead deliveries").click()
@@ -313,10 +320,7 @@ def test_replaying_a_finished_delivery_asks_to_confirm_and_says_what_it_re_sends
 def test_a_reader_sees_what_a_replay_would_re_send_but_no_button(
     page: Page, site: str, rt: Runtime, fake_github: tuple[FakeGitHub, str]
 ) -> None:
-    gh, _url = fake_github
-    as_reviewer(gh, "bob", "read")
-    seed_installation(rt.database, REPO)
-    done = finished_delivery(rt.database)
+    done = finished_delivery_seen_by(rt, fake_github, "bob", "read")
 
     sign_in(page, site)
     page.goto(f"{site}/deliveries/{done}/replay")

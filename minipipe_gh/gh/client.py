@@ -15,13 +15,12 @@ from dataclasses import dataclass
 from github import Auth, Github, GithubIntegration
 
 from minipipe_gh.core.errors import ConfigError
-from minipipe_gh.gh.rest import PERMISSION_TTL_S, AppAPI, ETagCache, RepoAPI, TTLCache
+from minipipe_gh.gh.rest import PERMISSION_TTL_S, TIMEOUT_S, AppAPI, ETagCache, RepoAPI, TTLCache
 
 RENEW_BEFORE_S = 300
 POLICY_TTL_S = 300.0  # a push to the default branch touching the file drops it sooner
 TEAM_TTL_S = 300.0  # team memberships, for reviewer teams and code-owner teams
 BLOB_TTL_S = 86400.0  # parsed CODEOWNERS by blob SHA: a blob never changes
-TIMEOUT_S = 15
 # PyGithub sleeps between requests (0.25 s, and 1 s between writes) by default. A
 # worker handles one delivery's few requests in sequence and reschedules on a
 # secondary rate limit (Retry-After) instead, so the sleeps only add latency.

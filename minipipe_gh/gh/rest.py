@@ -33,7 +33,7 @@ from requests.adapters import HTTPAdapter
 from minipipe_gh.core.authz import Collaborator
 
 PERMISSION_TTL_S = 60.0
-TIMEOUT_S = 15
+TIMEOUT_S = 15  # every GitHub request's, PyGithub's clients (gh/client.py) included
 MAX_REDIRECTS = 3
 API_VERSION = Consts.API_VERSION_2022_11_28
 
