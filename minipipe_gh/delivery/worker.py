@@ -66,11 +66,10 @@ from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
 from minipipe_gh.store.db import Database
 from minipipe_gh.store.inbox import wake_folder
-from minipipe_gh.store.models import Delivery, utcnow
+from minipipe_gh.store.models import PENDING, Delivery, utcnow
 
 log = logging.getLogger(__name__)
 
-PENDING = ("queued", "effects")
 BASE_DELAY_S = 2.0
 # The main loop looks every ``poll_s`` (0.2 s) for work no poke announced (a web tier on
 # another host); the other loops wait to be woken (a poke, or a loop that found work)

@@ -191,7 +191,9 @@ class AuditEntry(Base):
     )
 
 
-PENDING_SQL = text("status IN ('queued', 'effects')")
+# A delivery not finished yet: the worker claims these, and only these are indexed for it.
+PENDING = ("queued", "effects")
+PENDING_SQL = text("status IN (" + ", ".join(f"'{p}'" for p in PENDING) + ")")
 
 
 class Delivery(Base):
