@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/decisions.py [--approvals 150] [--clients 16] [--latency-ms 25]
                                         [--reviewers 8] [--workers CPUS] [--worker-threads 16]
-                                        [--rate R] [--keep]
+                                        [--rate R] [--rounds 3] [--only ours|probot]
+                                        [--probot-dir DIR] [--keep]
 
 Both apps talk to one ``bench/fake_github.py`` on loopback that answers every API
 request after a fixed ``--latency-ms``. Each is sent ``--approvals`` signed
@@ -33,8 +34,18 @@ check-run update), the time from a comment's send to its check-run update at
 the fake (p50/p99), acknowledgement latency, CPU ms per decision (the app's
 processes: web + worker, or node), GitHub requests per decision, and the
 ratios ours/Probot. For ours every acknowledged delivery is checked to be a
-stored row that the worker finished. Processes run in their own process groups
-and are stopped on exit. Numbers on a shared machine are noisy: run it twice.
+stored row that the worker finished (any round failing it exits 1). Processes
+run in their own process groups and are stopped on exit.
+
+``--rounds N`` (default 3) runs ours and Probot alternately N times, every
+second round starting with Probot, each with fresh deliveries and a fresh
+database: on a shared machine the outside load changes from minute to minute,
+so a ratio is only fair when both sides ran back to back, and alternating the
+order keeps either from always getting the quieter slot. It prints one row per
+round (with the machine's busy CPU-s during each side) and the median of the
+per-round ratios with their min and max (with ``--rate``, the p99 ratio is the
+one to read); the last round is also shown in detail. ``--rounds 1`` prints
+the single run's report alone.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ import os
 import queue
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -581,15 +593,7 @@ def report(ours: Run, probot: Run, args: argparse.Namespace) -> bool:
         "GH req/decision",
         "fake CPU ms/dec",
     ]
-    rows = [header, row(ours), row(probot)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        print(
-            "  ".join(
-                c.rjust(w) if i else c.ljust(w)
-                for i, (c, w) in enumerate(zip(r, widths, strict=True))
-            )
-        )
+    table([header, row(ours), row(probot)])
     print()
     for r in (ours, probot):
         print(
@@ -620,11 +624,167 @@ def report(ours: Run, probot: Run, args: argparse.Namespace) -> bool:
         f"machine busy during the runs: ours {ours.machine_cpu:.1f} CPU-s, "
         f"Probot {probot.machine_cpu:.1f} CPU-s (other jobs share the cores)"
     )
-    ok = len(ours.decided) == len(ours.sent) and len(probot.decided) == len(probot.sent)
-    ok = (
-        ok and ours.stored_ok.endswith(" 0 missing") and f"{len(ours.acked)} done" in ours.stored_ok
-    )
+    return passed(ours) and passed(probot)
+
+
+def passed(r: Run) -> bool:
+    """A run's check: every delivery decided; for ours also every acknowledged one
+    stored and done by the worker."""
+    ok = len(r.decided) == len(r.sent)
+    if r.name == "ours":
+        ok = ok and r.stored_ok.endswith(" 0 missing") and f"{len(r.acked)} done" in r.stored_ok
     return ok
+
+
+def summary_line(r: Run) -> str:
+    """One side's figures on one line (what ``--only`` prints)."""
+    lat = r.latencies()
+    n = max(1, len(r.decided))
+    return (
+        f"{r.name}: {r.rate:.1f}/s, p50 {1000 * pct(lat, 50):.0f} ms, "
+        f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision "
+        + " ".join(f"({k} {1000 * v / n:.1f})" for k, v in r.parts.items())
+        + (
+            f" (per handled /approve {sum(r.handled_ms) / len(r.handled_ms):.2f})"
+            if r.handled_ms
+            else ""
+        )
+        + f", {r.stored_ok}"
+    )
+
+
+@dataclass
+class Round:
+    number: int
+    first: str  # which side ran first in this round
+    ours: Run | None
+    probot: Run | None
+
+    @property
+    def ok(self) -> bool:
+        return all(passed(r) for r in (self.ours, self.probot) if r is not None)
+
+    def ratios(self) -> dict[str, float]:
+        """ours/Probot: throughput, p99 send->green, CPU per decision (nan when undefined)."""
+        nan = float("nan")
+        if self.ours is None or self.probot is None:
+            return {}
+        o, p = self.ours, self.probot
+        p99o, p99p = pct(o.latencies(), 99), pct(p.latencies(), 99)
+        return {
+            "throughput": o.rate / p.rate if p.rate else nan,
+            "p99": p99o / p99p if p99p > 0 else nan,
+            "CPU per decision": o.cpu_ms / p.cpu_ms if p.cpu_ms > 0 else nan,
+        }
+
+
+def table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print(
+            "  ".join(
+                c.rjust(w) if i else c.ljust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
+
+
+def spread(values: list[float], fmt: str, unit: str = "") -> str:
+    """``median (min .., max ..)`` of the defined (not nan) values."""
+    vals = [v for v in values if v == v]
+    if not vals:
+        return "n/a"
+    med, lo, hi = (format(v, fmt) + unit for v in (statistics.median(vals), min(vals), max(vals)))
+    return f"{med} (min {lo}, max {hi})"
+
+
+def times(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio == ratio else "n/a"
+
+
+def report_rounds(rounds: list[Round]) -> None:
+    """One row per round, then the median (and range) over the rounds."""
+
+    def p50_99(r: Run) -> str:
+        lat = r.latencies()
+        return f"{1000 * pct(lat, 50):.0f} / {1000 * pct(lat, 99):.0f}"
+
+    def handled(r: Run) -> str:
+        h = r.handled_ms
+        return f"{sum(h) / len(h):.2f}" if h else "-"
+
+    both = all(rd.ours is not None and rd.probot is not None for rd in rounds)
+    if both:
+        header = [
+            "round",
+            "first",
+            "ours/s",
+            "Probot/s",
+            "ratio",
+            "ours p50/p99 ms",
+            "Probot p50/p99 ms",
+            "p99 ratio",
+            "CPU ms/dec ours/Probot",
+            "CPU ratio",
+            "ours CPU ms/handled",
+            "busy CPU-s ours/Probot",
+            "check",
+        ]
+        rows = [header]
+        for rd in rounds:
+            o, p = rd.ours, rd.probot
+            assert o is not None and p is not None
+            q = rd.ratios()
+            rows.append(
+                [
+                    str(rd.number),
+                    rd.first,
+                    f"{o.rate:.1f}",
+                    f"{p.rate:.1f}",
+                    times(q["throughput"]),
+                    p50_99(o),
+                    p50_99(p),
+                    times(q["p99"]),
+                    f"{o.cpu_ms:.1f} / {p.cpu_ms:.1f}",
+                    times(q["CPU per decision"]),
+                    handled(o),
+                    f"{o.machine_cpu:.1f} / {p.machine_cpu:.1f}",
+                    "ok" if rd.ok else "FAILED",
+                ]
+            )
+        table(rows)
+        print(
+            f"ours/Probot, median of {len(rounds)} rounds: "
+            + ", ".join(
+                f"{k} {spread([rd.ratios()[k] for rd in rounds], '.2f', 'x')}"
+                for k in ("throughput", "p99", "CPU per decision")
+            )
+        )
+        return
+    runs = [r for rd in rounds for r in (rd.ours, rd.probot) if r is not None]
+    header = ["round", "app", "decisions/s", "p50/p99 ms", "CPU ms/dec", "CPU ms/handled"]
+    header += ["busy CPU-s", "check"]
+    rows = [header]
+    for rd, r in zip(rounds, runs, strict=True):
+        rows.append(
+            [
+                str(rd.number),
+                r.name,
+                f"{r.rate:.1f}",
+                p50_99(r),
+                f"{r.cpu_ms:.1f}",
+                handled(r),
+                f"{r.machine_cpu:.1f}",
+                "ok" if passed(r) else "FAILED",
+            ]
+        )
+    table(rows)
+    print(
+        f"{runs[0].name}, median of {len(rounds)} rounds: "
+        f"{spread([r.rate for r in runs], '.1f', '/s')}, "
+        f"p99 {spread([1000 * pct(r.latencies(), 99) for r in runs], '.0f', ' ms')}, "
+        f"CPU per decision {spread([r.cpu_ms for r in runs], '.1f', ' ms')}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -649,6 +809,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "probot"])
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="run ours and Probot alternately this many times; the median ratio is printed",
+    )
     ap.add_argument("--py-spy", type=Path, help="record the worker with py-spy into this folder")
     ap.add_argument(
         "--py-spy-gil", action="store_true", help="with --py-spy: sample only the GIL holder (CPU)"
@@ -657,6 +823,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--probot-dir", type=Path, help="reuse a folder where probot is installed")
     ap.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
     args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error("--rounds must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="minipipe-decisions-"))
     stop: Callable[[], None] = ingest.stop_all
@@ -679,16 +847,36 @@ def main(argv: list[str] | None = None) -> int:
         ]
         fake = e2e.Proc("fake-github", fake_argv, env, work / "fake.log")
         fake.launch("fake GitHub on")
-        ours = probot = None
-        if args.only != "probot":
-            ours = run_ours(args, work, env, fake, fake_port)
+        folder = None
         if args.only != "ours":
             folder = args.probot_dir or work / "probot"
             folder.mkdir(exist_ok=True)
             if not (folder / "node_modules" / "probot").is_dir():
                 install_probot(folder)
             (folder / "app.mjs").write_text(PROBOT_APP)
-            probot = run_probot(args, work, folder, env, fake, fake_port)
+        sides = [side for side in ("ours", "probot") if args.only in (None, side)]
+        rounds: list[Round] = []
+        for number in range(1, args.rounds + 1):
+            # every second round starts with the other side, so neither always goes first
+            order = sides if number % 2 else sides[::-1]
+            got: dict[str, Run] = {}
+            for side in order:
+                if side == "ours":
+                    got[side] = run_ours(args, work, env, fake, fake_port)
+                else:
+                    assert folder is not None
+                    got[side] = run_probot(args, work, folder, env, fake, fake_port)
+            rd = Round(number, got[order[0]].name, got.get("ours"), got.get("probot"))
+            rounds.append(rd)
+            if args.rounds > 1:
+                print(
+                    f"round {number}/{args.rounds} done: "
+                    + ", ".join(f"{r.name} {r.rate:.1f}/s" for r in got.values())
+                    + ("" if rd.ok else " (check FAILED)"),
+                    file=sys.stderr,
+                    flush=True,
+                )
+        last = rounds[-1]
         print(
             f"{args.approvals} /approve deliveries from {args.clients} client threads, "
             f"fake GitHub +{args.latency_ms:g} ms; ours: gunicorn gthread 2x8 + "
@@ -696,26 +884,20 @@ def main(argv: list[str] | None = None) -> int:
             f"Probot {PROBOT_VERSION}, inline; "
             + (f"open loop at {args.rate:g}/s; " if args.rate else "closed loop; ")
             + f"{os.cpu_count()} CPUs"
+            + (f"; {args.rounds} rounds, alternating" if args.rounds > 1 else "")
         )
-        if ours and probot:
-            return 0 if report(ours, probot, args) else 1
-        for r in (ours, probot):
-            if r is not None:
-                lat = r.latencies()
-                print(
-                    f"{r.name}: {r.rate:.1f}/s, p50 {1000 * pct(lat, 50):.0f} ms, "
-                    f"p99 {1000 * pct(lat, 99):.0f} ms, CPU {r.cpu_ms:.1f} ms/decision "
-                    + " ".join(
-                        f"({k} {1000 * v / max(1, len(r.decided)):.1f})" for k, v in r.parts.items()
-                    )
-                    + (
-                        f" (per handled /approve {sum(r.handled_ms) / len(r.handled_ms):.2f})"
-                        if r.handled_ms
-                        else ""
-                    )
-                    + f", {r.stored_ok}"
-                )
-        return 0
+        if args.rounds > 1:
+            print(f"round {last.number} (the last) in detail:")
+        if last.ours and last.probot:
+            report(last.ours, last.probot, args)
+        else:
+            for r in (last.ours, last.probot):
+                if r is not None:
+                    print(summary_line(r))
+        if args.rounds > 1:
+            print()
+            report_rounds(rounds)
+        return 0 if all(rd.ok for rd in rounds) else 1
     finally:
         ingest.stop_all()
         if args.keep:
