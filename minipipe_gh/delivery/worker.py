@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import logging
 import os
 import random
@@ -33,6 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from github import BadCredentialsException, GithubException, RateLimitExceededException
 from sqlalchemy import (
     Connection,
@@ -118,6 +118,8 @@ _CLAIMED = (
     _T.c.status,
     _T.c.attempts,
     _T.c.installation_id,
+    _T.c.payload,  # read here, so handling it needs no read of the row of its own
+    _T.c.headers,
 )
 # One compare-and-set for the batch: a row another worker leased meanwhile no longer
 # matches and is simply not returned.
@@ -136,9 +138,9 @@ _LEASE_SEQS = _LEASE.where(_T.c.seq.in_(bindparam("seqs", expanding=True)))
 _HEADS_LOCKED = _HEADS.with_for_update(skip_locked=True, of=_head)  # PostgreSQL
 
 
-# A delivery as its holder reads it to go on: nothing when another holds it now, or it
-# moved on to another phase meanwhile.
-_HELD = select(_T.c.delivery_id, _T.c.event, _T.c.payload, _T.c.headers, _T.c.effects).where(
+# The writes of a delivery in its effects phase, as its holder reads them to go on: nothing
+# when another holds it now, or it moved on meanwhile.
+_HELD = select(_T.c.effects).where(
     _T.c.seq == bindparam("at"),
     _T.c.status == bindparam("phase"),
     _T.c.lease_owner == bindparam("holder"),
@@ -455,12 +457,24 @@ class Worker:
             with self.database.unit() as s:
                 d = s.get(Delivery, seq)
                 assert d is not None
-                claimed = (d.delivery_id, d.event, d.status, d.attempts, d.installation_id)
-        ident, name, phase, attempt, installation_id = claimed
+                claimed = (
+                    d.delivery_id,
+                    d.event,
+                    d.status,
+                    d.attempts,
+                    d.installation_id,
+                    d.payload,
+                    d.headers,
+                )
+        ident, name, phase, attempt, installation_id, payload, headers = claimed
         started, cpu_started = time.perf_counter(), time.thread_time()
         with logs.for_delivery(ident), counting_github_calls() as calls:
             try:
-                pending = self._handle(seq, attempt) if phase == "queued" else self._effects_of(seq)
+                if phase == "queued":
+                    event = Event(ident, name, orjson.loads(payload), dict(headers or {}))
+                    pending = self._handle(seq, attempt, event)
+                else:
+                    pending = self._effects_of(seq)
             except Exception as err:
                 outcome = Outcome(ident, self._fail(seq, attempt, installation_id, err), len(calls))
                 self._record(
@@ -529,13 +543,12 @@ class Worker:
             cpu_ms,
         )
 
-    def _handle(self, seq: int, attempt: int) -> list[dict[str, Any]] | None:
+    def _handle(self, seq: int, attempt: int, event: Event) -> list[dict[str, Any]] | None:
         """Run the handlers; their changes and the delivery's next phase commit together,
-        and only while the lease is still this worker's (else everything rolls back)."""
+        and only while the lease is still this worker's (else everything rolls back: the
+        move's compare-and-set is the check, so the row is not read again first)."""
         try:
             with self.database.unit() as s:
-                d = self._held(s, seq, "queued")
-                event = Event(d.delivery_id, d.event, json.loads(d.payload), dict(d.headers))
                 ctx = Context(event, s, self.app, log, attempt=attempt)
                 self.router.dispatch(ctx)
                 installations.remember(s, event, self.seen)  # after the handlers' reads

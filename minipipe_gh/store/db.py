@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -49,7 +50,15 @@ def default_url(instance_path: str | Path) -> str:
     return f"sqlite:///{path / 'minipipe.db'}"
 
 
+def _json_text(value: Any) -> str:
+    """A JSON column's text: orjson's (a tenth of ``json.dumps``'s CPU; every delivery's
+    moves write its effects), integer keys spelled as strings as ``json.dumps`` does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url: str, **kw: Any) -> Engine:
+    kw.setdefault("json_serializer", _json_text)
+    kw.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         engine = create_engine(
             url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S, "check_same_thread": False}, **kw
