@@ -269,6 +269,24 @@ def counts_of(stats: dict[str, Any]) -> collections.Counter[str]:
 # --------------------------------------------------------------------------- ours
 
 
+def web_argv(spec: str, port: int) -> list[str]:
+    """Ours' web tier: ``gunicorn:W:T`` (gthread) or ``granian:W:T`` (WSGI, blocking threads)."""
+    server, _, shape = spec.partition(":")
+    if server == "gunicorn":
+        return ingest.gunicorn_argv(f"gthread:{shape or '2:8'}", port, "app:app")
+    if server == "granian":
+        return ingest.granian_argv(shape or "1:8", port, "app:app")
+    raise SystemExit(f"--web must be gunicorn:W:T or granian:W:T, not {spec!r}")
+
+
+def web_label(spec: str) -> str:
+    server, _, shape = spec.partition(":")
+    default = "2:8" if server == "gunicorn" else "1:8"
+    workers, _, threads = (shape or default).partition(":")
+    kind = "gthread" if server == "gunicorn" else "wsgi"
+    return f"{server} {kind} {workers}x{threads}"
+
+
 def run_ours(
     args: argparse.Namespace, work: Path, env0: dict[str, str], fake: e2e.Proc, fake_port: int
 ) -> Run:
@@ -287,7 +305,7 @@ def run_ours(
     port = ingest.free_port()
     web = ingest.Server(
         f"web-{tag}",
-        ingest.gunicorn_argv("gthread:2:8", port, "app:app"),
+        web_argv(args.web, port),
         env,
         work / f"{tag}-web.log",
     )
@@ -795,6 +813,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--reviewers", type=int, default=8, help="distinct reviewers (permission cache)"
     )
+    ap.add_argument(
+        "--web",
+        default="gunicorn:2:8",
+        help="ours' web tier: gunicorn:W:T (gthread, the default 2x8) or granian:W:T",
+    )
     ap.add_argument("--worker-threads", type=int, default=16, help="ours: each worker's --threads")
     ap.add_argument(
         "--workers",
@@ -879,7 +902,7 @@ def main(argv: list[str] | None = None) -> int:
         last = rounds[-1]
         print(
             f"{args.approvals} /approve deliveries from {args.clients} client threads, "
-            f"fake GitHub +{args.latency_ms:g} ms; ours: gunicorn gthread 2x8 + "
+            f"fake GitHub +{args.latency_ms:g} ms; ours: {web_label(args.web)} + "
             f"{args.workers} worker(s) x {args.worker_threads} threads, SQLite; "
             f"Probot {PROBOT_VERSION}, inline; "
             + (f"open loop at {args.rate:g}/s; " if args.rate else "closed loop; ")
