@@ -129,6 +129,45 @@ def test_a_delivery_leased_at_a_finish_is_handed_only_to_the_loop_that_leased_it
     assert SENT == ["own-1", "own-2"]
 
 
+def _heads_looked_for(engine: Any) -> list[str]:
+    looked: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT HEAD.SEQ"):
+            looked.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    return looked
+
+
+def test_a_loop_whose_finish_found_no_more_work_stops_without_another_claim(
+    rt: Any, deliver: Any
+) -> None:
+    SENT.clear()
+    deliver("pull_request", _opened(41), delivery_id="lone-1")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    looked = _heads_looked_for(rt.database.engine)
+    assert [o.status for o in worker.run_once(limit=1)] == ["done"]
+    assert SENT == ["lone-1"]
+    # the claim, and the finish's look for the next: a third look would find nothing
+    assert len(looked) == 2
+    assert worker.run_once(limit=1) == []  # the next run looks again, and finds none
+    assert len(looked) == 3
+    assert worker.wakeup.wait(0) is False  # one delivery woke no other loop
+
+
+def test_a_claim_that_sees_more_due_work_than_it_takes_wakes_one_more_loop(
+    rt: Any, deliver: Any
+) -> None:
+    for n, ident in ((51, "more-1"), (52, "more-2")):  # two pull requests: both due
+        deliver("pull_request", _opened(n), delivery_id=ident)
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="A")
+    assert len(worker.claim(limit=1)) == 1
+    assert worker.wakeup.wait(0) is True  # another loop is woken for the second
+    assert len(worker.claim(limit=1)) == 1
+    assert worker.wakeup.wait(0) is False  # the last one wakes nobody
+
+
 def test_a_poke_wakes_one_idle_loop_not_all_of_them() -> None:
     wake = Wakeup()
     woke: list[bool] = []

@@ -170,9 +170,9 @@ def _move(keys: tuple[str, ...]) -> Any:
 
 class Wakeup:
     """Wakes one idle loop per ``set`` (a pending wake is kept for the next to wait),
-    not all of them: a loop that then claims work wakes the next (``Worker._step``), so
-    a burst fans out to as many loops as it needs and an idle poke costs one empty
-    claim, not one per thread."""
+    not all of them: a claim that sees more due work than it leases wakes the next
+    (``Worker._lease``), so a burst fans out to as many loops as it needs and an idle
+    poke costs one empty claim, not one per thread."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
@@ -269,6 +269,9 @@ class Worker:
         self._claimed: dict[tuple[int, str], tuple[Any, ...]] = {}
         # holder -> deliveries it leased as it finished its last one, for its next claim
         self._ready: dict[str, list[int]] = {}
+        # holders whose last finish looked for more due work and found none: their
+        # ``run_once`` ends there, without a claim of its own that would find none too
+        self._drained: set[str] = set()
 
     @property
     def worker_id(self) -> str:
@@ -291,25 +294,33 @@ class Worker:
             return self._lease(conn, limit)
 
     def _lease(self, conn: Connection, limit: int) -> list[int]:
-        """Lease due heads in ``conn``'s transaction (the claim's own, or a finish's)."""
+        """Lease due heads in ``conn``'s transaction (the claim's own, or a finish's).
+
+        It looks for one head more than it leases: when there is one, another loop is
+        woken to take it (``Wakeup``), so a burst fans out at once and a lone delivery
+        wakes no loop for nothing."""
         now = self.clock()
         holder = self.worker_id
         params = {"now": now, "limit": limit, "holder": holder, "until": now + self.lease}
+        look = {**params, "limit": limit + 1}
         if self.database.is_sqlite:
             # Looked for first without the write lock (an idle poll writes nothing),
             # then chosen again and leased in one statement under it: threads and
             # processes claiming at once each get a head of their own, instead of
             # all picking the same one and all but one coming back empty.
-            if conn.execute(_HEADS, params).first() is None:
+            due = conn.execute(_HEADS, look).scalars().all()
+            if not due:
                 return []
             rows = conn.execute(_LEASE_HEADS, params).all()
         else:
-            seqs = conn.execute(_HEADS_LOCKED, params).scalars().all()
-            if not seqs:
+            due = conn.execute(_HEADS_LOCKED, look).scalars().all()
+            if not due:
                 return []
-            rows = conn.execute(_LEASE_SEQS, {**params, "seqs": list(seqs)}).all()
+            rows = conn.execute(_LEASE_SEQS, {**params, "seqs": list(due[:limit])}).all()
         for row in rows:  # what ``process`` needs, without reading the row again
             self._claimed[(row.seq, holder)] = tuple(row)[1:]
+        if len(due) > limit:
+            self.wakeup.set()
         return sorted(row.seq for row in rows)
 
     # -- running ----------------------------------------------------------------
@@ -319,9 +330,12 @@ class Worker:
         last of each batch leases the next batch in the transaction that finishes it:
         under load a delivery costs one write to the database fewer."""
         outcomes: list[Outcome] = []
+        self._drained.discard(self.worker_id)
         while batch := self.claim(limit):
             for i, seq in enumerate(batch):
                 outcomes.append(self.process(seq, then_claim=limit if i == len(batch) - 1 else 0))
+            if self.worker_id in self._drained:
+                break
         return outcomes
 
     def run_forever(
@@ -402,9 +416,7 @@ class Worker:
         except Exception:
             log.exception("worker loop failed; carrying on")
             done = []
-        if done:
-            self.wakeup.set()  # there may be more: the next idle loop looks
-        else:
+        if not done:  # (a claim that saw more than it took woke the next loop)
             self.wakeup.wait(poll_s)  # woken at once by a poke or an in-process inbox
 
     def upkeep(self) -> None:
@@ -597,6 +609,8 @@ class Worker:
                         leased = self._lease(conn, then_claim)
                     if leased:
                         self._ready[self.worker_id] = leased
+                    else:
+                        self._drained.add(self.worker_id)
                     return True
                 except LeaseLost:
                     raise
