@@ -138,3 +138,32 @@ def test_the_flock_file_is_opened_once_and_a_forked_child_locks_a_file_of_its_ow
     os.close(read)
     assert said == b"waits"  # the child's own open file: it must wait for the parent
     database.dispose()
+
+
+def test_no_commit_checkpoints_the_wal_and_the_workers_checkpointer_does_beside_them(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        with database.statements() as conn:
+            assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+            conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)"))
+        for i in range(300):  # ~5 MB: past the 1,000 pages a commit would have copied
+            with database.statements() as conn:
+                conn.execute(text("INSERT INTO t VALUES (:i, :b)"), {"i": i, "b": "x" * 16_000})
+        file = tmp_path / "wal.db"
+        assert file.stat().st_size < 1_000_000  # every page still in the WAL only
+        stop = threading.Event()
+        checkpointer = threading.Thread(target=db_mod.checkpoint_wal, args=(database, stop, 0.05))
+        checkpointer.start()
+        deadline = time.monotonic() + 5
+        while file.stat().st_size < 4_000_000 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        stop.set()
+        checkpointer.join(2)
+        assert not checkpointer.is_alive()
+        assert file.stat().st_size >= 4_000_000  # copied back into the file, beside the commits
+        with database.statements() as conn:
+            assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 300
+    finally:
+        database.dispose()

@@ -64,7 +64,7 @@ from minipipe_gh.gh import installations, writes
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
-from minipipe_gh.store.db import Database
+from minipipe_gh.store.db import Database, checkpoint_wal
 from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.store.models import PENDING, Delivery, utcnow
 
@@ -364,6 +364,13 @@ class Worker:
             target=self._hear_pokes, args=(stop,), name="minipipe-worker-pokes", daemon=True
         )
         pokes.start()
+        checkpoints = threading.Thread(
+            target=checkpoint_wal,
+            args=(self.database, stop),
+            name="minipipe-worker-checkpoint",
+            daemon=True,
+        )
+        checkpoints.start()
         # (due time, interval, job): recovery and reconciliation run at start, then periodically
         jobs: list[list[Any]] = [
             [time.monotonic(), upkeep_every_s, self.upkeep],
@@ -379,6 +386,7 @@ class Worker:
         for loop in loops:
             loop.join(timeout=30)
         pokes.join(timeout=5)  # its socket is gone once run_forever returns
+        checkpoints.join(timeout=5)
 
     def _hear_pokes(self, stop: threading.Event) -> None:
         """Wake the loops when an inbox in another process stored deliveries (its

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Engine, event
+from sqlalchemy import JSON, Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -255,18 +255,12 @@ def _insert_for(engine: Engine) -> _InsertNew:
 
 
 def ingest_engine(database: Database) -> Engine:
-    """The writer's own connections. On SQLite they never checkpoint the WAL inside an
-    acknowledgement's commit (``wal_autocheckpoint=0``): the worker's commits, and the
-    writer when idle, do it instead."""
+    """The writer's own connection (SQLite): one, so the group commits come one at a
+    time. Like every connection of the app's, it never checkpoints the WAL inside a
+    commit (``make_engine``); ``_checkpoints`` does it beside them."""
     if not database.is_sqlite:
         return database.engine
-    engine = make_engine(database.url, pool_size=1, max_overflow=0)
-
-    @event.listens_for(engine, "connect")
-    def _no_autocheckpoint(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.execute("PRAGMA wal_autocheckpoint=0")
-
-    return engine
+    return make_engine(database.url, pool_size=1, max_overflow=0)
 
 
 class _Pending:
