@@ -26,8 +26,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
-from sqlalchemy import JSON, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.pool import PoolProxiedConnection
 
@@ -149,10 +148,8 @@ class _InsertNew:
     row, on the path every acknowledgement waits for. Why one statement: each
     driver call gives up the GIL and waits to get it back behind the request
     threads. The column types' own bind processors turn values into what the ORM
-    reads back, except JSON's on SQLite: there the processor writes ``json.dumps``
-    text, and orjson's text of the same value (parsed back the same) costs a tenth
-    of it, holding the GIL every request thread waits for. (PostgreSQL's psycopg
-    processor hands the driver an adapter, not text: it is kept.)
+    reads back (JSON as orjson's text on SQLite: the engine's serializer,
+    ``db.make_engine``).
     """
 
     def __init__(self, engine: Engine) -> None:
@@ -164,10 +161,7 @@ class _InsertNew:
         # What SQLAlchemy itself binds: the dialect's implementation of each type.
         self.sqlite = dialect.name == "sqlite"
         self.processors = [
-            _json_text
-            if self.sqlite and isinstance(table.c[name].type, JSON)
-            else table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
-            for name in ROW_COLUMNS
+            table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in ROW_COLUMNS
         ]
         self.dbapi_error = dialect.loaded_dbapi.Error
         self.lock_path = sqlite_lock_path(engine) if self.sqlite else None
@@ -228,11 +222,6 @@ class _InsertNew:
 
 
 _UNSET = object()
-
-
-def _json_text(value: Any) -> str:
-    """A JSON column's text on SQLite (None is JSON null, as the type's processor has it)."""
-    return orjson.dumps(value).decode()
 
 
 _INSERTS: weakref.WeakKeyDictionary[Engine, _InsertNew] = weakref.WeakKeyDictionary()
