@@ -217,5 +217,5 @@ def test_a_wal_grown_in_a_burst_is_truncated_once_deliveries_pause(tmp_path, mon
         with database.unit() as s:
             assert len(s.scalars(select(Delivery)).all()) == 61
     finally:
-        inbox._checkpointing = False
+        inbox._stop_checkpoints.set()
         database.dispose()

@@ -154,7 +154,9 @@ def test_no_commit_checkpoints_the_wal_and_the_workers_checkpointer_does_beside_
         file = tmp_path / "wal.db"
         assert file.stat().st_size < 1_000_000  # every page still in the WAL only
         stop = threading.Event()
-        checkpointer = threading.Thread(target=db_mod.checkpoint_wal, args=(database, stop, 0.05))
+        checkpointer = threading.Thread(
+            target=db_mod.checkpoint_wal, args=(database, stop, lambda: 0.05)
+        )
         checkpointer.start()
         deadline = time.monotonic() + 5
         while file.stat().st_size < 4_000_000 and time.monotonic() < deadline:

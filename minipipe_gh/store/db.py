@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -197,19 +197,29 @@ def _queue_for_writing(info: dict[str, Any], lock_path: str, timeout_s: float) -
     info["writer_turn"] = turn
 
 
-def checkpoint_wal(database: Database, stop: threading.Event, every_s: float = 1.0) -> None:
+def checkpoint_wal(
+    database: Database,
+    stop: threading.Event,
+    every_s: Callable[[], float] = lambda: 1.0,
+    then: Callable[[sqlite3.Connection], None] | None = None,
+) -> None:
     """Until ``stop``: copy what the WAL holds back into the database file every
-    ``every_s``, on a connection of its own and outside the writers' turn. A PASSIVE
-    checkpoint waits for no writer and no writer waits for it (SQLite; nothing to do
-    on PostgreSQL or in memory)."""
+    ``every_s()``, on a connection of its own and outside the writers' turn (the one
+    loop for every process that does it: the inbox's, each worker's). A PASSIVE
+    checkpoint waits for no writer and no writer waits for it; ``then`` runs after
+    each (the inbox truncates an outgrown WAL there). SQLite only: nothing to do on
+    PostgreSQL or in memory."""
     path = database.engine.url.database
     if not database.is_sqlite or not path:
         return
+    # A short busy timeout: whatever ``then`` does gives up rather than hold writers up.
     conn = sqlite3.connect(path, timeout=0.1, check_same_thread=False, isolation_level=None)
     try:
-        while not stop.wait(every_s):
+        while not stop.wait(every_s()):
             try:
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                if then is not None:
+                    then(conn)
             except sqlite3.OperationalError:  # another process's checkpoint is running
                 continue
     finally:

@@ -297,6 +297,7 @@ class Inbox:
         self._leading = False
         self._together = False  # the last batch held more than one delivery
         self._checkpointing = False
+        self._stop_checkpoints = threading.Event()
         self._last_commit = 0.0  # monotonic time of this process's last stored batch
 
     def store(self, event: Event, raw_body: bytes | None = None) -> bool:
@@ -405,24 +406,22 @@ class Inbox:
         """
         path = self.database.engine.url.database
         lock_path = sqlite_lock_path(self.database.engine)
-        # A short busy timeout: the truncation gives up rather than hold the writers up.
-        conn = sqlite3.connect(path, timeout=0.1, check_same_thread=False, isolation_level=None)
         turn: dict[str, Any] = {}
-        try:
-            while self._checkpointing:
-                time.sleep(CHECKPOINT_EVERY_S)
+
+        def truncate_if_outgrown(conn: sqlite3.Connection) -> None:
+            if self._wal_outgrown(path):
+                take_write_turn(conn, turn, lock_path)
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-                    if self._wal_outgrown(path):
-                        take_write_turn(conn, turn, lock_path)
-                        try:
-                            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                        finally:
-                            end_write_turn(turn)
-                except sqlite3.OperationalError:
-                    log.debug("checkpoint skipped", exc_info=True)
-        finally:
-            conn.close()
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    end_write_turn(turn)
+
+        db.checkpoint_wal(
+            self.database,
+            self._stop_checkpoints,
+            lambda: CHECKPOINT_EVERY_S,
+            truncate_if_outgrown,
+        )
 
     def _wal_outgrown(self, path: str) -> bool:
         """Quiet here for a while, and the WAL is over the limit."""
