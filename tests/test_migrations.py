@@ -159,6 +159,40 @@ def test_0008_adds_the_neutral_check_runs_and_keeps_existing_rows(empty_db_url: 
         database.dispose()
 
 
+def test_0014_moves_each_delivery_body_to_its_own_table_and_back(empty_db_url: str) -> None:
+    url = empty_db_url
+    config = migrate.alembic_config(url)
+    command.upgrade(config, "0013")
+    engine = make_engine(url)
+    bodies = {"d-1": '{"n": 1}', "d-2": '{"n": 2,  "kept": "as sent"}'}
+    try:
+        with engine.begin() as conn:
+            for ident, body in bodies.items():
+                conn.execute(
+                    text(
+                        "INSERT INTO deliveries (delivery_id, event, headers, payload, status,"
+                        " attempts, next_attempt_at, received_at)"
+                        " VALUES (:i, 'ping', '{}', :p, 'done', 1, :t, :t)"
+                    ),
+                    {"i": ident, "p": body, "t": "2026-12-01 00:00:00"},
+                )
+        migrate.upgrade(url)
+        assert "payload" not in {c["name"] for c in inspect(engine).get_columns("deliveries")}
+        moved = (
+            "SELECT d.delivery_id, p.payload FROM deliveries d"
+            " JOIN delivery_payloads p ON p.seq = d.seq"
+        )
+        with engine.connect() as conn:
+            assert dict(conn.execute(text(moved)).all()) == bodies
+        command.downgrade(config, "0013")
+        assert "delivery_payloads" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            back = conn.execute(text("SELECT delivery_id, payload FROM deliveries")).all()
+            assert dict(back) == bodies
+    finally:
+        engine.dispose()
+
+
 def test_default_url_is_a_file_in_the_instance_folder(tmp_path: Path) -> None:
     inst = tmp_path / "instance" / "nested"
     url = default_url(inst)
@@ -208,9 +242,9 @@ def test_write_units_serialise_writers(database: Database) -> None:
         with database.unit() as db:
             db.execute(
                 text(
-                    "INSERT INTO deliveries (delivery_id, event, headers, payload, status,"
+                    "INSERT INTO deliveries (delivery_id, event, headers, status,"
                     " attempts, next_attempt_at, received_at) VALUES ('a', 'push', '{}',"
-                    " '{}', 'queued', 0, now(), now()), ('b', 'push', '{}', '{}',"
+                    " 'queued', 0, now(), now()), ('b', 'push', '{}',"
                     " 'queued', 0, now(), now())"
                 )
             )

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import orjson
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.exc import OperationalError
@@ -243,3 +244,42 @@ def test_an_idle_worker_has_one_loop_looking_for_work_not_every_loop(
     others = [n for n in looked if n != "runner"]
     assert looked.count("runner") >= 5  # the main loop polls every 50 ms
     assert len(others) <= 7  # each other loop looked once, at its start, then waited
+
+
+def test_a_claim_returns_each_delivery_its_own_body(rt: Any, deliver: Any) -> None:
+    for n in (61, 62, 63):  # three pull requests, three bodies, leased in one claim
+        deliver("pull_request", _opened(n), delivery_id=f"body-{n}")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="A")
+    seqs = worker.claim(limit=3)
+    assert len(seqs) == 3
+    numbers = {}
+    for seq in seqs:
+        ident, *_rest, body, _headers = worker._claimed[(seq, "A")]
+        numbers[ident] = orjson.loads(body)["number"]
+    assert numbers == {"body-61": 61, "body-62": 62, "body-63": 63}
+
+
+def test_a_deliverys_moves_never_write_its_body_again(rt: Any, deliver: Any) -> None:
+    """The body is written once, with the delivery: the moves (leased, handled, done)
+    update only the small state row, which SQLite rewrites whole on each of them."""
+    written: list[str] = []
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        head = " ".join(statement.split()[:3]).upper()
+        if head.startswith(("INSERT INTO DELIVERY_PAYLOADS", "UPDATE DELIVERY_PAYLOADS",
+                            "DELETE FROM DELIVERY_PAYLOADS")):  # fmt: skip
+            written.append(head)
+
+    SENT.clear()
+    deliver("pull_request", _opened(71), delivery_id="once-1")
+    event.listen(rt.database.engine, "before_cursor_execute", seen)
+    try:
+        assert [o.status for o in Worker(rt.database, _router(), None, executors=EXECUTORS)
+                .run_once()] == ["done"]  # fmt: skip
+    finally:
+        event.remove(rt.database.engine, "before_cursor_execute", seen)
+    assert SENT == ["once-1"]
+    assert written == []
+    with rt.database.unit() as s:
+        d = s.scalars(select(Delivery).where(Delivery.delivery_id == "once-1")).one()
+        assert d.status == "done" and orjson.loads(d.payload)["number"] == 71

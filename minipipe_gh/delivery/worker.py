@@ -37,6 +37,7 @@ from github import BadCredentialsException, GithubException, RateLimitExceededEx
 from sqlalchemy import (
     Connection,
     Integer,
+    Text,
     bindparam,
     exists,
     func,
@@ -66,7 +67,7 @@ from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
 from minipipe_gh.store.db import Database, checkpoint_wal
 from minipipe_gh.store.inbox import wake_folder
-from minipipe_gh.store.models import PENDING, Delivery, utcnow
+from minipipe_gh.store.models import PENDING, Delivery, DeliveryPayload, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,13 @@ _HEADS = (
     .order_by(_head.c.seq)
     .limit(bindparam("limit", type_=Integer))
 )
+# The body, from its own table. Written out: in SQLite's RETURNING SQLAlchemy leaves
+# column names unqualified, and an unqualified ``seq`` in the subquery is the body's.
+_BODY = literal_column(
+    f"(SELECT body.payload FROM {DeliveryPayload.__tablename__} AS body"
+    f" WHERE body.seq = {_T.name}.seq)",
+    Text(),
+).label("payload")
 # What a claim returns of each row it leased: all that ``process`` needs to start.
 _CLAIMED = (
     _T.c.seq,
@@ -118,7 +126,7 @@ _CLAIMED = (
     _T.c.status,
     _T.c.attempts,
     _T.c.installation_id,
-    _T.c.payload,  # read here, so handling it needs no read of the row of its own
+    _BODY,  # read here, so handling it needs no read of the row of its own
     _T.c.headers,
 )
 # One compare-and-set for the batch: a row another worker leased meanwhile no longer

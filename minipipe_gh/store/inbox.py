@@ -40,7 +40,7 @@ from minipipe_gh.store.db import (
     sqlite_lock_path,
     take_write_turn,
 )
-from minipipe_gh.store.models import Delivery, utcnow
+from minipipe_gh.store.models import Delivery, DeliveryPayload, utcnow
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 256
@@ -105,10 +105,11 @@ def wake_workers(url: str) -> None:
     poke()
 
 
-# The columns an inbox row sets, in the INSERT's order; ``row_for`` fills each one.
+# The columns an inbox row sets, in the INSERT's order; ``row_for`` fills each one, and
+# its "payload", which goes to ``delivery_payloads`` under the row's new ``seq``.
 ROW_COLUMNS = (
     "delivery_id", "event", "action", "installation_id", "repository", "order_key",
-    "natural_key", "headers", "payload", "status", "attempts", "next_attempt_at", "received_at",
+    "natural_key", "headers", "status", "attempts", "next_attempt_at", "received_at",
 )  # fmt: skip
 
 
@@ -139,8 +140,8 @@ def row_for(event: Event, raw_body: bytes | str | None = None) -> dict[str, Any]
 
 
 class _InsertNew:
-    """One multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING delivery_id`` per
-    batch, run on the driver's own connection.
+    """One multi-row ``INSERT … ON CONFLICT DO NOTHING RETURNING seq, delivery_id`` per
+    batch, then one INSERT of the new rows' bodies, run on the driver's own connection.
 
     Why not through a SQLAlchemy ``Connection``: the dialects' ON CONFLICT inserts
     are not cacheable in SQLAlchemy 2.0 (each batch was compiled afresh), and a
@@ -157,7 +158,9 @@ class _InsertNew:
         dialect = engine.dialect
         self.mark = "?" if dialect.paramstyle == "qmark" else "%s"
         self.head = f"INSERT INTO {table.name} ({', '.join(ROW_COLUMNS)}) VALUES "
-        self.tail = " ON CONFLICT DO NOTHING RETURNING delivery_id"
+        self.tail = " ON CONFLICT DO NOTHING RETURNING seq, delivery_id"
+        bodies = DeliveryPayload.__table__
+        self.bodies_head = f"INSERT INTO {bodies.name} (seq, payload) VALUES "
         # What SQLAlchemy itself binds: the dialect's implementation of each type.
         self.sqlite = dialect.name == "sqlite"
         self.processors = [
@@ -166,6 +169,7 @@ class _InsertNew:
         self.dbapi_error = dialect.loaded_dbapi.Error
         self.lock_path = sqlite_lock_path(engine) if self.sqlite else None
         self._sql: dict[int, str] = {}
+        self._bodies_sql: dict[int, str] = {}
 
     def sql(self, n: int) -> str:
         """The statement for ``n`` rows (one per batch size, built once)."""
@@ -173,6 +177,13 @@ class _InsertNew:
             values = "(" + ", ".join([self.mark] * len(ROW_COLUMNS)) + ")"
             self._sql[n] = self.head + ", ".join([values] * n) + self.tail
         return self._sql[n]
+
+    def bodies_sql(self, n: int) -> str:
+        """The statement for ``n`` bodies (one per count, built once)."""
+        if n not in self._bodies_sql:
+            pair = f"({self.mark}, {self.mark})"
+            self._bodies_sql[n] = self.bodies_head + ", ".join([pair] * n)
+        return self._bodies_sql[n]
 
     def params(self, rows: list[dict[str, Any]]) -> list[Any]:
         flat: list[Any] = []
@@ -195,23 +206,27 @@ class _InsertNew:
         """Insert on ``conn``, a pool connection the caller holds and keeps."""
         dbapi_error = self.dbapi_error
         chunks = [rows[i : i + BATCH_MAX] for i in range(0, len(rows), BATCH_MAX)]
-        # On SQLite one statement is its own transaction: no BEGIN and COMMIT round
-        # trips through the driver (each one gives up the GIL) for a single batch.
-        explicit = len(chunks) > 1 or not self.sqlite
         sql = ""
         try:
             if self.sqlite:
-                take_turn = begin_write if explicit else take_write_turn
-                take_turn(conn.dbapi_connection, conn.info, self.lock_path)  # type: ignore[arg-type]
+                begin_write(conn.dbapi_connection, conn.info, self.lock_path)  # type: ignore[arg-type]
             cur = conn.cursor()
             new: set[str] = set()
             for chunk in chunks:  # within the drivers' parameter limits
                 sql = self.sql(len(chunk))
                 cur.execute(sql, self.params(chunk))
-                new.update(row[0] for row in cur.fetchall())
+                stored = cur.fetchall()
+                if not stored:
+                    continue
+                body = {row["delivery_id"]: row["payload"] for row in chunk}
+                flat: list[Any] = []
+                for seq, ident in stored:
+                    flat += (seq, body[ident])
+                    new.add(ident)
+                sql = self.bodies_sql(len(stored))
+                cur.execute(sql, flat)
             cur.close()
-            if explicit:
-                conn.commit()
+            conn.commit()
             return new
         except dbapi_error as err:  # as SQLAlchemy's own errors, e.g. OperationalError
             with contextlib.suppress(dbapi_error):
