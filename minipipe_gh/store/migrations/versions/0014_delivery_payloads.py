@@ -1,8 +1,9 @@
 """delivery payloads: a delivery's body moves to a table of its own, written once
 
 On SQLite an UPDATE rewrites the whole row when its size changes, and a 16 KB body
-spans overflow pages: each of a delivery's four moves (leased, effects, done) wrote
-the body again to the WAL. The state row stays small; the body is written once.
+spans overflow pages: each of a delivery's moves (leased, handled, each write saved,
+finished) wrote the body again to the WAL. The state row stays small; the body is
+written once.
 
 Revision ID: 0014
 Revises: 0013
