@@ -7,6 +7,7 @@ each test asserts what a bot would see and what GitHub was sent.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from typing import Any
@@ -285,6 +286,9 @@ def test_a_token_scoped_to_another_repository_cannot_create(api, rt, github):
     assert github.requests == []
 
 
+DEEP = functools.reduce(lambda inner, _: [inner], range(40), {})
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
@@ -300,6 +304,12 @@ def test_a_token_scoped_to_another_repository_cannot_create(api, rt, github):
         ({**NEW_SESSION, "title": "   "}, "title"),
         ({**NEW_SESSION, "metadata": [1, 2]}, "metadata"),
         ({**NEW_SESSION, "metadata": "x"}, "metadata"),
+        ({**NEW_SESSION, "metadata": {"run": 2**64}}, "metadata"),  # would come back a float
+        ({**NEW_SESSION, "metadata": {"runs": [{"n": -(2**63) - 1}]}}, "metadata"),
+        (
+            {**NEW_SESSION, "metadata": functools.reduce(lambda v, _: [v], range(40), {})},
+            "metadata",
+        ),
         ({**NEW_SESSION, "base_branch": 1}, "base_branch"),
         ({**NEW_SESSION, "workstream_id": {}}, "workstream_id"),
     ],

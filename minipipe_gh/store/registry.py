@@ -71,10 +71,35 @@ def check_project_id(project_id: Any) -> str:
 
 
 def check_caller_metadata(metadata: dict[str, Any] | None) -> None:
-    """Metadata from a caller (a bot) may not preset the app's own keys."""
+    """Metadata from a caller (a bot) may not preset the app's own keys, and its whole
+    numbers must fit in 64 bits: beyond that JSON readers (ours among them) turn them
+    into floats, so the value would not come back as it was sent."""
     taken = sorted(RESERVED_METADATA & set(metadata or {}))
     if taken:
         raise Invalid(f"metadata keys {', '.join(taken)} are the app's own", field="metadata")
+    why = _unstorable(metadata, METADATA_DEPTH)
+    if why:
+        raise Invalid(f"metadata {why}", field="metadata")
+
+
+METADATA_DEPTH = 32  # objects and arrays within each other; the JSON writer stops at 255
+
+
+def _unstorable(value: Any, depth: int) -> str | None:
+    """Why a caller's JSON value would not be stored and read back as sent, or None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        return "numbers must be whole numbers of at most 64 bits, or decimals"
+    if isinstance(value, dict | list):
+        if depth == 0:
+            return f"may nest objects and arrays at most {METADATA_DEPTH} deep"
+        items = value.values() if isinstance(value, dict) else value
+        for item in items:
+            why = _unstorable(item, depth - 1)
+            if why:
+                return why
+    return None
 
 
 def create_session(
