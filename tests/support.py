@@ -5,10 +5,15 @@ from __future__ import annotations
 import copy
 import json
 import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import event
+
 from minipipe_gh.core import events
+from minipipe_gh.store.db import Database
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "it's a secret to everybody"
@@ -63,3 +68,32 @@ class Deliver:
         sent.update(headers or {})
         sent = {k: v for k, v in sent.items() if v is not None}
         return self.client.post("/webhook", data=body, headers=sent)
+
+
+# --- what the database is asked ----------------------------------------------------
+
+
+@contextmanager
+def watching_statements(
+    database: Database, seen: Callable[[dict[str, Any], str], None]
+) -> Iterator[None]:
+    """``seen(connection info, SQL)`` for every statement the database runs, through
+    SQLAlchemy or on the driver's own cursor (``Database.observers``), and "COMMIT" for
+    every commit."""
+
+    def statement(conn: Any, _cursor: Any, sql: str, *_: Any) -> None:
+        seen(conn.info, sql)
+
+    def commit(conn: Any) -> None:
+        seen(conn.info, "COMMIT")
+
+    engine = database.engine
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    database.observers.append(seen)
+    try:
+        yield
+    finally:
+        database.observers.remove(seen)
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from minipipe_gh.delivery.routing import Router
@@ -18,7 +18,7 @@ from minipipe_gh.delivery.worker import Wakeup, Worker
 from minipipe_gh.gh import effects
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.models import Delivery
-from tests.support import payload
+from tests.support import payload, watching_statements
 
 SENT: list[str] = []
 
@@ -58,20 +58,15 @@ def write_commits(rt: Any) -> Iterator[list[str]]:
     """Each commit of a transaction that wrote, on either backend."""
     turns: list[str] = []
 
-    def wrote(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
-            conn.info["wrote"] = True
+    def seen(info: dict[str, Any], statement: str) -> None:
+        if statement == "COMMIT":
+            if info.pop("wrote", False):
+                turns.append("write")
+        elif statement.lstrip().split(None, 1)[0].upper() in ("INSERT", "UPDATE", "DELETE"):
+            info["wrote"] = True
 
-    def committed(conn: Any) -> None:
-        if conn.info.pop("wrote", False):
-            turns.append("write")
-
-    engine = rt.database.engine
-    event.listen(engine, "before_cursor_execute", wrote)
-    event.listen(engine, "commit", committed)
-    yield turns
-    event.remove(engine, "before_cursor_execute", wrote)
-    event.remove(engine, "commit", committed)
+    with watching_statements(rt.database, seen):
+        yield turns
 
 
 def test_a_loop_that_finishes_a_delivery_leases_the_next_in_the_same_transaction(
@@ -130,24 +125,27 @@ def test_a_delivery_leased_at_a_finish_is_handed_only_to_the_loop_that_leased_it
     assert SENT == ["own-1", "own-2"]
 
 
-def _heads_looked_for(engine: Any) -> list[str]:
+@pytest.fixture
+def heads_looked_for(rt: Any) -> Iterator[list[str]]:
+    """Each look for due heads (the claim's query), on either backend."""
     looked: list[str] = []
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def seen(_info: dict[str, Any], statement: str) -> None:
         if statement.lstrip().upper().startswith("SELECT HEAD.SEQ"):
             looked.append(statement)
 
-    event.listen(engine, "before_cursor_execute", seen)
-    return looked
+    with watching_statements(rt.database, seen):
+        yield looked
 
 
 def test_a_loop_whose_finish_found_no_more_work_stops_without_another_claim(
-    rt: Any, deliver: Any
+    rt: Any, deliver: Any, heads_looked_for: list[str]
 ) -> None:
     SENT.clear()
     deliver("pull_request", _opened(41), delivery_id="lone-1")
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
-    looked = _heads_looked_for(rt.database.engine)
+    looked = heads_looked_for
+    looked.clear()
     assert [o.status for o in worker.run_once(limit=1)] == ["done"]
     assert SENT == ["lone-1"]
     # the claim, and the finish's look for the next: a third look would find nothing
@@ -263,8 +261,10 @@ def test_a_deliverys_moves_never_write_its_body_again(rt: Any, deliver: Any) -> 
     """The body is written once, with the delivery: the moves (leased, handled, done)
     update only the small state row, which SQLite rewrites whole on each of them."""
     written: list[str] = []
+    moves: list[str] = []
 
-    def seen(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def seen(_info: dict[str, Any], statement: str) -> None:
+        moves.append(statement)
         head = " ".join(statement.split()[:3]).upper()
         if head.startswith(("INSERT INTO DELIVERY_PAYLOADS", "UPDATE DELIVERY_PAYLOADS",
                             "DELETE FROM DELIVERY_PAYLOADS")):  # fmt: skip
@@ -272,13 +272,12 @@ def test_a_deliverys_moves_never_write_its_body_again(rt: Any, deliver: Any) -> 
 
     SENT.clear()
     deliver("pull_request", _opened(71), delivery_id="once-1")
-    event.listen(rt.database.engine, "before_cursor_execute", seen)
-    try:
-        assert [o.status for o in Worker(rt.database, _router(), None, executors=EXECUTORS)
-                .run_once()] == ["done"]  # fmt: skip
-    finally:
-        event.remove(rt.database.engine, "before_cursor_execute", seen)
+    with watching_statements(rt.database, seen):
+        worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+        assert [o.status for o in worker.run_once()] == ["done"]
     assert SENT == ["once-1"]
+    # the moves were seen (leased, handled, done), and none of them wrote the body
+    assert sum(m.lstrip().upper().startswith("UPDATE DELIVERIES") for m in moves) >= 3
     assert written == []
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == "once-1")).one()

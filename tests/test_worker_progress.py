@@ -8,14 +8,14 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from minipipe_gh.delivery.routing import Router
 from minipipe_gh.delivery.worker import Worker
 from minipipe_gh.gh import effects
 from minipipe_gh.review.context import Context
 from minipipe_gh.store.models import Delivery, utcnow
-from tests.support import payload
+from tests.support import payload, watching_statements
 
 WRITES: list[tuple[str, str]] = []  # (delivery, what)
 FAIL: dict[str, int] = {}  # delivery -> how many more times test.second fails
@@ -69,15 +69,12 @@ def test_each_write_that_succeeds_is_saved_before_the_next_is_sent(rt: Any, deli
     deliver("pull_request", payload("pull_request.opened"), delivery_id="once-1")
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
 
-    def note(conn: Any, cursor: Any, statement: str, *_: Any) -> None:
+    def note(_info: dict[str, Any], statement: str) -> None:
         if statement.lstrip().upper().startswith("UPDATE") and "deliver" in statement.lower():
             WRITES.append(("once-1", "UPDATE delivery"))
 
-    event.listen(rt.database.engine, "before_cursor_execute", note)
-    try:
+    with watching_statements(rt.database, note):
         assert [o.status for o in worker.run_once()] == ["done"]
-    finally:
-        event.remove(rt.database.engine, "before_cursor_execute", note)
     # the claim, the handler phase's commit, the first write and its progress, the
     # second write, then the finish (which saves the last result with ``done``)
     assert [what for _d, what in WRITES] == [

@@ -35,9 +35,11 @@ from typing import Any
 import orjson
 from github import BadCredentialsException, GithubException, RateLimitExceededException
 from sqlalchemy import (
-    Connection,
+    ARRAY,
+    BigInteger,
     Integer,
     Text,
+    any_,
     bindparam,
     exists,
     func,
@@ -65,7 +67,7 @@ from minipipe_gh.gh import installations, writes
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
-from minipipe_gh.store.db import Database, checkpoint_wal
+from minipipe_gh.store.db import Database, Driver, checkpoint_wal
 from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.store.models import PENDING, Delivery, DeliveryPayload, utcnow
 
@@ -80,9 +82,10 @@ IDLE_POLL_S = 5.0
 MAX_DELAY_S = 15 * 60
 
 
-# The claim and the moves of a delivery are built once (their compiled SQL is cached by
-# SQLAlchemy) and run as Core statements: the ORM's per-statement work was a quarter of
-# a busy worker's CPU. Every value is a bound parameter.
+# The claim and the moves of a delivery are built once, compiled once per database, and
+# run on the driver's own cursor (``Database.driver``): the ORM's per-statement work was
+# a quarter of a busy worker's CPU, and Core's execution context most of the rest of a
+# move's. Every value is a bound parameter.
 _T = Delivery.__table__
 _WHEN = _T.c.next_attempt_at.type
 _NOW = bindparam("now", type_=_WHEN)
@@ -142,7 +145,8 @@ _LEASE = (
     .returning(*_CLAIMED)
 )
 _LEASE_HEADS = _LEASE.where(_T.c.seq.in_(_HEADS.scalar_subquery()))  # SQLite: one statement
-_LEASE_SEQS = _LEASE.where(_T.c.seq.in_(bindparam("seqs", expanding=True)))
+# PostgreSQL: the heads it locked, as one array parameter (compiled once, any count)
+_LEASE_SEQS = _LEASE.where(_T.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))))
 _HEADS_LOCKED = _HEADS.with_for_update(skip_locked=True, of=_head)  # PostgreSQL
 
 
@@ -155,10 +159,10 @@ _HELD = select(_T.c.effects).where(
 )
 
 
-def _connection(s: Session | Connection) -> Connection:
-    """A Core statement runs on the connection itself, in the session's transaction when
-    given a session (without the ORM's execution path around it)."""
-    return s.connection() if isinstance(s, Session) else s
+def _driver(s: Session | Driver) -> Driver:
+    """A move runs on the driver's cursor, in the session's transaction when given a
+    session (without the ORM's execution path around it)."""
+    return Database.within(s) if isinstance(s, Session) else s
 
 
 @functools.lru_cache(maxsize=32)
@@ -298,10 +302,10 @@ class Worker:
         ready = self._ready.pop(self.worker_id, None)
         if ready:
             return ready
-        with self.database.statements() as conn:
-            return self._lease(conn, limit)
+        with self.database.driver() as tx:
+            return self._lease(tx, limit)
 
-    def _lease(self, conn: Connection, limit: int) -> list[int]:
+    def _lease(self, tx: Driver, limit: int) -> list[int]:
         """Lease due heads in ``conn``'s transaction (the claim's own, or a finish's).
 
         It looks for one head more than it leases: when there is one, another loop is
@@ -316,20 +320,20 @@ class Worker:
             # then chosen again and leased in one statement under it: threads and
             # processes claiming at once each get a head of their own, instead of
             # all picking the same one and all but one coming back empty.
-            due = conn.execute(_HEADS, look).scalars().all()
+            due = tx.rows(_HEADS, look)
             if not due:
                 return []
-            rows = conn.execute(_LEASE_HEADS, params).all()
+            rows = tx.rows(_LEASE_HEADS, params)
         else:
-            due = conn.execute(_HEADS_LOCKED, look).scalars().all()
+            due = tx.rows(_HEADS_LOCKED, look)
             if not due:
                 return []
-            rows = conn.execute(_LEASE_SEQS, {**params, "seqs": list(due[:limit])}).all()
+            rows = tx.rows(_LEASE_SEQS, {**params, "seqs": [d[0] for d in due[:limit]]})
         for row in rows:  # what ``process`` needs, without reading the row again
-            self._claimed[(row.seq, holder)] = tuple(row)[1:]
+            self._claimed[(row[0], holder)] = row[1:]
         if len(due) > limit:
             self.wakeup.set()
-        return sorted(row.seq for row in rows)
+        return sorted(row[0] for row in rows)
 
     # -- running ----------------------------------------------------------------
 
@@ -589,29 +593,29 @@ class Worker:
             log.warning("lease on delivery %s was lost; another worker has it", seq)
             return None
 
-    def _held(self, s: Session | Connection, seq: int, phase: str) -> Any:
+    def _held(self, tx: Driver, seq: int, phase: str) -> tuple[Any, ...]:
         """The delivery's row while this worker holds it in ``phase``; else LeaseLost (a
         worker that stalled past its lease must stop)."""
         params = {"at": seq, "phase": phase, "holder": self.worker_id}
-        row = _connection(s).execute(_HELD, params).first()
-        if row is None:
+        rows = tx.rows(_HELD, params)
+        if not rows:
             raise LeaseLost
-        return row
+        return rows[0]
 
-    def _settle(self, s: Session | Connection, seq: int, phase: str, **values: Any) -> None:
+    def _settle(self, s: Session | Driver, seq: int, phase: str, **values: Any) -> None:
         """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost.
-        ``s`` is an ORM session or a Core connection: the statement is Core either way."""
+        ``s`` is an ORM session or a driver transaction: the statement is the driver's."""
         keys = tuple(sorted(values))
         params = {f"set_{k}": values[k] for k in keys}
         params.update(at=seq, phase=phase, holder=self.worker_id)
-        res = _connection(s).execute(_move(keys), params)
-        if res.rowcount != 1:
+        if _driver(s).execute(_move(keys), params).rowcount != 1:
             raise LeaseLost
 
     def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
         try:
-            with self.database.statements() as conn:
-                return list(self._held(conn, seq, "effects").effects or [])
+            with self.database.driver() as tx:
+                (effects,) = self._held(tx, seq, "effects")
+                return list(effects or [])
         except LeaseLost:
             log.warning("lease on delivery %s was lost before its effects", seq)
             return None
@@ -620,9 +624,9 @@ class Worker:
         try:
             if then_claim:
                 try:
-                    with self.database.statements() as conn:
-                        self._settle(conn, seq, "effects", effects=results, **self._done())
-                        leased = self._lease(conn, then_claim)
+                    with self.database.driver() as tx:
+                        self._settle(tx, seq, "effects", effects=results, **self._done())
+                        leased = self._lease(tx, then_claim)
                     if leased:
                         self._ready[self.worker_id] = leased
                     else:
@@ -632,8 +636,8 @@ class Worker:
                     raise
                 except Exception:  # the finish must not be lost to the claim: alone, then
                     log.warning("leasing more deliveries failed; finishing alone", exc_info=True)
-            with self.database.statements() as conn:
-                self._settle(conn, seq, "effects", effects=results, **self._done())
+            with self.database.driver() as tx:
+                self._settle(tx, seq, "effects", effects=results, **self._done())
         except LeaseLost:
             return False
         return True
@@ -641,8 +645,8 @@ class Worker:
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
         another worker holds the delivery now: this one must write no more)."""
-        with self.database.statements() as conn:
-            self._settle(conn, seq, "effects", effects=state)
+        with self.database.driver() as tx:
+            self._settle(tx, seq, "effects", effects=state)
 
     def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
         """A write GitHub refused for good: in the audit trail, the log and a metric."""
