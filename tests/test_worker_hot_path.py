@@ -92,16 +92,16 @@ def test_a_lease_that_fails_as_a_delivery_finishes_does_not_lose_the_finish(
     for n, ident in ((21, "fin-1"), (22, "fin-2")):
         deliver("pull_request", _opened(n), delivery_id=ident)
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
-    real_lease = worker._lease
+    real_lease = worker._lease_rows
     calls = {"n": 0}
 
-    def failing_lease(conn: Any, limit: int) -> list[int]:
+    def failing_lease(tx: Any, limit: int, holder: str) -> Any:
         calls["n"] += 1
         if calls["n"] == 2:  # the lease inside the first delivery's finish
             raise OperationalError("UPDATE deliveries", None, Exception("disk I/O error"))
-        return real_lease(conn, limit)
+        return real_lease(tx, limit, holder)
 
-    monkeypatch.setattr(worker, "_lease", failing_lease)
+    monkeypatch.setattr(worker, "_lease_rows", failing_lease)
     outcomes = worker.run_once(limit=1)
     assert [o.status for o in outcomes] == ["done", "done"]
     assert SENT == ["fin-1", "fin-2"]  # each written once: the finish was saved alone

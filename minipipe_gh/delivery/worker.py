@@ -67,7 +67,7 @@ from minipipe_gh.gh import installations, writes
 from minipipe_gh.gh.client import GitHubApp
 from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
-from minipipe_gh.store.db import Database, Driver, checkpoint_wal
+from minipipe_gh.store.db import Database, Driver, GroupCommit, checkpoint_wal
 from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.store.models import PENDING, Delivery, DeliveryPayload, utcnow
 
@@ -272,6 +272,8 @@ class Worker:
         self.lease = timedelta(seconds=lease_seconds)
         self.base_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self.wakeup = Wakeup()
+        # the moves of its threads' deliveries (a write saved, a finish), committed together
+        self.moves = GroupCommit(database, isolated=(LeaseLost,))
         self.clock = clock  # tests move time forward instead of sleeping
         self.reconcile_every_s = reconcile_every_s
         self.recover_every_s = recover_every_s
@@ -306,13 +308,19 @@ class Worker:
             return self._lease(tx, limit)
 
     def _lease(self, tx: Driver, limit: int) -> list[int]:
-        """Lease due heads in ``conn``'s transaction (the claim's own, or a finish's).
+        """Lease due heads in ``tx``'s transaction for this thread (``_took`` records them)."""
+        return self._took(self.worker_id, *self._lease_rows(tx, limit, self.worker_id))
+
+    def _lease_rows(
+        self, tx: Driver, limit: int, holder: str
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """Lease due heads for ``holder`` in ``tx``'s transaction (the claim's own, or a
+        finish's): the rows leased, and whether more were due.
 
         It looks for one head more than it leases: when there is one, another loop is
         woken to take it (``Wakeup``), so a burst fans out at once and a lone delivery
         wakes no loop for nothing."""
         now = self.clock()
-        holder = self.worker_id
         params = {"now": now, "limit": limit, "holder": holder, "until": now + self.lease}
         look = {**params, "limit": limit + 1}
         if self.database.is_sqlite:
@@ -322,16 +330,21 @@ class Worker:
             # all picking the same one and all but one coming back empty.
             due = tx.rows(_HEADS, look)
             if not due:
-                return []
+                return [], False
             rows = tx.rows(_LEASE_HEADS, params)
         else:
             due = tx.rows(_HEADS_LOCKED, look)
             if not due:
-                return []
+                return [], False
             rows = tx.rows(_LEASE_SEQS, {**params, "seqs": [d[0] for d in due[:limit]]})
-        for row in rows:  # what ``process`` needs, without reading the row again
+        return rows, len(due) > limit
+
+    def _took(self, holder: str, rows: list[tuple[Any, ...]], more: bool) -> list[int]:
+        """Once their lease committed: keep what ``process`` needs of each row (it reads
+        none again), and wake another loop when more was due."""
+        for row in rows:
             self._claimed[(row[0], holder)] = row[1:]
-        if len(due) > limit:
+        if more:
             self.wakeup.set()
         return sorted(row[0] for row in rows)
 
@@ -602,12 +615,15 @@ class Worker:
             raise LeaseLost
         return rows[0]
 
-    def _settle(self, s: Session | Driver, seq: int, phase: str, **values: Any) -> None:
-        """Move the delivery on, if this worker still holds it in ``phase``; else LeaseLost.
-        ``s`` is an ORM session or a driver transaction: the statement is the driver's."""
+    def _settle(
+        self, s: Session | Driver, seq: int, phase: str, holder: str | None = None, **values: Any
+    ) -> None:
+        """Move the delivery on, if ``holder`` (this thread) still holds it in ``phase``;
+        else LeaseLost, before it changed anything. ``s`` is an ORM session or a driver
+        transaction: the statement is the driver's."""
         keys = tuple(sorted(values))
         params = {f"set_{k}": values[k] for k in keys}
-        params.update(at=seq, phase=phase, holder=self.worker_id)
+        params.update(at=seq, phase=phase, holder=holder or self.worker_id)
         if _driver(s).execute(_move(keys), params).rowcount != 1:
             raise LeaseLost
 
@@ -621,23 +637,29 @@ class Worker:
             return None
 
     def _finish(self, seq: int, results: list[dict[str, Any]], then_claim: int = 0) -> bool:
+        """Save the last results with ``done`` (and lease this thread's next deliveries),
+        in the transaction the moves of the other threads share (``GroupCommit``)."""
+        holder = self.worker_id
+        done = {"effects": results, **self._done()}
         try:
             if then_claim:
+
+                def finish_and_lease(tx: Driver) -> tuple[list[tuple[Any, ...]], bool]:
+                    self._settle(tx, seq, "effects", holder, **done)
+                    return self._lease_rows(tx, then_claim, holder)
+
                 try:
-                    with self.database.driver() as tx:
-                        self._settle(tx, seq, "effects", effects=results, **self._done())
-                        leased = self._lease(tx, then_claim)
+                    leased = self._took(holder, *self.moves.run(finish_and_lease))
                     if leased:
-                        self._ready[self.worker_id] = leased
+                        self._ready[holder] = leased
                     else:
-                        self._drained.add(self.worker_id)
+                        self._drained.add(holder)
                     return True
                 except LeaseLost:
                     raise
                 except Exception:  # the finish must not be lost to the claim: alone, then
                     log.warning("leasing more deliveries failed; finishing alone", exc_info=True)
-            with self.database.driver() as tx:
-                self._settle(tx, seq, "effects", effects=results, **self._done())
+            self.moves.run(lambda tx: self._settle(tx, seq, "effects", holder, **done))
         except LeaseLost:
             return False
         return True
@@ -645,8 +667,8 @@ class Worker:
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
         another worker holds the delivery now: this one must write no more)."""
-        with self.database.driver() as tx:
-            self._settle(tx, seq, "effects", effects=state)
+        holder = self.worker_id
+        self.moves.run(lambda tx: self._settle(tx, seq, "effects", holder, effects=state))
 
     def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
         """A write GitHub refused for good: in the audit trail, the log and a metric."""

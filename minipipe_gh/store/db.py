@@ -309,6 +309,97 @@ class Driver:
         return self.database.prepared(statement).rows(cursor)
 
 
+class _Job:
+    """One thread's statements in a shared transaction; ``done`` is held until the
+    transaction committed, or until its thread is asked to lead the next one."""
+
+    __slots__ = ("fn", "done", "result", "error", "lead")
+
+    def __init__(self, fn: Callable[[Driver], Any]) -> None:
+        self.fn = fn
+        self.done = threading.Lock()
+        self.done.acquire()
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.lead = False
+
+
+class GroupCommit:
+    """Short transactions of many threads, committed together: the thread that finds no
+    commit under way runs its own statements and those of every thread queued behind it
+    in one transaction, wakes them once it committed, and hands the lead to the first
+    that came in meanwhile (the inbox's group commit, for the worker's moves). Each
+    caller still returns only once its own statements are committed.
+
+    Under load a worker's threads each wait their turn to write for tens of ms, and
+    each turn costs a hand-over of SQLite's lock; here one turn carries what queued
+    during the last. A job that raises one of ``isolated`` (raised before it wrote:
+    a lost lease) fails alone; any other error rolls the shared transaction back, and
+    every job of it runs again in a transaction of its own."""
+
+    def __init__(self, database: Database, isolated: tuple[type[BaseException], ...]) -> None:
+        self.database = database
+        self.isolated = isolated
+        self._mutex = threading.Lock()
+        self._queue: list[_Job] = []
+        self._leading = False
+
+    def run(self, fn: Callable[[Driver], Any]) -> Any:
+        """``fn(driver)``'s result, once committed; or its error."""
+        job = _Job(fn)
+        with self._mutex:
+            self._queue.append(job)
+            follow, self._leading = self._leading, True
+        if follow:
+            job.done.acquire()  # committed by a leader, or asked to lead
+        if not follow or job.lead:
+            self._lead()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _lead(self) -> None:
+        with self._mutex:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._mutex:
+                after = self._queue[0] if self._queue else None
+                if after is None:
+                    self._leading = False
+            for job in batch:
+                job.done.release()
+            if after is not None:
+                after.lead = True
+                after.done.release()
+
+    def _commit(self, batch: list[_Job]) -> None:
+        try:
+            with self.database.driver() as tx:
+                for job in batch:
+                    try:
+                        job.result = job.fn(tx)
+                    except self.isolated as err:
+                        job.error = err
+            return
+        except Exception as err:
+            if len(batch) == 1:
+                batch[0].error = err
+                return
+        except BaseException as err:  # stopping: nobody may return as if committed
+            for job in batch:
+                job.error = err
+            raise
+        for job in batch:  # alone, so that each gets its own outcome
+            job.result, job.error = None, None
+            try:
+                with self.database.driver() as tx:
+                    job.result = job.fn(tx)
+            except Exception as err:
+                job.error = err
+
+
 class Database:
     """An engine and its session factories, one per process."""
 
