@@ -25,9 +25,12 @@ connection per delivery, as GitHub posts them.
 
 By default each client posts its next delivery once the last was answered (closed
 loop): Probot answers after deciding, ours once the delivery is stored, so ours
-is sent the whole burst at once and its latency includes the queue. ``--rate R``
-sends both the same schedule instead, R deliveries a second (open loop), which
-compares latency at the same load.
+is sent the whole burst at once and its latency includes the queue. With ``--loop
+decision`` each client posts its next once its last was decided (the check run
+passed at the fake, which the client long-polls): both apps then have the same
+number of decisions in flight, one per client, as reviewers who wait to see the
+check turn green. ``--rate R`` sends both the same schedule instead, R deliveries a
+second (open loop), which compares latency at the same load.
 
 Printed for both: approvals decided per second (first send to the last
 check-run update), the time from a comment's send to its check-run update at
@@ -206,10 +209,15 @@ def post_blocking(port: int, data: bytes) -> tuple[int, float]:
 
 
 def send_all(
-    port: int, items: list[tuple[Sent, bytes]], clients: int, rate: float | None = None
+    port: int,
+    items: list[tuple[Sent, bytes]],
+    clients: int,
+    rate: float | None = None,
+    until_decided: Callable[[Sent], None] | None = None,
 ) -> None:
     """``clients`` threads, each posting the next delivery once its last one was answered
-    (closed loop); with ``rate``, the i-th delivery is due at ``i / rate`` s (open loop:
+    (closed loop), or with ``until_decided`` once its last one was decided (the check
+    run passed); with ``rate``, the i-th delivery is due at ``i / rate`` s (open loop:
     latency counts from when it was due, so a client held up by a slow answer is counted,
     not hidden)."""
     work: queue.Queue[tuple[Sent, bytes]] = queue.Queue()
@@ -236,12 +244,30 @@ def send_all(
                 rec.status, rec.t_ack = post_blocking(port, data)
             except OSError as err:
                 rec.error = str(err)
+                continue
+            if until_decided is not None and 200 <= rec.status < 300:
+                until_decided(rec)
 
     threads = [threading.Thread(target=client, name=f"client-{i}") for i in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+
+
+def decided_waiter(
+    args: argparse.Namespace, fake_port: int, prs: list[e2e.PR]
+) -> Callable[[Sent], None] | None:
+    """With ``--loop decision``: a client's wait, after its comment was answered, for the
+    check run on that PR to pass at the fake (a long-poll, ``GET /_fake/decided``)."""
+    if args.loop != "decision":
+        return None
+    sha = {pr.number: pr.sha for pr in prs}
+
+    def wait(rec: Sent) -> None:
+        e2e.fake_get(fake_port, f"/_fake/decided?sha={sha[rec.pr]}&since={rec.t_sent - e2e.EPS}")
+
+    return wait
 
 
 def wait_decided(fake_port: int, sha_of: dict[str, int], since: float, want: int, timeout: float):
@@ -354,7 +380,7 @@ def run_ours(
             ingest._machine_busy(),
         )
         since = time.time()
-        send_all(port, items, args.clients, args.rate)
+        send_all(port, items, args.clients, args.rate, decided_waiter(args, fake_port, prs))
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
         if spy is not None:
             spy.send_signal(signal.SIGINT)
@@ -545,7 +571,7 @@ def run_probot(
         # the warm-up decided PR 1 already: its success write is older than ``since``
         cpu0, fake0, m0 = node.cpu(), fake.cpu(), ingest._machine_busy()
         since = time.time()
-        send_all(port, items, args.clients, args.rate)
+        send_all(port, items, args.clients, args.rate, decided_waiter(args, fake_port, prs))
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
         cpu1, fake1, m1 = node.cpu(), fake.cpu(), ingest._machine_busy()
         if os.environ.get("DECISIONS_DEBUG"):
@@ -830,6 +856,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="open loop: deliveries sent at this many per second (default: closed loop)",
     )
+    ap.add_argument(
+        "--loop",
+        choices=["ack", "decision"],
+        default="ack",
+        help="closed loop: a client's next comment once the last was answered (ack) or "
+        "once it was decided, the check run passed at the fake (decision)",
+    )
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--only", choices=["ours", "probot"])
     ap.add_argument(
@@ -905,7 +938,12 @@ def main(argv: list[str] | None = None) -> int:
             f"fake GitHub +{args.latency_ms:g} ms; ours: {web_label(args.web)} + "
             f"{args.workers} worker(s) x {args.worker_threads} threads, SQLite; "
             f"Probot {PROBOT_VERSION}, inline; "
-            + (f"open loop at {args.rate:g}/s; " if args.rate else "closed loop; ")
+            + (
+                f"open loop at {args.rate:g}/s; "
+                if args.rate
+                else "closed loop, each client's next comment once its last was "
+                + ("decided; " if args.loop == "decision" else "answered; ")
+            )
             + f"{os.cpu_count()} CPUs"
             + (f"; {args.rounds} rounds, alternating" if args.rounds > 1 else "")
         )

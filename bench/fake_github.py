@@ -43,7 +43,8 @@ Control endpoints, answered at once: ``POST /_fake/ci`` ``{"sha", "conclusion"}`
 (CI finished on a SHA), ``POST /_fake/pulls`` ``{"repo", "pulls": [{"number",
 "sha", "ref", "check": [status, conclusion] or null}]}`` (open PRs, each with our
 check run on its head), ``GET /_fake/stats`` (everything recorded, as JSON),
-``POST /_fake/reset`` (forget it all).
+``POST /_fake/reset`` (forget it all); and ``GET /_fake/decided?sha=&since=`` (a
+long-poll: answers once that SHA's check run passed).
 
 One asyncio process with hand-rolled HTTP/1.1 (keep-alive, Content-Length
 bodies), so hundreds of concurrent requests cost little CPU.
@@ -62,6 +63,7 @@ import json
 import re
 import signal
 import time
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -138,6 +140,8 @@ class State:
         self.pulls: dict[str, dict[int, dict[str, Any]]] = collections.defaultdict(dict)
         self.etags = True
         self.not_modified: collections.Counter[tuple[str, str]] = collections.Counter()
+        # SHA -> futures of ``GET /_fake/decided`` calls waiting for its check run to pass
+        self.waiting: dict[str, list[asyncio.Future[float]]] = collections.defaultdict(list)
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -239,16 +243,14 @@ def _api(name: str, g: dict[str, str], raw: bytes, now: float) -> tuple[int, Any
         run = {**(body or {}), "id": run_id, "app": {"id": 0}}
         STATE.check_runs[run_id] = run
         sha = str(run.get("head_sha"))
-        STATE.writes[sha].append([now, "POST", run.get("status"), run.get("conclusion")])
+        _wrote(sha, [now, "POST", run.get("status"), run.get("conclusion")])
         return 201, run
     if name == "check-runs/{id}":
         run = STATE.check_runs.get(int(g["run"]))
         if run is None:
             return 404, {"message": "Not Found"}
         run.update(body or {})
-        STATE.writes[str(run["head_sha"])].append(
-            [now, "PATCH", run.get("status"), run.get("conclusion")]
-        )
+        _wrote(str(run["head_sha"]), [now, "PATCH", run.get("status"), run.get("conclusion")])
         return 200, run
     if name == "issues/comments/{id}/reactions":
         return 201, {"id": next(STATE.ids), "content": (body or {}).get("content")}
@@ -321,6 +323,39 @@ def _seed_pulls(body: dict[str, Any]) -> None:
             }
 
 
+def _wrote(sha: str, write: list[Any]) -> None:
+    """Record a check-run write; a success wakes who waits for that SHA's decision."""
+    STATE.writes[sha].append(write)
+    if write[2] == "completed" and write[3] == "success":
+        for fut in STATE.waiting.pop(sha, []):
+            if not fut.done():
+                fut.set_result(write[0])
+
+
+def _decided_at(sha: str, since: float) -> float | None:
+    for t, _method, status, conclusion in STATE.writes.get(sha, []):
+        if t >= since and status == "completed" and conclusion == "success":
+            return float(t)
+    return None
+
+
+async def _wait_decided(query: str) -> tuple[int, Any]:
+    """``GET /_fake/decided?sha=&since=&timeout=``: answers once the check run on ``sha``
+    was written ``completed``/``success`` at or after ``since`` (or at the timeout, with
+    null): a client that waits for its decision before its next comment."""
+    q = urllib.parse.parse_qs(query)
+    sha, since = q["sha"][0], float(q.get("since", ["0"])[0])
+    at = _decided_at(sha, since)
+    if at is None:
+        fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        STATE.waiting[sha].append(fut)
+        try:
+            at = await asyncio.wait_for(fut, float(q.get("timeout", ["30"])[0]))
+        except TimeoutError:
+            at = None
+    return 200, {"decided_at": at}
+
+
 def _control(method: str, path: str, raw: bytes) -> tuple[int, Any]:
     if method == "POST" and path == "/_fake/ci":
         body = json.loads(raw)
@@ -367,7 +402,11 @@ async def serve_conn(
                     counted = True
                     STATE.connections += 1
                 try:
-                    status, data, delay = handle(method, path, body, query)
+                    if method == "GET" and path == "/_fake/decided":
+                        status, data = await _wait_decided(query)
+                        delay = False
+                    else:
+                        status, data, delay = handle(method, path, body, query)
                 except (ValueError, KeyError) as err:
                     status, data, delay = 400, {"message": f"bad request: {err}"}, False
             extra = "".join(f"{k}: {v}\r\n" for k, v in EXTRA_HEADERS.items())
