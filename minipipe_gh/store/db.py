@@ -309,27 +309,103 @@ class Driver:
         return self.database.prepared(statement).rows(cursor)
 
 
-class _Job:
-    """One thread's statements in a shared transaction; ``done`` is held until the
-    transaction committed, or until its thread is asked to lead the next one."""
+class Part:
+    """One thread's part of a group commit: ``done`` is held until the batch that holds
+    it committed, or until its thread is asked to lead the next batch."""
 
-    __slots__ = ("fn", "done", "result", "error", "lead")
+    __slots__ = ("done", "lead", "error")
 
-    def __init__(self, fn: Callable[[Driver], Any]) -> None:
-        self.fn = fn
+    def __init__(self) -> None:
         self.done = threading.Lock()
         self.done.acquire()
-        self.result: Any = None
-        self.error: BaseException | None = None
         self.lead = False
+        self.error: BaseException | None = None
+
+
+class Leader:
+    """Group commit with a leader, as in MySQL's binary log group commit: the thread
+    that finds no commit under way commits its own part together with every part
+    queued behind it, wakes those threads, and hands the lead to the first that came
+    in meanwhile. There is no writer thread to wake and wait for: a lone part is
+    written by its own thread, and under load each commit holds what arrived during
+    the one before it. The inbox's acknowledgements and the worker's moves both
+    commit this way.
+
+    ``commit(batch)`` writes a batch and sets each part's outcome (an error it raises
+    becomes every part's); ``pause()`` runs before the leader takes its batch;
+    ``committed(batch)`` runs once its threads are woken. At most ``most`` parts go in
+    one batch."""
+
+    def __init__(
+        self,
+        commit: Callable[[list[Any]], None],
+        *,
+        most: int = 0,
+        pause: Callable[[], None] | None = None,
+        committed: Callable[[list[Any]], None] | None = None,
+    ) -> None:
+        self._commit = commit
+        self._most = most or None
+        self._pause = pause
+        self._committed = committed
+        self._mutex = threading.Lock()
+        self._queue: list[Part] = []  # the leader's own part first
+        self._leading = False
+
+    def join(self, part: Part) -> None:
+        """Return once ``part``'s batch committed (its outcome is set on it)."""
+        with self._mutex:
+            self._queue.append(part)
+            follow, self._leading = self._leading, True
+        if follow:
+            part.done.acquire()  # committed by a leader, or asked to lead
+        if not follow or part.lead:
+            self._lead(part)
+
+    def _lead(self, me: Part) -> None:
+        try:
+            if self._pause is not None:
+                self._pause()
+            with self._mutex:
+                batch = self._queue[: self._most]
+                del self._queue[: self._most]
+            try:
+                self._commit(batch)
+            except BaseException as err:  # every waiter must wake, whatever happened
+                for part in batch:
+                    part.error = err
+            for part in batch:
+                if part is not me:
+                    part.done.release()
+            if self._committed is not None:
+                self._committed(batch)
+        finally:
+            with self._mutex:
+                if self._queue and self._queue[0] is me:  # interrupted before its batch
+                    del self._queue[0]
+                if self._queue:
+                    successor = self._queue[0]
+                    successor.lead = True
+                    successor.done.release()
+                else:
+                    self._leading = False
+
+
+class _Job(Part):
+    """A thread's statements in a ``GroupCommit`` transaction, and their outcome."""
+
+    __slots__ = ("fn", "result")
+
+    def __init__(self, fn: Callable[[Driver], Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.result: Any = None
 
 
 class GroupCommit:
-    """Short transactions of many threads, committed together: the thread that finds no
-    commit under way runs its own statements and those of every thread queued behind it
-    in one transaction, wakes them once it committed, and hands the lead to the first
-    that came in meanwhile (the inbox's group commit, for the worker's moves). Each
-    caller still returns only once its own statements are committed.
+    """Short transactions of many threads, committed together (a ``Leader`` for the
+    worker's moves): each caller still returns only once its own statements are
+    committed.
 
     Under load a worker's threads each wait their turn to write for tens of ms, and
     each turn costs a hand-over of SQLite's lock; here one turn carries what queued
@@ -340,39 +416,15 @@ class GroupCommit:
     def __init__(self, database: Database, isolated: tuple[type[BaseException], ...]) -> None:
         self.database = database
         self.isolated = isolated
-        self._mutex = threading.Lock()
-        self._queue: list[_Job] = []
-        self._leading = False
+        self._leader = Leader(self._commit)
 
     def run(self, fn: Callable[[Driver], Any]) -> Any:
         """``fn(driver)``'s result, once committed; or its error."""
         job = _Job(fn)
-        with self._mutex:
-            self._queue.append(job)
-            follow, self._leading = self._leading, True
-        if follow:
-            job.done.acquire()  # committed by a leader, or asked to lead
-        if not follow or job.lead:
-            self._lead()
+        self._leader.join(job)
         if job.error is not None:
             raise job.error
         return job.result
-
-    def _lead(self) -> None:
-        with self._mutex:
-            batch, self._queue = self._queue, []
-        try:
-            self._commit(batch)
-        finally:
-            with self._mutex:
-                after = self._queue[0] if self._queue else None
-                if after is None:
-                    self._leading = False
-            for job in batch:
-                job.done.release()
-            if after is not None:
-                after.lead = True
-                after.done.release()
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
@@ -383,14 +435,9 @@ class GroupCommit:
                     except self.isolated as err:
                         job.error = err
             return
-        except Exception as err:
+        except Exception:
             if len(batch) == 1:
-                batch[0].error = err
-                return
-        except BaseException as err:  # stopping: nobody may return as if committed
-            for job in batch:
-                job.error = err
-            raise
+                raise
         for job in batch:  # alone, so that each gets its own outcome
             job.result, job.error = None, None
             try:

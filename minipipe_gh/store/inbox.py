@@ -34,6 +34,8 @@ from minipipe_gh.core.events import Event, natural_key, order_key
 from minipipe_gh.store import db
 from minipipe_gh.store.db import (
     Database,
+    Leader,
+    Part,
     begin_write,
     end_write_turn,
     make_engine,
@@ -44,7 +46,7 @@ from minipipe_gh.store.models import Delivery, DeliveryPayload, utcnow
 
 log = logging.getLogger(__name__)
 BATCH_MAX = 256
-GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._lead
+GROUP_WAIT_S = 0.001  # like PostgreSQL's commit_delay: see Inbox._pause
 CHECKPOINT_EVERY_S = 1.0
 WAL_TRUNCATE_QUIET_S = 30.0
 WRITE_TRIES = 5
@@ -267,31 +269,24 @@ def ingest_engine(database: Database) -> Engine:
     return make_engine(database.url, pool_size=1, max_overflow=0)
 
 
-class _Pending:
-    """One delivery waiting to be committed. ``done`` is a lock held until its batch
-    has committed, or until this request is asked to lead the next batch (``lead``):
-    a bare lock is cheaper to wait on than a ``threading.Event``."""
+class _Pending(Part):
+    """One delivery waiting to be committed, and whether it was new."""
 
-    __slots__ = ("row", "done", "new", "error", "lead")
+    __slots__ = ("row", "new")
 
     def __init__(self, row: dict[str, Any]) -> None:
+        super().__init__()
         self.row = row
-        self.done = threading.Lock()
-        self.done.acquire()
         self.new = False
-        self.error: BaseException | None = None
-        self.lead = False
 
 
 class Inbox:
     """Stores deliveries durably; ``store`` returns True when the delivery is new.
 
-    Group commit with a leader, as in MySQL's binary log group commit: the request
-    that finds no commit under way writes its own delivery together with every one
-    queued behind it, wakes those requests, and hands the lead to the first that came
-    in meanwhile. There is no writer thread to wake and wait for: a lone delivery is
-    written by its own request thread, and under load every commit holds what arrived
-    during the one before it.
+    The request threads commit through a ``db.Leader`` (group commit with a leader):
+    the request that finds no commit under way writes its own delivery together with
+    every one queued behind it, so a lone delivery is written by its own thread and
+    under load every commit holds what arrived during the one before it.
     """
 
     def __init__(self, database: Database) -> None:
@@ -306,10 +301,8 @@ class Inbox:
         progress, connections and checkpoint thread are not this process's."""
         self._engine: Engine | None = None
         self._conn: PoolProxiedConnection | None = None  # the leader's, kept between batches
-        self._mutex = threading.Lock()
         self._started = threading.Lock()
-        self._waiting: list[_Pending] = []  # the leader's own delivery first
-        self._leading = False
+        self._leader = Leader(self._commit, most=BATCH_MAX, pause=self._pause, committed=self._tell)
         self._together = False  # the last batch held more than one delivery
         self._checkpointing = False
         self._stop_checkpoints = threading.Event()
@@ -320,64 +313,36 @@ class Inbox:
         if not self._checkpointing:
             self._start_checkpoints()
         me = _Pending(row)
-        with self._mutex:
-            self._waiting.append(me)
-            follow, self._leading = self._leading, True
-        if follow:
-            me.done.acquire()  # committed by a leader, or asked to lead
-        if not follow or me.lead:
-            self._lead(me)
+        self._leader.join(me)
         if me.error is not None:
             raise me.error
         return me.new
 
-    def _lead(self, me: _Pending) -> None:
-        """Commit the queue's head (``me`` first) as one batch, then pass the lead on.
-
-        While deliveries come in together (the last batch held more than one), wait
+    def _pause(self) -> None:
+        """While deliveries come in together (the last batch held more than one), wait
         ``GROUP_WAIT_S`` for those still being parsed before writing: fewer, larger
         commits take less CPU per delivery and pass SQLite's lock between processes
         less often (measured: about 10% less CPU per stored delivery under load). A
         lone delivery is written at once, so a quiet server answers without the wait.
         """
-        try:
-            if self._together:
-                time.sleep(GROUP_WAIT_S)
-            with self._mutex:
-                batch = self._waiting[:BATCH_MAX]
-                del self._waiting[:BATCH_MAX]
-            self._together = len(batch) > 1
-            self._commit(batch, me)
-        finally:
-            with self._mutex:
-                if self._waiting and self._waiting[0] is me:  # interrupted before its batch
-                    del self._waiting[0]
-                if self._waiting:
-                    successor = self._waiting[0]
-                    successor.lead = True
-                    successor.done.release()
-                else:
-                    self._leading = False
+        if self._together:
+            time.sleep(GROUP_WAIT_S)
 
-    def _commit(self, batch: list[_Pending], me: _Pending) -> None:
-        """Write a batch and tell each of its requests the outcome, then the listeners."""
-        try:
-            new = self._write([p.row for p in batch])
-            self._last_commit = time.monotonic()
-        except BaseException as err:  # every waiter must wake, whatever happened
-            for p in batch:
-                p.error = err
-                if p is not me:
-                    p.done.release()
-            return
-        any_new = bool(new)
+    def _commit(self, batch: list[_Pending]) -> None:
+        """Write a batch (at most ``BATCH_MAX``) and set each request's outcome."""
+        self._together = len(batch) > 1
+        new = self._write([p.row for p in batch])
+        self._last_commit = time.monotonic()
         for p in batch:
             ident = p.row["delivery_id"]
             p.new = ident in new
             new.discard(ident)  # the same id twice in one batch: only the first is new
-            if p is not me:
-                p.done.release()
-        for listener in self.listeners if any_new else ():
+
+    def _tell(self, batch: list[_Pending]) -> None:
+        """After the requests are woken: the listeners, when something was new."""
+        if not any(p.new for p in batch):
+            return
+        for listener in self.listeners:
             try:
                 listener()
             except Exception:  # stored is stored: a listener cannot fail the requests
