@@ -29,6 +29,7 @@ from github import Consts, Github, GithubException
 from github.Requester import Requester
 from requests import PreparedRequest
 from requests.adapters import HTTPAdapter
+from requests.structures import CaseInsensitiveDict
 
 from minipipe_gh.core.authz import Collaborator
 
@@ -83,9 +84,7 @@ def send_json(
         url = Requester.add_parameters_to_url(url, dict(params))
     host = urlsplit(url).netloc
     for _hop in range(MAX_REDIRECTS + 1):
-        req = PreparedRequest()
-        req.prepare(method=verb, url=url, headers=headers, data=data)
-        resp = _adapter().send(req, timeout=TIMEOUT_S)
+        resp = _adapter().send(_prepared(verb, url, headers, data), timeout=TIMEOUT_S)
         status, answer = resp.status_code, resp.content
         lower = {k.lower(): v for k, v in resp.headers.items()}
         parts = urlsplit(url)
@@ -107,6 +106,22 @@ def send_json(
     if verb == "GET" and isinstance(decoded, dict) and "url" not in decoded:
         decoded["url"] = path  # as PyGithub's answers carry it
     return decoded
+
+
+def _prepared(verb: str, url: str, headers: dict[str, str], data: bytes | None) -> PreparedRequest:
+    """What ``PreparedRequest.prepare`` makes of one of ours (an absolute URL we quoted
+    ourselves, our own headers, bytes or no body), without parsing the URL again or
+    checking each header (a tenth of its cost)."""
+    req = PreparedRequest()
+    req.method = verb
+    req.url = url
+    req.headers = CaseInsensitiveDict(headers)
+    if data is not None:
+        req.headers["Content-Length"] = str(len(data))
+    elif verb not in ("GET", "HEAD"):
+        req.headers["Content-Length"] = "0"  # as requests sends a bodiless DELETE
+    req.body = data
+    return req
 
 
 class TTLCache:

@@ -76,11 +76,12 @@ _RECENT = (
 def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
     project = spec["project"]
     params = {"project": project, "ledger_id": spec["ledger_id"]}
-    with ectx.database.statements() as conn:
-        patch = conn.execute(_SHOWN, params).first()
-        if patch is None:
+    with ectx.database.driver() as tx:  # two prebuilt reads on the driver's cursor
+        shown = tx.records(_SHOWN, params)
+        if not shown:
             raise NotFound(f"patch {spec['ledger_id']} not found")
-        recent = list(conn.execute(_RECENT, params))[::-1]
+        patch = shown[0]
+        recent = tx.records(_RECENT, params)[::-1]
     known = patch.known
     stray_id = patch.stray_id if patch.stray_id is not None and not patch.stray_withdrawn else None
     view = checkrun.View.of(

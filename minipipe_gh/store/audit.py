@@ -6,12 +6,27 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import bindparam, insert, select
 from sqlalchemy.orm import Session
 
-from minipipe_gh.store.models import AuditEntry
+from minipipe_gh.store.models import AuditEntry, utcnow
 
-_INSERT = insert(AuditEntry.__table__)  # built once: every decision appends a row
+_COLUMNS = (
+    "entity",
+    "entity_id",
+    "project_id",
+    "from_state",
+    "to_state",
+    "outcome",
+    "actor",
+    "source",
+    "reason",
+    "details",
+    "at",
+)
+# Built once, every column bound (the driver's cursor applies no column defaults):
+# every decision appends a row.
+_INSERT = insert(AuditEntry.__table__).values({c: bindparam(c) for c in _COLUMNS})
 
 
 def record(
@@ -28,8 +43,9 @@ def record(
     project_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> None:
-    """Append a row in the unit's transaction: a Core insert on its connection, as no
-    one changes the row after (an ORM object would only add a flush's work)."""
+    """Append a row in the unit's transaction, on the driver's cursor of its connection
+    (``Database.within``): no one changes the row after, so an ORM object would only
+    add a flush's work, and a Core statement its execution context (~0.1 ms)."""
     row = {
         "entity": entity,
         "entity_id": entity_id,
@@ -41,8 +57,9 @@ def record(
         "source": source,
         "reason": reason,
         "details": details or {},
+        "at": utcnow(),
     }
-    db.connection().execute(_INSERT, row)
+    db.info["database"].within(db).execute(_INSERT, row)
 
 
 def history(db: Session, entity: str, entity_id: str) -> Sequence[AuditEntry]:

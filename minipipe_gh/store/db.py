@@ -23,6 +23,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections import namedtuple
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -235,7 +236,7 @@ class Prepared:
     apply (a datetime as SQLite's text, JSON through the engine's serializer), so what
     it writes and returns is what the ORM reads and writes."""
 
-    __slots__ = ("sql", "positional", "binds", "results", "writes")
+    __slots__ = ("sql", "positional", "binds", "results", "writes", "record")
 
     def __init__(self, statement: Executable, dialect: Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
@@ -257,6 +258,9 @@ class Prepared:
         ]
         self.results = procs if any(procs) else None
         self.writes = bool(WRITES.match(self.sql))
+        # A row with the statement's column names as attributes, as a Core row has.
+        keys = [c.keyname for c in compiled._result_columns]
+        self.record = namedtuple("Record", keys) if keys else None  # type: ignore[misc]
 
     def params(self, values: dict[str, Any]) -> Any:
         """The driver's parameters: a sequence (qmark) or a mapping (pyformat)."""
@@ -295,18 +299,28 @@ class Driver:
     def execute(self, statement: Executable, values: dict[str, Any]) -> Any:
         """Run ``statement`` with ``values``; the driver's cursor, for ``rows``/rowcount."""
         prepared = self.database.prepared(statement)
-        if self._sqlite and prepared.writes:
-            dbapi_conn = self.conn.dbapi_connection
-            if not dbapi_conn.in_transaction:  # type: ignore[union-attr]
-                begin_write(dbapi_conn, self.conn.info, self.database.lock_path)  # type: ignore[arg-type]
         for observe in self.database.observers:
             observe(self.conn.info, prepared.sql)
-        self.cursor.execute(prepared.sql, prepared.params(values))
+        try:
+            if self._sqlite and prepared.writes:
+                dbapi_conn = self.conn.dbapi_connection
+                if not dbapi_conn.in_transaction:  # type: ignore[union-attr]
+                    begin_write(dbapi_conn, self.conn.info, self.database.lock_path)  # type: ignore[arg-type]
+            self.cursor.execute(prepared.sql, prepared.params(values))
+        except self.database._dbapi_error as err:  # as SQLAlchemy's: OperationalError, ...
+            raise DBAPIError.instance(prepared.sql, None, err, self.database._dbapi_error) from err
         return self.cursor
 
     def rows(self, statement: Executable, values: dict[str, Any]) -> list[tuple[Any, ...]]:
         cursor = self.execute(statement, values)
         return self.database.prepared(statement).rows(cursor)
+
+    def records(self, statement: Executable, values: dict[str, Any]) -> list[Any]:
+        """The rows as named tuples: each column by its name, as on a Core row."""
+        cursor = self.execute(statement, values)
+        prepared = self.database.prepared(statement)
+        make = prepared.record._make  # type: ignore[union-attr]
+        return [make(r) for r in prepared.rows(cursor)]
 
 
 class Part:
@@ -523,13 +537,17 @@ class Database:
             for observe in self.observers:
                 observe(conn.info, "COMMIT")
             conn.commit()
-        except error as err:
-            gone = self.engine.dialect.is_disconnect(err, conn.dbapi_connection, None)
+        except (error, DBAPIError) as err:  # a statement's comes translated (Driver.execute)
+            raw = err.orig if isinstance(err, DBAPIError) else err
+            gone = self.engine.dialect.is_disconnect(raw, conn.dbapi_connection, None)
             if gone:  # not back to the pool: the next checkout connects afresh
-                conn.invalidate(err)
+                conn.invalidate(raw)
             else:
                 with contextlib.suppress(error):
                     conn.rollback()
+            if isinstance(err, DBAPIError):
+                err.connection_invalidated = gone
+                raise
             raise DBAPIError.instance(None, None, err, error, connection_invalidated=gone) from err
         except BaseException:
             with contextlib.suppress(self._dbapi_error):
