@@ -145,6 +145,30 @@ def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
     assert insert_new(rt.database.engine, rows[:5]) == set()  # all known now
 
 
+def test_the_leader_waits_for_stragglers_only_while_another_connection_writes(rt):
+    """The group commit's pause (``Inbox._pause``) pays only when the writer's turn is
+    shared: a lone web process on SQLite writes each batch at once, and pauses again
+    once a worker (another connection) commits. On PostgreSQL it always pauses."""
+    inbox = rt.inbox
+    ids = iter(range(7000, 8000))  # a comment id each: the same one twice is a duplicate
+
+    def commit_two(tag: str) -> bool:
+        rows = [row_for(*comment_event(f"{tag}-{i}", next(ids))) for i in (1, 2)]
+        batch = [inbox_module._Pending(row) for row in rows]
+        inbox._commit(batch)
+        assert all(p.new for p in batch)
+        return inbox._together
+
+    sqlite = rt.database.is_sqlite
+    commit_two("first")  # whatever came before this test's first commit
+    assert commit_two("alone") is not sqlite  # nobody else wrote since: no pause on SQLite
+    assert commit_two("still-alone") is not sqlite
+    insert_new(rt.database.engine, [row_for(*comment_event("a-worker-wrote", next(ids)))])
+    assert commit_two("after-another-writer") is True
+    assert commit_two("alone-again") is not sqlite
+    assert commit_two("one") is not sqlite and len(stored(rt)) == 6 * 2 + 1
+
+
 def test_a_failed_commit_fails_each_request_in_it_and_the_next_commit_goes_ahead(rt):
     """A row the database refuses (no event name) fails its whole batch: every request
     in it hears the error rather than hanging, and the requests behind it are led
