@@ -15,7 +15,10 @@ connection per delivery, as GitHub posts them.
   threads serving ``app:app`` plus ``--workers`` processes (one per CPU) of
   ``minipipe-gh worker --threads T``, on SQLite. Before the clock starts every
   PR is opened and its CI reported green through the same webhook (not timed),
-  so the approval is what turns the check green. The web process stores the
+  so the approval is what turns the check green; then 20 approvals on PRs of
+  their own, by a reviewer of their own, are decided (the warm-up: code paths,
+  threads and connections, not the timed reviewers' cached permissions), as
+  Probot handles 20 deliveries first. The web process stores the
   delivery and answers 202; the worker decides: permission (cached per
   reviewer), PATCH the check run, the reaction.
 * Probot 14 (installed with npm into a temporary folder at bench time, write
@@ -345,14 +348,16 @@ def run_ours(
     def workers_cpu() -> float:
         return sum(w.cpu() for w in workers)
 
-    prs = e2e.build_prs(args.approvals, tag, args.reviewers)
+    everyone = e2e.build_prs(args.approvals + WARM_UP, tag, args.reviewers)
+    prs, warm = everyone[: args.approvals], everyone[args.approvals :]
     sha_of = {pr.sha: pr.number for pr in prs}
     try:
         with ThreadPoolExecutor(1 + len(workers)) as pool:
             starts = [pool.submit(w.launch, " started") for w in workers]
             for f in [pool.submit(web.start, port), *starts]:
                 f.result()
-        prepare_ours(args, port, fake_port, url, prs)
+        prepare_ours(args, port, fake_port, url, everyone)
+        warm_ours(args, port, fake_port, warm)
         before = counts_of(e2e.fake_get(fake_port, "/_fake/stats"))
         items = []
         for pr in prs:
@@ -415,6 +420,31 @@ def handled_cpu(logs: Any) -> list[float]:
             if "issue_comment done after" in line and line.endswith(" ms CPU"):
                 out.append(float(line.rsplit(" ", 3)[-3]))
     return out
+
+
+# Deliveries each app handles just before the clock starts: Probot's on one PR
+# (``warm_probot``), ours an /approve on PRs of their own, by a reviewer of their own
+# (the code paths, threads and connections warm, not the timed reviewers' permissions).
+WARM_UP = 20
+
+
+def warm_ours(args: argparse.Namespace, port: int, fake_port: int, warm: list[e2e.PR]) -> None:
+    """``WARM_UP`` approvals, sent as the timed ones are, and decided before the clock."""
+    items = []
+    for pr in warm:
+        body = json.loads(pr.bodies["approve"])
+        body["comment"]["user"] = {**body["comment"]["user"], "login": "warm-up-reviewer"}
+        body["sender"] = {**body["sender"], "login": "warm-up-reviewer"}
+        data = e2e.signed_request(
+            port, "issue_comment", str(uuid.uuid4()), json.dumps(body).encode(), ingest.SECRET
+        )
+        items.append((Sent(pr.number, ""), data))
+    since = time.time()
+    send_all(port, items, args.clients)
+    shas = {pr.sha: pr.number for pr in warm}
+    decided, _stats = wait_decided(fake_port, shas, since, len(warm), 60)
+    if len(decided) < len(warm):
+        raise RuntimeError(f"warming up ours: {len(decided)} of {len(warm)} approvals decided")
 
 
 def prepare_ours(
@@ -589,9 +619,9 @@ def run_probot(
 
 
 def warm_probot(port: int, pr: e2e.PR) -> None:
-    """A few deliveries first (token exchange, JIT), as ours is warmed by its preparation."""
+    """A few deliveries first (token exchange, JIT), as ours is warmed (``warm_ours``)."""
     body = json.loads(pr.bodies["approve"])
-    for i in range(20):
+    for i in range(WARM_UP):
         body["comment"] = {**body["comment"], "id": 9_000_000_000 + i}
         data = e2e.signed_request(
             port, "issue_comment", f"warm-{uuid.uuid4()}", json.dumps(body).encode(), ingest.SECRET
