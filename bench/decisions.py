@@ -407,18 +407,21 @@ def run_ours(
     run.requests = counts_of(stats) - before
     run.stored_ok = done_ok
     run.parts = {"web": web1 - web0, "worker": (cpu1 - cpu0) - (web1 - web0)}
-    run.handled_ms = handled_cpu(w.log_path for w in workers)
+    run.handled_ms = handled_cpu((w.log_path for w in workers), {r.delivery for r in sent})
     return run
 
 
-def handled_cpu(logs: Any) -> list[float]:
-    """The worker's own figure for each ``/approve`` it handled: the CPU of the thread
-    that handled it (its log line ``issue_comment done ... X ms CPU``)."""
+def handled_cpu(logs: Any, timed: set[str]) -> list[float]:
+    """The worker's own figure for each timed ``/approve`` it handled (not the warm-up's):
+    the CPU of the thread that handled it (its log line ``[delivery=ID] issue_comment
+    done ... X ms CPU``)."""
     out: list[float] = []
     for path in logs:
         for line in _read(path).splitlines():
             if "issue_comment done after" in line and line.endswith(" ms CPU"):
-                out.append(float(line.rsplit(" ", 3)[-3]))
+                ident = line.partition("[delivery=")[2].partition("]")[0]
+                if ident in timed:
+                    out.append(float(line.rsplit(" ", 3)[-3]))
     return out
 
 
