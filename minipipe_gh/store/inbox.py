@@ -325,7 +325,7 @@ class Inbox:
         before writing: fewer, larger commits take less CPU per delivery and pass the
         writer's turn between processes less often (gunicorn 2x8: 7% more
         acknowledgements a second with it). A lone writer (one granian process, no
-        worker writing) only waits on itself: it acknowledged 30-40% fewer deliveries
+        worker writing) only waits on itself: it acknowledged 14-40% fewer deliveries
         a second with the pause (``bench/ingest.py``). A lone delivery is written at
         once, so a quiet server answers without the wait.
         """
