@@ -32,7 +32,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine.interfaces import Dialect
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.exc import StaleDataError
 from sqlalchemy.pool import PoolProxiedConnection
@@ -42,6 +42,8 @@ from minipipe_gh.core.errors import Conflict, Refused
 from minipipe_gh.store import audit
 
 SQLITE_BUSY_TIMEOUT_S = 30
+# A PostgreSQL connection idle this long is pinged before use (``_ping_when_idle``).
+IDLE_PING_S = 1.0
 # A WAL that grew past this during a burst is truncated once writes pause: see
 # ``Inbox._checkpoints``.
 SQLITE_WAL_SIZE_LIMIT = 64 * 1024 * 1024
@@ -69,8 +71,61 @@ def make_engine(url: str, **kw: Any) -> Engine:
         )
         _sqlite_setup(engine)
         return engine
-    kw.setdefault("pool_pre_ping", True)
-    return create_engine(url, **kw)
+    engine = create_engine(url, **kw)
+    if not kw.get("pool_pre_ping"):
+        _ping_when_idle(engine)
+    return engine
+
+
+_GONE: weakref.WeakKeyDictionary[Engine, list[float]] = weakref.WeakKeyDictionary()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Ping a pooled connection before use only when it sat idle for ``IDLE_PING_S``, or
+    a disconnect was seen since it was last used; else use it as it is.
+
+    SQLAlchemy's ``pool_pre_ping`` pings at every checkout: a round trip each, two or
+    three per delivery. What it guards against, a server restarted or a connection
+    dropped while idle, is caught here the same way (a failed ping replaces every
+    connection older than it: ``InvalidatePoolError``). A connection that breaks within
+    a second of its last use fails its statement, and the pool is replaced as after
+    any disconnect; the worker retries that delivery, and the inbox its batch.
+    """
+    dialect = engine.dialect
+    error = dialect.loaded_dbapi.Error
+    gone = _GONE[engine] = [0.0]  # when a disconnect was last seen
+
+    @event.listens_for(engine, "checkin")
+    def _idle_from(_dbapi_conn: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_idle(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("idle_since")
+        if since is None:  # new: just connected
+            return
+        if time.monotonic() - since < IDLE_PING_S and since > gone[0]:
+            return
+        try:
+            dialect.do_ping(dbapi_conn)
+        except error as err:
+            if not dialect.is_disconnect(err, dbapi_conn, None):
+                raise
+            gone[0] = time.monotonic()
+            raise InvalidatePoolError(str(err)) from err
+
+    @event.listens_for(engine, "handle_error")
+    def _seen_gone(context: Any) -> None:
+        if context.is_disconnect:
+            gone[0] = time.monotonic()
+
+
+def seen_disconnect(engine: Engine) -> None:
+    """A statement run outside SQLAlchemy's execution found the connection gone: every
+    pooled connection is pinged at its next use (``_ping_when_idle``)."""
+    gone = _GONE.get(engine)
+    if gone is not None:
+        gone[0] = time.monotonic()
 
 
 def _sqlite_setup(engine: Engine) -> None:
@@ -542,6 +597,7 @@ class Database:
             gone = self.engine.dialect.is_disconnect(raw, conn.dbapi_connection, None)
             if gone:  # not back to the pool: the next checkout connects afresh
                 conn.invalidate(raw)
+                seen_disconnect(self.engine)
             else:
                 with contextlib.suppress(error):
                     conn.rollback()
