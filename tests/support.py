@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -71,6 +72,13 @@ class Deliver:
 
 
 # --- what the database is asked ----------------------------------------------------
+
+
+# A statement that writes, and one that moves a delivery on: by its first word, or the
+# first after a common table expression (PostgreSQL's lease locks the due heads in one
+# and leases them in the same statement).
+WRITES = re.compile(r"\s*(WITH\b.*\)\s*)?(INSERT|UPDATE|DELETE)\b", re.I | re.S)
+MOVES = re.compile(r"\s*(WITH\b.*\)\s*)?UPDATE\s+deliveries\b", re.I | re.S)
 
 
 @contextmanager

@@ -35,11 +35,8 @@ from typing import Any
 import orjson
 from github import BadCredentialsException, GithubException, RateLimitExceededException
 from sqlalchemy import (
-    ARRAY,
-    BigInteger,
     Integer,
     Text,
-    any_,
     bindparam,
     exists,
     func,
@@ -145,9 +142,13 @@ _LEASE = (
     .returning(*_CLAIMED)
 )
 _LEASE_HEADS = _LEASE.where(_T.c.seq.in_(_HEADS.scalar_subquery()))  # SQLite: one statement
-# PostgreSQL: the heads it locked, as one array parameter (compiled once, any count)
-_LEASE_SEQS = _LEASE.where(_T.c.seq == any_(bindparam("seqs", type_=ARRAY(BigInteger))))
-_HEADS_LOCKED = _HEADS.with_for_update(skip_locked=True, of=_head)  # PostgreSQL
+# PostgreSQL, one statement too: lock the due heads no other claim holds (one more than
+# it takes, to know whether more were due), lease the first of them, and say how many
+# there were in a last column of each row.
+_DUE = _HEADS.with_for_update(skip_locked=True, of=_head).cte("due")
+_LEASE_LOCKED = _LEASE.where(
+    _T.c.seq.in_(select(_DUE.c.seq).order_by(_DUE.c.seq).limit(bindparam("take", type_=Integer)))
+).returning(select(func.count()).select_from(_DUE).scalar_subquery().label("due"))
 
 
 # The writes of a delivery in its effects phase, as its holder reads them to go on: nothing
@@ -333,10 +334,8 @@ class Worker:
                 return [], False
             rows = tx.rows(_LEASE_HEADS, params)
         else:
-            due = tx.rows(_HEADS_LOCKED, look)
-            if not due:
-                return [], False
-            rows = tx.rows(_LEASE_SEQS, {**params, "seqs": [d[0] for d in due[:limit]]})
+            leased = tx.rows(_LEASE_LOCKED, {**look, "take": limit})
+            return [row[:-1] for row in leased], bool(leased) and leased[0][-1] > limit
         return rows, len(due) > limit
 
     def _took(self, holder: str, rows: list[tuple[Any, ...]], more: bool) -> list[int]:
