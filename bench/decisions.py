@@ -317,13 +317,20 @@ def web_label(spec: str) -> str:
 
 
 def run_ours(
-    args: argparse.Namespace, work: Path, env0: dict[str, str], fake: e2e.Proc, fake_port: int
+    args: argparse.Namespace,
+    work: Path,
+    env0: dict[str, str],
+    fake: e2e.Proc,
+    fake_port: int,
+    cluster: e2e.Cluster | None = None,
 ) -> Run:
     from minipipe_gh.store import migrate
 
     e2e.fake_post(fake_port, "/_fake/reset")
     tag = f"ours-{uuid.uuid4().hex[:6]}"
-    url = f"sqlite:///{work / f'{tag}.db'}"
+    pg_name = cluster.create() if cluster is not None else None
+    url = cluster.url(pg_name) if cluster and pg_name else f"sqlite:///{work / f'{tag}.db'}"
+    pg_pid = e2e.postmaster_pid(cluster)
     migrate.upgrade(url)
     env = dict(env0)
     env.update(
@@ -347,6 +354,9 @@ def run_ours(
 
     def workers_cpu() -> float:
         return sum(w.cpu() for w in workers)
+
+    def server_cpu() -> float:  # PostgreSQL's: the database's work is ours' cost too
+        return e2e.tree_cpu(pg_pid) if pg_pid else 0.0
 
     everyone = e2e.build_prs(args.approvals + WARM_UP, tag, args.reviewers)
     prs, warm = everyone[: args.approvals], everyone[args.approvals :]
@@ -378,12 +388,8 @@ def run_ours(
                 stderr=subprocess.DEVNULL,
             )
             time.sleep(1.0)
-        web0, cpu0, fake0, m0 = (
-            web.cpu(),
-            web.cpu() + workers_cpu(),
-            fake.cpu(),
-            ingest._machine_busy(),
-        )
+        web0, db0, fake0, m0 = web.cpu(), server_cpu(), fake.cpu(), ingest._machine_busy()
+        cpu0 = web0 + workers_cpu() + db0
         since = time.time()
         send_all(port, items, args.clients, args.rate, decided_waiter(args, fake_port, prs))
         decided, stats = wait_decided(fake_port, sha_of, since, len(prs), args.timeout)
@@ -392,21 +398,22 @@ def run_ours(
             spy.wait(timeout=30)
         done_ok = wait_done(url, [r.delivery for r, _d in items if 200 <= r.status < 300], 30)
         stats = e2e.fake_get(fake_port, "/_fake/stats")  # the reactions after the last update
-        web1, cpu1, fake1, m1 = (
-            web.cpu(),
-            web.cpu() + workers_cpu(),
-            fake.cpu(),
-            ingest._machine_busy(),
-        )
+        web1, db1, fake1, m1 = web.cpu(), server_cpu(), fake.cpu(), ingest._machine_busy()
+        cpu1 = web1 + workers_cpu() + db1
     finally:
         with ThreadPoolExecutor(1 + len(workers)) as pool:
             for f in [pool.submit(p.stop) for p in (*workers, web)]:
                 f.result()
+        if cluster is not None and pg_name:
+            with contextlib.suppress(Exception):
+                cluster.drop(pg_name)
     sent = [r for r, _d in items]
     run = Run("ours", sent, decided, cpu1 - cpu0, fake1 - fake0, m1 - m0)
     run.requests = counts_of(stats) - before
     run.stored_ok = done_ok
-    run.parts = {"web": web1 - web0, "worker": (cpu1 - cpu0) - (web1 - web0)}
+    run.parts = {"web": web1 - web0, "worker": (cpu1 - cpu0) - (web1 - web0) - (db1 - db0)}
+    if cluster is not None:
+        run.parts["postgres"] = db1 - db0
     run.handled_ms = handled_cpu((w.log_path for w in workers), {r.delivery for r in sent})
     return run
 
@@ -879,6 +886,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--worker-threads", type=int, default=16, help="ours: each worker's --threads")
     ap.add_argument(
+        "--db",
+        choices=["sqlite", "postgres"],
+        default="sqlite",
+        help="ours' database: SQLite (the default) or a throwaway PostgreSQL cluster "
+        "(tests/pg.py), whose CPU then counts as ours",
+    )
+    ap.add_argument(
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
@@ -916,7 +930,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--rounds must be at least 1")
 
     work = Path(tempfile.mkdtemp(prefix="minipipe-decisions-"))
-    stop: Callable[[], None] = ingest.stop_all
+    cluster: e2e.Cluster | None = None
+
+    def stop() -> None:
+        ingest.stop_all()
+        nonlocal cluster
+        if cluster is not None:
+            c, cluster = cluster, None
+            c.stop()
 
     def on_term(signum: int, _frame: object) -> None:
         stop()
@@ -943,6 +964,8 @@ def main(argv: list[str] | None = None) -> int:
             if not (folder / "node_modules" / "probot").is_dir():
                 install_probot(folder)
             (folder / "app.mjs").write_text(PROBOT_APP)
+        if args.db == "postgres" and args.only != "probot":
+            cluster = e2e.Cluster().start()
         sides = [side for side in ("ours", "probot") if args.only in (None, side)]
         rounds: list[Round] = []
         for number in range(1, args.rounds + 1):
@@ -951,7 +974,7 @@ def main(argv: list[str] | None = None) -> int:
             got: dict[str, Run] = {}
             for side in order:
                 if side == "ours":
-                    got[side] = run_ours(args, work, env, fake, fake_port)
+                    got[side] = run_ours(args, work, env, fake, fake_port, cluster)
                 else:
                     assert folder is not None
                     got[side] = run_probot(args, work, folder, env, fake, fake_port)
@@ -969,7 +992,8 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{args.approvals} /approve deliveries from {args.clients} client threads, "
             f"fake GitHub +{args.latency_ms:g} ms; ours: {web_label(args.web)} + "
-            f"{args.workers} worker(s) x {args.worker_threads} threads, SQLite; "
+            f"{args.workers} worker(s) x {args.worker_threads} threads, "
+            f"{'PostgreSQL (its CPU counted as ours)' if args.db == 'postgres' else 'SQLite'}; "
             f"Probot {PROBOT_VERSION}, inline; "
             + (
                 f"open loop at {args.rate:g}/s; "
@@ -993,7 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
             report_rounds(rounds)
         return 0 if all(rd.ok for rd in rounds) else 1
     finally:
-        ingest.stop_all()
+        stop()
         if args.keep:
             print(f"kept {work}")
         else:
