@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from minipipe_gh.core import owners
 from minipipe_gh.core.errors import Invalid, NotFound, Refused
@@ -102,17 +102,47 @@ def find_patch(db: Session, project_id: str, pr_number: int, sha: str) -> Patch 
 
 # Built once: on every decision's path, where building it each time cost more than
 # running it.
-_OPEN_PATCH = (
-    select(Patch)
-    .where(Patch.session_id == bindparam("session_id"), Patch.state.in_(list(OPEN)))
-    .order_by(Patch.ledger_id.desc())
-    .limit(1)
+def _newest_open(patch: Any, session_id: Any) -> Select[Any]:
+    """A session's open patch: its newest that is still open to review or merge."""
+    return (
+        select(patch)
+        .where(patch.session_id == session_id, patch.state.in_(list(OPEN)))
+        .order_by(patch.ledger_id.desc())
+        .limit(1)
+    )
+
+
+_OPEN_PATCH = _newest_open(Patch, bindparam("session_id"))
+_open = aliased(Patch)
+# A pull request's session and its open patch in one statement: a comment's two reads.
+_PR_AND_OPEN = (
+    select(AgentSession, Patch)
+    .outerjoin(
+        Patch,
+        Patch.ledger_id
+        == _newest_open(_open, AgentSession.session_id)
+        .with_only_columns(_open.ledger_id)
+        .correlate(AgentSession)
+        .scalar_subquery(),
+    )
+    .where(
+        AgentSession.project_id == bindparam("project"),
+        AgentSession.pr_number == bindparam("number"),
+    )
 )
 
 
 def open_patch(db: Session, session_id: str) -> Patch | None:
     """The session's newest patch that is still open to review or merge."""
     return db.scalars(_OPEN_PATCH, {"session_id": session_id}).first()
+
+
+def session_and_open_patch(
+    db: Session, project_id: str, pr_number: int
+) -> tuple[AgentSession | None, Patch | None]:
+    """``registry.find_by_pr`` and that session's ``open_patch``, read together."""
+    row = db.execute(_PR_AND_OPEN, {"project": project_id, "number": pr_number}).first()
+    return (row[0], row[1]) if row is not None else (None, None)
 
 
 def latest_patch(db: Session, session_id: str) -> Patch | None:

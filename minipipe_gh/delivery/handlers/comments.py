@@ -38,7 +38,8 @@ def run_commands(
     """Decide (``decisions.decide``), then ask for the check run to show it.
 
     ``user`` is the payload's user (login and id). ``target`` is the patch a
-    button or a review was given on; a comment acts on the open patch.
+    button or a review was given on, or a comment's open patch as read with its
+    session; without one, the open patch.
     """
     policy, error = repo.policy()
     patch = target or ledger.open_patch(ctx.db, session.session_id)
@@ -82,7 +83,7 @@ def on_comment(ctx: Context) -> None:
         return
     repo = ctx.repo
     login = comment["user"]["login"]
-    session = registry.find_by_pr(ctx.db, repo.project, issue["number"])
+    session, patch = ledger.session_and_open_patch(ctx.db, repo.project, issue["number"])
     if session is None:  # not a session PR: only help is ours to answer
         if any(isinstance(i, Command) and i.verb == Verb.HELP for i in items):
             respond(ctx, repo, issue["number"], login, Answer([], [], help=True), comment["id"])
@@ -90,7 +91,9 @@ def on_comment(ctx: Context) -> None:
     items = _heard(repo, login, items)
     if not items:
         return
-    answer = run_commands(ctx, repo, session, items, comment["user"], source=comment["html_url"])
+    answer = run_commands(
+        ctx, repo, session, items, comment["user"], source=comment["html_url"], target=patch
+    )
     respond(ctx, repo, issue["number"], login, answer, comment["id"])
 
 
