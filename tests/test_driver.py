@@ -7,11 +7,15 @@ error types, the transaction they were run in, and rows whose columns have names
 
 from __future__ import annotations
 
+import sqlite3
+
+import psycopg
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from minipipe_gh.store import audit
+from minipipe_gh.store.db import Driver
 from minipipe_gh.store.models import AuditEntry, utcnow
 
 ROW = {
@@ -67,3 +71,35 @@ def test_records_name_each_column_as_a_core_row_does(rt):
     with rt.database.unit() as s:
         core = s.execute(query).one()
     assert (row.actor, row.what, row.at) == (core.actor, core.what, core.at)
+
+
+def _in_transaction(dbapi_conn) -> bool:
+    if isinstance(dbapi_conn, sqlite3.Connection):
+        return dbapi_conn.in_transaction
+    return dbapi_conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+
+
+def test_a_lone_read_runs_outside_a_transaction_and_leaves_the_connection_as_it_was(
+    rt, backend, monkeypatch
+):
+    """``Database.read``: no BEGIN before its statement, so none to COMMIT after it (two
+    round trips on PostgreSQL); the pooled connection still rolls a failed unit back."""
+    with rt.database.unit() as s:
+        audit.record(s, **ROW)
+    after: list[bool] = []
+    real = Driver.records
+
+    def records(self, statement, values):
+        got = real(self, statement, values)
+        after.append(_in_transaction(self.conn.dbapi_connection))
+        return got
+
+    monkeypatch.setattr(Driver, "records", records)
+    query = select(AuditEntry.actor).where(AuditEntry.entity_id == "L-1")
+    [row] = rt.database.read(query, {})
+    assert row.actor == "someone"
+    with rt.database.driver() as tx:
+        tx.records(query, {})
+    # a read in a transaction leaves one open on PostgreSQL; SQLite reads outside BEGIN
+    assert after == [False, backend == "postgres"]
+    test_a_refused_statement_raises_sqlalchemys_error_and_writes_nothing(rt)

@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from github import GithubException
-from sqlalchemy import and_, bindparam, select
+from sqlalchemy import and_, bindparam, select, true
 
 from minipipe_gh.core import checkrun, limits, owners, people
 from minipipe_gh.core.errors import NotFound
@@ -66,22 +66,29 @@ _SHOWN = (
     .where(_p.c.ledger_id == bindparam("ledger_id"))
 )
 _RECENT = (
-    select(*(_audit.c[k] for k in ("at", "actor", "outcome", "from_state", "to_state", "reason")))
+    select(
+        *(_audit.c[k] for k in ("id", "at", "actor", "outcome", "from_state", "to_state", "reason"))
+    )
     .where(_audit.c.entity == "patch", _audit.c.entity_id == bindparam("ledger_id"))
     .order_by(_audit.c.id.desc())
     .limit(RECENT)
+).subquery("recent")
+# Both in one statement, so one snapshot without a transaction around two: the patch's
+# columns on each of its recent audit rows, oldest first (once, with NULLs, if none).
+_shown = _SHOWN.subquery("shown")
+_SHOWN_RECENT = (
+    select(_shown, _RECENT).select_from(_shown.outerjoin(_RECENT, true())).order_by(_RECENT.c.id)
 )
 
 
 def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
     project = spec["project"]
     params = {"project": project, "ledger_id": spec["ledger_id"]}
-    with ectx.database.driver() as tx:  # two prebuilt reads on the driver's cursor
-        shown = tx.records(_SHOWN, params)
-        if not shown:
-            raise NotFound(f"patch {spec['ledger_id']} not found")
-        patch = shown[0]
-        recent = tx.records(_RECENT, params)[::-1]
+    shown = ectx.database.read(_SHOWN_RECENT, params)  # prebuilt, on the driver's cursor
+    if not shown:
+        raise NotFound(f"patch {spec['ledger_id']} not found")
+    patch = shown[0]
+    recent = [row for row in shown if row.id is not None]
     known = patch.known
     stray_id = patch.stray_id if patch.stray_id is not None and not patch.stray_withdrawn else None
     view = checkrun.View.of(

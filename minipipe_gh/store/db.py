@@ -578,20 +578,32 @@ class Database:
         with self.engine.begin() as conn:
             yield conn
 
+    def read(self, statement: Executable, values: dict[str, Any]) -> list[Any]:
+        """One read that is a single statement, as named records (``Driver.records``),
+        with no transaction around it: a statement is its own, and on PostgreSQL a
+        BEGIN and a COMMIT are two round trips more (SQLite reads outside BEGIN anyway)."""
+        with self.driver(alone=True) as tx:
+            return tx.records(statement, values)
+
     @contextmanager
-    def driver(self) -> Iterator[Driver]:
+    def driver(self, *, alone: bool = False) -> Iterator[Driver]:
         """One transaction on the driver's own connection (``Driver``): committed on
-        success, else rolled back; a driver error comes out as SQLAlchemy's."""
+        success, else rolled back; a driver error comes out as SQLAlchemy's. ``alone``
+        (``read``): each statement in autocommit instead."""
         error = self._dbapi_error
         try:
             conn = self.engine.raw_connection()
         except error as err:  # e.g. the server is down: as SQLAlchemy's connect says it
             raise DBAPIError.instance(None, None, err, error) from err
+        alone = alone and not self.is_sqlite
         try:
+            if alone:
+                conn.dbapi_connection.autocommit = True  # type: ignore[union-attr]
             yield Driver(self, conn)
-            for observe in self.observers:
-                observe(conn.info, "COMMIT")
-            conn.commit()
+            if not alone:
+                for observe in self.observers:
+                    observe(conn.info, "COMMIT")
+                conn.commit()
         except (error, DBAPIError) as err:  # a statement's comes translated (Driver.execute)
             raw = err.orig if isinstance(err, DBAPIError) else err
             gone = self.engine.dialect.is_disconnect(raw, conn.dbapi_connection, None)
@@ -610,6 +622,9 @@ class Database:
                 conn.rollback()
             raise
         finally:
+            if alone and conn.dbapi_connection is not None:  # None once invalidated
+                with contextlib.suppress(error):
+                    conn.dbapi_connection.autocommit = False
             conn.close()  # back to the pool: the SQLite writer's turn ends there
 
     @staticmethod
