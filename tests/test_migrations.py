@@ -193,6 +193,52 @@ def test_0014_moves_each_delivery_body_to_its_own_table_and_back(empty_db_url: s
         engine.dispose()
 
 
+def test_0015_stores_delivery_bodies_with_lz4_on_postgresql(
+    empty_db_url: str, backend: str
+) -> None:
+    """Each body stored after the upgrade is compressed with lz4 on PostgreSQL (the
+    server's CPU per acknowledgement); SQLite keeps text as it is, and reads it back."""
+    url = empty_db_url
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    body = '{"comment": "' + "a long comment " * 1000 + '"}'  # 15 KB: compressed
+    try:
+        with engine.begin() as conn:
+            seq = conn.execute(
+                text(
+                    "INSERT INTO deliveries (delivery_id, event, headers, status, attempts,"
+                    " next_attempt_at, received_at)"
+                    " VALUES ('d-1', 'ping', '{}', 'done', 1, :t, :t) RETURNING seq"
+                ),
+                {"t": "2026-12-01 00:00:00"},
+            ).scalar_one()
+            conn.execute(
+                text("INSERT INTO delivery_payloads (seq, payload) VALUES (:s, :p)"),
+                {"s": seq, "p": body},
+            )
+        with engine.connect() as conn:
+            stored = conn.execute(text("SELECT payload FROM delivery_payloads")).scalar_one()
+            assert stored == body
+            if backend == "postgres":
+                method = conn.execute(
+                    text("SELECT pg_column_compression(payload) FROM delivery_payloads")
+                ).scalar_one()
+                assert method == "lz4"
+        config = migrate.alembic_config(url)
+        command.downgrade(config, "0014")
+        if backend == "postgres":  # the column is back to the server's default method
+            with engine.connect() as conn:
+                kept = conn.execute(
+                    text(
+                        "SELECT attcompression FROM pg_attribute WHERE attrelid ="
+                        " 'delivery_payloads'::regclass AND attname = 'payload'"
+                    )
+                ).scalar_one()
+                assert kept in ("", "\x00")
+    finally:
+        engine.dispose()
+
+
 def test_default_url_is_a_file_in_the_instance_folder(tmp_path: Path) -> None:
     inst = tmp_path / "instance" / "nested"
     url = default_url(inst)
