@@ -1,8 +1,7 @@
 """A delivery's writes: each one that succeeds is saved before the next is sent, so a
 worker killed between two writes never sends the first again. When a write fails,
 what succeeded before it is kept, so the retry performs only the rest; a worker that
-lost its lease between two writes performs no more. A repeatable write (the check run,
-rewritten in place) is the exception: not saved on its own, sent again by a retry."""
+lost its lease between two writes performs no more."""
 
 from __future__ import annotations
 
@@ -138,62 +137,3 @@ def test_a_worker_that_lost_its_lease_between_two_writes_performs_no_more(
     assert WRITES == [("steal-1", "first")]  # A did not go on to the second write
     d = _row(rt, "steal-1")
     assert (d.status, d.lease_owner) == ("effects", "B")
-
-
-REPEATABLE = effects.Executors(
-    gate={"test.first": _first, "test.second": _second},
-    best_effort={},
-    repeatable=frozenset({"test.first"}),  # as the check run: sent again, it changes nothing
-)
-
-
-def test_a_repeatable_write_is_not_saved_on_its_own_and_a_retry_sends_it_again(
-    rt: Any, deliver: Any
-) -> None:
-    WRITES.clear()
-    FAIL["again-1"] = 1
-    clock = _Clock()
-    deliver("pull_request", payload("pull_request.opened"), delivery_id="again-1")
-    worker = Worker(rt.database, _router(), None, clock=clock, executors=REPEATABLE)
-    moves: list[str] = []
-
-    def note(_info: dict[str, Any], statement: str) -> None:
-        if MOVES.match(statement) and not LEASES.search(statement):
-            moves.append(statement)
-
-    with watching_statements(rt.database, note):
-        assert [o.status for o in worker.run_once()] == ["retry"]
-    # the handler phase's move, then the failure's: no save between the two writes
-    assert len(moves) == 2
-    d = _row(rt, "again-1")
-    assert d.status == "effects"
-    assert [e.get("result") for e in d.effects] == [None, None]
-    clock.offset += timedelta(minutes=5)
-    assert [o.status for o in worker.run_once()] == ["done"]
-    assert WRITES == [("again-1", "first"), ("again-1", "first"), ("again-1", "second")]
-    assert [e["result"] for e in _row(rt, "again-1").effects] == ["done", "done"]
-
-
-def test_a_worker_that_lost_its_lease_during_a_repeatable_write_sends_no_more(
-    rt: Any, deliver: Any
-) -> None:
-    """Nothing is saved after a repeatable write, but the lease is still checked before
-    the next: the worker that lost it stops, and the one that has it sends both."""
-    WRITES.clear()
-    deliver("pull_request", payload("pull_request.opened"), delivery_id="steal-2")
-    late = _Clock()
-    a = Worker(rt.database, _router(), None, worker_id="A", executors=REPEATABLE)
-    b = Worker(rt.database, _router(), None, worker_id="B", clock=late, executors=REPEATABLE)
-
-    taken: list[int] = []
-
-    def b_takes_over() -> None:  # A's lease runs out during its first write
-        late.offset = timedelta(seconds=rt.settings.lease_seconds + 1)
-        taken.extend(b.claim())
-
-    STEAL["steal-2"] = b_takes_over
-    assert [o.status for o in a.run_once()] == ["lost"]
-    assert WRITES == [("steal-2", "first")]  # A did not go on to the second write
-    [seq] = taken
-    assert b.process(seq).status == "done"
-    assert WRITES == [("steal-2", "first"), ("steal-2", "first"), ("steal-2", "second")]

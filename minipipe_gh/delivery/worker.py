@@ -158,7 +158,6 @@ _HELD = select(_T.c.effects).where(
     _T.c.status == bindparam("phase"),
     _T.c.lease_owner == bindparam("holder"),
 )
-_HOLDS = _HELD.with_only_columns(_T.c.seq)  # only whether it does
 
 
 def _driver(s: Session | Driver) -> Driver:
@@ -561,7 +560,6 @@ class Worker:
                         self.executors,
                         progress=lambda state: self._progress(seq, state),
                         refused=lambda spec, err: self._refused(ident, spec, err),
-                        held=lambda: self._still_held(seq),
                     )
                     if not self._finish(seq, results, then_claim):
                         return Outcome(ident, "lost", len(calls))
@@ -664,13 +662,6 @@ class Worker:
         except LeaseLost:
             return False
         return True
-
-    def _still_held(self, seq: int) -> None:
-        """Between a repeatable write, which is not saved, and the next: the delivery must
-        still be this worker's, or it writes no more (LeaseLost). One read, no commit."""
-        params = {"at": seq, "phase": "effects", "holder": self.worker_id}
-        if not self.database.read(_HOLDS, params):
-            raise LeaseLost
 
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if

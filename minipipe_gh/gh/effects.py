@@ -17,10 +17,7 @@ Two classes of write, as the check run is the gate:
 
 Each write's outcome is kept in its spec (``"result": "done" | "refused"``)
 and saved with the delivery before the next write (``Progress``), so a retry
-performs only the writes that have not succeeded yet. A ``repeatable`` write is
-the exception: one that sent again as it is changes nothing (the check run,
-rewritten in place from the ledger as it stands) is not saved on its own, and a
-retry sends it again, rather than every delivery paying a commit to remember it.
+performs only the writes that have not succeeded yet.
 """
 
 from __future__ import annotations
@@ -61,12 +58,10 @@ class EffectContext:
 
 @dataclass(frozen=True)
 class Executors:
-    """Every effect kind the worker can perform, which of them are best-effort, and
-    which are repeatable (not saved on their own: see the module's docstring)."""
+    """Every effect kind the worker can perform, and which of them are best-effort."""
 
     gate: Mapping[str, Executor]
     best_effort: Mapping[str, Executor]
-    repeatable: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         both = set(self.gate) & set(self.best_effort)
@@ -82,9 +77,6 @@ class Executors:
 
     def is_best_effort(self, spec: Mapping[str, Any]) -> bool:
         return str(spec.get("kind")) in self.best_effort
-
-    def is_repeatable(self, spec: Mapping[str, Any]) -> bool:
-        return str(spec.get("kind")) in self.repeatable
 
     def ordered(self, effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Gate writes first, each class in the order the handlers recorded it."""
@@ -107,11 +99,7 @@ class Executors:
         best_effort: Mapping[str, Executor] | None = None,
     ) -> Executors:
         """This table plus more kinds (a test's own)."""
-        return Executors(
-            {**self.gate, **(gate or {})},
-            {**self.best_effort, **(best_effort or {})},
-            self.repeatable,
-        )
+        return Executors({**self.gate, **(gate or {})}, {**self.best_effort, **(best_effort or {})})
 
 
 def pending(effects: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -129,14 +117,11 @@ def perform(
     executors: Executors,
     progress: Progress | None = None,
     refused: Callable[[dict[str, Any], GithubException], None] | None = None,
-    held: Callable[[], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Perform the writes not yet done; returns the effects with their results.
 
-    ``progress`` saves the list after each write that is not repeatable while more
-    follow (a retry then skips what succeeded); after a repeatable one that succeeded,
-    ``held`` only checks that the delivery is still this worker's (it raises if not,
-    and nothing more is written). ``refused`` records a best-effort write GitHub
+    ``progress`` saves the list after each write while more follow (a retry
+    then skips what succeeded); ``refused`` records a best-effort write GitHub
     refused for good. A gate write's failure, or a best-effort write's
     transient one, propagates after the progress so far is saved.
     """
@@ -158,11 +143,6 @@ def perform(
                 refused(work, err)
         else:
             spec["result"] = "done"
-        if n == len(todo) - 1:
-            continue
-        if spec["result"] == "done" and executors.is_repeatable(spec):
-            if held is not None:
-                held()
-        elif progress is not None:
+        if progress is not None and n < len(todo) - 1:
             progress(state)
     return state

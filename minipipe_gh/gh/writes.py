@@ -320,6 +320,4 @@ EXECUTORS = Executors(
         "request_reviewers": request_reviewers,
         "owner_reviews": owner_reviews,
     },
-    # rewritten in place from the ledger as it stands: sent again, it changes nothing
-    repeatable=frozenset({"check_run", "publish"}),
 )
