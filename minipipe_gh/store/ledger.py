@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, func, literal, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from minipipe_gh.core import owners
@@ -102,11 +102,16 @@ def find_patch(db: Session, project_id: str, pr_number: int, sha: str) -> Patch 
 
 # Built once: on every decision's path, where building it each time cost more than
 # running it.
+# The open states, one bound value each: a list given to ``in_`` is an expanding
+# parameter, whose SQL SQLAlchemy renders again at every execution.
+_OPEN_STATES = [literal(str(state)) for state in sorted(OPEN)]
+
+
 def _newest_open(patch: Any, session_id: Any) -> Select[Any]:
     """A session's open patch: its newest that is still open to review or merge."""
     return (
         select(patch)
-        .where(patch.session_id == session_id, patch.state.in_(list(OPEN)))
+        .where(patch.session_id == session_id, patch.state.in_(_OPEN_STATES))
         .order_by(patch.ledger_id.desc())
         .limit(1)
     )
