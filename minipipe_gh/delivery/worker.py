@@ -324,19 +324,17 @@ class Worker:
         now = self.clock()
         params = {"now": now, "limit": limit, "holder": holder, "until": now + self.lease}
         look = {**params, "limit": limit + 1}
-        if self.database.is_sqlite:
-            # Looked for first without the write lock (an idle poll writes nothing),
-            # then chosen again and leased in one statement under it: threads and
-            # processes claiming at once each get a head of their own, instead of
-            # all picking the same one and all but one coming back empty.
-            due = tx.rows(_HEADS, look)
-            if not due:
-                return [], False
-            rows = tx.rows(_LEASE_HEADS, params)
-        else:
+        if not self.database.is_sqlite:  # locked, leased and counted in one statement
             leased = tx.rows(_LEASE_LOCKED, {**look, "take": limit})
             return [row[:-1] for row in leased], bool(leased) and leased[0][-1] > limit
-        return rows, len(due) > limit
+        # SQLite: looked for first without the write lock (an idle poll writes nothing),
+        # then chosen again and leased in one statement under it: threads and processes
+        # claiming at once each get a head of their own, instead of all picking the same
+        # one and all but one coming back empty.
+        due = tx.rows(_HEADS, look)
+        if not due:
+            return [], False
+        return tx.rows(_LEASE_HEADS, params), len(due) > limit
 
     def _took(self, holder: str, rows: list[tuple[Any, ...]], more: bool) -> list[int]:
         """Once their lease committed: keep what ``process`` needs of each row (it reads

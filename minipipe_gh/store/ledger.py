@@ -23,7 +23,7 @@ from minipipe_gh.core.people import approvals as _approvals
 from minipipe_gh.store import audit, pagination
 from minipipe_gh.store.models import AgentSession, AuditEntry, Patch, utcnow
 from minipipe_gh.store.pagination import Page
-from minipipe_gh.store.registry import new_id
+from minipipe_gh.store.registry import OF_PR, new_id
 from minipipe_gh.store.transitions import advance, check_attached, check_version, note, refusal
 
 P = PatchState
@@ -130,10 +130,7 @@ _PR_AND_OPEN = (
         .correlate(AgentSession)
         .scalar_subquery(),
     )
-    .where(
-        AgentSession.project_id == bindparam("project"),
-        AgentSession.pr_number == bindparam("number"),
-    )
+    .where(*OF_PR)
 )
 
 

@@ -161,9 +161,12 @@ def get_session(db: Session, session_id: str) -> AgentSession:
     return session
 
 
-_BY_PR = select(AgentSession).where(  # built once: it is on every delivery's path
-    AgentSession.project_id == bindparam("project"), AgentSession.pr_number == bindparam("number")
+# A pull request's session, by the parameters ``project`` and ``number``.
+OF_PR = (
+    AgentSession.project_id == bindparam("project"),
+    AgentSession.pr_number == bindparam("number"),
 )
+_BY_PR = select(AgentSession).where(*OF_PR)  # built once: it is on every delivery's path
 
 
 def find_by_pr(db: Session, project_id: str, pr_number: int) -> AgentSession | None:
