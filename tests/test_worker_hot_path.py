@@ -156,6 +156,65 @@ def test_a_loop_whose_finish_found_no_more_work_stops_without_another_claim(
     assert worker.wakeup.wait(0) is False  # one delivery woke no other loop
 
 
+def test_a_loop_whose_finish_found_no_more_work_waits_for_a_wake_to_look_again(
+    rt: Any, deliver: Any, heads_looked_for: list[str]
+) -> None:
+    """The finish's lease just looked and found nothing: looking again at once would find
+    nothing too. The loop waits; a delivery stored since then pokes it awake."""
+    SENT.clear()
+    deliver("pull_request", _opened(43), delivery_id="wait-1")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    looked = heads_looked_for
+    looked.clear()
+    loop = threading.Thread(target=worker._step, args=(30.0,))
+    loop.start()
+    deadline = time.monotonic() + 10
+    while SENT != ["wait-1"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)
+    assert SENT == ["wait-1"]
+    assert loop.is_alive()  # waiting, not claiming again
+    assert len(looked) == 2  # the claim, and the finish's look for the next
+    deliver("pull_request", _opened(44), delivery_id="wait-2")
+    worker.wakeup.set()  # as the inbox's poke does
+    loop.join(5)
+    assert not loop.is_alive()  # woken at once, well before its 30 s poll
+    worker._step(30.0)  # the next step claims the new delivery and handles it
+    assert SENT == ["wait-1", "wait-2"]
+    assert _statuses(rt) == {"wait-1": ("done", None), "wait-2": ("done", None)}
+
+
+def test_a_claim_on_postgresql_runs_outside_a_transaction(
+    rt: Any, deliver: Any, backend: str, monkeypatch: Any
+) -> None:
+    """PostgreSQL's lease is one statement: no BEGIN before it and no COMMIT after it
+    (two round trips fewer for each claim, most of which find nothing to lease)."""
+    import psycopg
+
+    deliver("pull_request", _opened(45), delivery_id="alone-1")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    seen: list[tuple[str, bool]] = []
+    real = worker._lease_rows
+
+    def lease_rows(tx: Any, limit: int, holder: str) -> Any:
+        got = real(tx, limit, holder)
+        conn = tx.conn.dbapi_connection
+        if backend == "postgres":
+            open_tx = conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE
+        else:
+            open_tx = conn.in_transaction
+        seen.append(("leased" if got[0] else "none", open_tx))
+        return got
+
+    monkeypatch.setattr(worker, "_lease_rows", lease_rows)
+    assert len(worker.claim(limit=1)) == 1
+    assert worker.claim(limit=1) == []
+    # SQLite leases under its write lock, in a transaction; its look that finds nothing
+    # takes no lock (a read outside BEGIN)
+    assert seen == [("leased", backend != "postgres"), ("none", False)]
+    assert _statuses(rt)["alone-1"][1] == worker.worker_id  # the lease was committed
+
+
 def test_a_claim_that_sees_more_due_work_than_it_takes_wakes_one_more_loop(
     rt: Any, deliver: Any
 ) -> None:

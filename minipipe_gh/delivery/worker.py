@@ -305,7 +305,10 @@ class Worker:
         ready = self._ready.pop(self.worker_id, None)
         if ready:
             return ready
-        with self.database.driver() as tx:
+        # PostgreSQL's lease is one statement, a transaction of its own: outside BEGIN and
+        # COMMIT it is one round trip, not three (most claims, woken by a poke that another
+        # loop answered first, lease nothing). SQLite's two run in one (``alone`` is off).
+        with self.database.driver(alone=True) as tx:
             return self._lease(tx, limit)
 
     def _lease(self, tx: Driver, limit: int) -> list[int]:
@@ -446,7 +449,11 @@ class Worker:
         except Exception:
             log.exception("worker loop failed; carrying on")
             done = []
-        if not done:  # (a claim that saw more than it took woke the next loop)
+        # Nothing was due, or the lease in the last finish found nothing more: wait for a
+        # wake instead of asking again at once (a delivery stored since then poked, and
+        # its wake is kept for the next loop to wait). A claim that saw more than it took
+        # woke the next loop.
+        if not done or self.worker_id in self._drained:
             self.wakeup.wait(poll_s)  # woken at once by a poke or an in-process inbox
 
     def upkeep(self) -> None:
