@@ -145,6 +145,35 @@ def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
     assert insert_new(rt.database.engine, rows[:5]) == set()  # all known now
 
 
+def test_a_batch_with_repeats_stores_each_delivery_once_with_its_own_body(rt, backend):
+    """One statement on PostgreSQL (rows and bodies together, outside a transaction):
+    an id sent twice in the batch, a redelivery of a stored one, and a second id for a
+    stored comment (its natural key) each store nothing more, and no body is misfiled."""
+    first = row_for(*comment_event("batch-known", 9_001))
+    assert insert_new(rt.database.engine, [first]) == {"batch-known"}
+    twice = row_for(*comment_event("batch-twice", 9_002))
+    other = row_for(*comment_event("batch-other", 9_003))
+    same_comment = row_for(*comment_event("batch-same-comment", 9_001))
+    rows = [twice, dict(first), other, dict(twice), same_comment]
+    conn = rt.database.engine.raw_connection()
+    try:
+        assert inbox_module._insert_for(rt.database.engine)(conn, rows) == {
+            "batch-twice",
+            "batch-other",
+        }
+        if backend == "postgres":  # left as the pool lent it: transactions as usual
+            assert conn.dbapi_connection.autocommit is False
+    finally:
+        conn.close()
+    got = stored(rt)
+    assert sorted(got) == ["batch-known", "batch-other", "batch-twice"]
+    for row in (first, twice, other):
+        assert got[row["delivery_id"]].payload == row["payload"]
+    with rt.database.unit() as s:
+        bodies = s.execute(text("SELECT count(*) FROM delivery_payloads")).scalar()
+    assert bodies == 3
+
+
 def test_the_leader_waits_for_stragglers_only_while_another_connection_writes(rt):
     """The group commit's pause (``Inbox._pause``) pays only when the writer's turn is
     shared: a lone web process on SQLite writes each batch at once, and pauses again
