@@ -53,6 +53,11 @@ def _statuses(rt: Any) -> dict[str, tuple[str, str | None]]:
         return {ident: (status, owner) for ident, status, owner in rows}
 
 
+def _seqs(rt: Any) -> dict[str, int]:
+    with rt.database.unit() as s:
+        return dict(s.execute(select(Delivery.delivery_id, Delivery.seq)).all())  # type: ignore[arg-type]
+
+
 @pytest.fixture
 def write_commits(rt: Any) -> Iterator[list[str]]:
     """Each commit of a transaction that wrote, on either backend."""
@@ -213,6 +218,28 @@ def test_a_claim_on_postgresql_runs_outside_a_transaction(
     # takes no lock (a read outside BEGIN)
     assert seen == [("leased", backend != "postgres"), ("none", False)]
     assert _statuses(rt)["alone-1"][1] == worker.worker_id  # the lease was committed
+
+
+def test_a_claim_takes_each_pull_requests_first_delivery_and_any_without_an_order(
+    rt: Any, deliver: Any
+) -> None:
+    """Due: the first unfinished delivery of each order key, and every delivery that has
+    none (no repository: nothing to keep in order), however many are queued."""
+    from minipipe_gh.core.events import Event
+    from minipipe_gh.store.inbox import insert_new, row_for
+
+    for n in range(3):  # three deliveries on one pull request, in order
+        body = _opened(71)
+        body["pull_request"]["title"] = f"take {n}"  # three events, not one sent thrice
+        assert deliver("pull_request", body, delivery_id=f"pr-{n}").status_code == 202
+    loose = [Event(f"loose-{n}", "ping", {"zen": f"z{n}"}, {}) for n in range(2)]
+    assert insert_new(rt.database.engine, [row_for(e) for e in loose]) == {"loose-0", "loose-1"}
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="A")
+    got = worker.claim(limit=10)
+    idents = {s: i for i, s in _seqs(rt).items()}
+    assert sorted(idents.values()) == ["loose-0", "loose-1", "pr-0", "pr-1", "pr-2"]
+    assert sorted(idents[seq] for seq in got) == ["loose-0", "loose-1", "pr-0"]
+    assert worker.claim(limit=10) == []  # the pull request's next waits for its first
 
 
 def test_a_claim_that_sees_more_due_work_than_it_takes_wakes_one_more_loop(

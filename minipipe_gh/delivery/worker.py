@@ -38,7 +38,6 @@ from sqlalchemy import (
     Integer,
     Text,
     bindparam,
-    exists,
     func,
     literal_column,
     or_,
@@ -95,18 +94,24 @@ def _free(table: Any) -> Any:
 
 
 _head, _earlier = _T.alias("head"), _T.alias("earlier")
-# The due heads: oldest unfinished delivery of their order key, not leased.
+# The first unfinished delivery of a head's order key: one look down the partial index
+# on (order_key, seq) for each candidate. Not ``NOT EXISTS (an earlier one)``: PostgreSQL
+# plans that as an anti-join, and on a queue table without statistics yet (a new one,
+# or one whose last ANALYZE saw it empty) chose a join that read every pending row for
+# each: 1.8 ms of the server's time a claim with 100 due, against 0.3.
+_FIRST_OF_KEY = (
+    select(func.min(_earlier.c.seq))
+    .where(_earlier.c.order_key == _head.c.order_key, _earlier.c.status.in_(_PENDING))
+    .scalar_subquery()
+)
+# The due heads: oldest unfinished delivery of their order key (or of none), not leased.
 _HEADS = (
     select(_head.c.seq)
     .where(
         _head.c.status.in_(_PENDING),
         _head.c.next_attempt_at <= _NOW,
         _free(_head),
-        ~exists().where(
-            _earlier.c.order_key == _head.c.order_key,
-            _earlier.c.seq < _head.c.seq,
-            _earlier.c.status.in_(_PENDING),
-        ),
+        or_(_head.c.order_key.is_(None), _head.c.seq == _FIRST_OF_KEY),
     )
     .order_by(_head.c.seq)
     .limit(bindparam("limit", type_=Integer))
