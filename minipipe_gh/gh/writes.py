@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from github import GithubException
-from sqlalchemy import and_, bindparam, select, true
+from sqlalchemy import bindparam, select, true
 
 from minipipe_gh.core import checkrun, limits, owners, people
 from minipipe_gh.core.errors import NotFound
@@ -41,6 +41,21 @@ def _api(ectx: EffectContext, project: str) -> RepoAPI:
 
 _p, _s = Patch.__table__, AgentSession.__table__
 _ref, _stray, _audit = CheckRunRef.__table__, NeutralCheckRun.__table__, AuditEntry.__table__
+
+
+def _on_sha(column: Any) -> Any:
+    """``column`` of the row kept for the patch's SHA (the table's key: project, SHA), as
+    a lookup of its own for the patch's row. As a join, PostgreSQL planned it, on tables
+    without statistics yet, as a scan of every row of the project (149 of them read for
+    each check run in ``bench/decisions.py``); a correlated lookup is the key's."""
+    table = column.table
+    return (
+        select(column)
+        .where(table.c.project_id == bindparam("project"), table.c.head_sha == _p.c.patch_id)
+        .scalar_subquery()
+    )
+
+
 # What a check run shows of a patch, its session, and the check runs known on its SHA:
 # one prebuilt Core read (rows have the attributes ``checkrun.Patch`` asks for).
 _SHOWN = (
@@ -49,20 +64,11 @@ _SHOWN = (
         _p.c.metadata.label("meta"),  # the column behind ``Patch.meta``
         _p.c.pr_number,
         _s.c.metadata.label("session_meta"),
-        _ref.c.check_run_id.label("known"),
-        _stray.c.check_run_id.label("stray_id"),
-        _stray.c.withdrawn.label("stray_withdrawn"),
+        _on_sha(_ref.c.check_run_id).label("known"),
+        _on_sha(_stray.c.check_run_id).label("stray_id"),
+        _on_sha(_stray.c.withdrawn).label("stray_withdrawn"),
     )
-    .select_from(
-        _p.outerjoin(_s, _s.c.session_id == _p.c.session_id)
-        .outerjoin(
-            _ref, and_(_ref.c.project_id == bindparam("project"), _ref.c.head_sha == _p.c.patch_id)
-        )
-        .outerjoin(
-            _stray,
-            and_(_stray.c.project_id == bindparam("project"), _stray.c.head_sha == _p.c.patch_id),
-        )
-    )
+    .select_from(_p.outerjoin(_s, _s.c.session_id == _p.c.session_id))
     .where(_p.c.ledger_id == bindparam("ledger_id"))
 )
 _RECENT = (
