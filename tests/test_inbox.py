@@ -145,7 +145,7 @@ def test_more_rows_than_one_statement_holds_are_stored_in_one_call(rt):
     assert insert_new(rt.database.engine, rows[:5]) == set()  # all known now
 
 
-def test_a_batch_with_repeats_stores_each_delivery_once_with_its_own_body(rt, backend):
+def test_a_batch_with_repeats_stores_each_delivery_once_with_its_own_body(rt, backend, monkeypatch):
     """One statement on PostgreSQL (rows and bodies together, outside a transaction):
     an id sent twice in the batch, a redelivery of a stored one, and a second id for a
     stored comment (its natural key) each store nothing more, and no body is misfiled."""
@@ -155,6 +155,17 @@ def test_a_batch_with_repeats_stores_each_delivery_once_with_its_own_body(rt, ba
     other = row_for(*comment_event("batch-other", 9_003))
     same_comment = row_for(*comment_event("batch-same-comment", 9_001))
     rows = [twice, dict(first), other, dict(twice), same_comment]
+    ran: list[tuple[str, bool]] = []
+    if backend == "postgres":
+        import psycopg
+
+        real = psycopg.Cursor.execute
+
+        def execute(self, query, params=None, **kw):
+            ran.append((str(query).split()[0], self.connection.autocommit))
+            return real(self, query, params, **kw)
+
+        monkeypatch.setattr(psycopg.Cursor, "execute", execute)
     conn = rt.database.engine.raw_connection()
     try:
         assert inbox_module._insert_for(rt.database.engine)(conn, rows) == {
@@ -165,6 +176,8 @@ def test_a_batch_with_repeats_stores_each_delivery_once_with_its_own_body(rt, ba
             assert conn.dbapi_connection.autocommit is False
     finally:
         conn.close()
+    if backend == "postgres":  # rows and bodies in one statement, outside BEGIN/COMMIT
+        assert ran == [("WITH", True)]
     got = stored(rt)
     assert sorted(got) == ["batch-known", "batch-other", "batch-twice"]
     for row in (first, twice, other):

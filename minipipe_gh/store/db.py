@@ -337,6 +337,20 @@ class Prepared:
         ]
 
 
+@contextmanager
+def autocommitted(conn: PoolProxiedConnection, error: type[Exception]) -> Iterator[None]:
+    """PostgreSQL: each statement a transaction of its own while inside, then back to
+    transactions as the pool lends them (nothing to restore on a connection invalidated
+    meanwhile; ``error``, the driver's, from one that broke is left to its discarding)."""
+    conn.dbapi_connection.autocommit = True  # type: ignore[union-attr]
+    try:
+        yield
+    finally:
+        if conn.dbapi_connection is not None:  # None once invalidated
+            with contextlib.suppress(error):
+                conn.dbapi_connection.autocommit = False  # type: ignore[union-attr]
+
+
 class Driver:
     """Statements of one transaction on the driver's own connection: a ``Prepared``
     statement costs the driver's call and its parameters, not SQLAlchemy's execution
@@ -605,9 +619,10 @@ class Database:
         alone = alone and not self.is_sqlite
         try:
             if alone:
-                conn.dbapi_connection.autocommit = True  # type: ignore[union-attr]
-            yield Driver(self, conn, alone=alone)
-            if not alone:
+                with autocommitted(conn, error):
+                    yield Driver(self, conn, alone=True)
+            else:
+                yield Driver(self, conn)
                 for observe in self.observers:
                     observe(conn.info, "COMMIT")
                 conn.commit()
@@ -629,9 +644,6 @@ class Database:
                 conn.rollback()
             raise
         finally:
-            if alone and conn.dbapi_connection is not None:  # None once invalidated
-                with contextlib.suppress(error):
-                    conn.dbapi_connection.autocommit = False
             conn.close()  # back to the pool: the SQLite writer's turn ends there
 
     @staticmethod

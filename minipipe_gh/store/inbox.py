@@ -36,6 +36,7 @@ from minipipe_gh.store.db import (
     Database,
     Leader,
     Part,
+    autocommitted,
     begin_write,
     end_write_turn,
     make_engine,
@@ -162,7 +163,8 @@ class _InsertNew:
         self.head = f"INSERT INTO {table.name} ({', '.join(ROW_COLUMNS)}) VALUES "
         self.tail = " ON CONFLICT DO NOTHING RETURNING seq, delivery_id"
         bodies = DeliveryPayload.__table__
-        self.bodies_head = f"INSERT INTO {bodies.name} (seq, payload) VALUES "
+        self.bodies_into = f"INSERT INTO {bodies.name} (seq, payload)"
+        self.bodies_head = self.bodies_into + " VALUES "
         # What SQLAlchemy itself binds: the dialect's implementation of each type.
         self.sqlite = dialect.name == "sqlite"
         self.processors = [
@@ -193,11 +195,9 @@ class _InsertNew:
         statement (built once per size). A body goes in under its new row's ``seq``; a
         duplicate's, whose row was not inserted, joins nothing. It answers the new ids."""
         if (n, m) not in self._together_sql:
-            rows = self.sql(n).removeprefix("INSERT")
             pairs = ", ".join(["(%s, %s)"] * m)
-            bodies = DeliveryPayload.__table__.name
             self._together_sql[n, m] = (
-                f"WITH new AS (INSERT{rows}), stored AS (INSERT INTO {bodies} (seq, payload)"
+                f"WITH new AS ({self.sql(n)}), stored AS ({self.bodies_into}"
                 f" SELECT new.seq, body.payload FROM new JOIN (VALUES {pairs})"
                 " AS body (delivery_id, payload) ON body.delivery_id = new.delivery_id)"
                 " SELECT delivery_id FROM new"
@@ -269,17 +269,12 @@ class _InsertNew:
         """PostgreSQL: the one statement outside BEGIN and COMMIT (a statement is a
         transaction of its own, durable once it answers): one round trip on the path
         every acknowledgement waits for, where a transaction takes four."""
-        dbapi_conn = conn.dbapi_connection
-        dbapi_conn.autocommit = True  # type: ignore[union-attr]
-        try:
+        with autocommitted(conn, self.dbapi_error):
             cur = conn.cursor()
             cur.execute(sql, flat)
             new = {ident for (ident,) in cur.fetchall()}
             cur.close()
             return new
-        finally:
-            with contextlib.suppress(self.dbapi_error):  # a broken one is thrown away
-                dbapi_conn.autocommit = False  # type: ignore[union-attr]
 
 
 _UNSET = object()
