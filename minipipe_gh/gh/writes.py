@@ -12,7 +12,7 @@ import logging
 from typing import Any
 
 from github import GithubException
-from sqlalchemy import bindparam, select, true
+from sqlalchemy import bindparam, false, select, true
 
 from minipipe_gh.core import checkrun, limits, owners, people
 from minipipe_gh.core.errors import NotFound
@@ -43,7 +43,7 @@ _p, _s = Patch.__table__, AgentSession.__table__
 _ref, _stray, _audit = CheckRunRef.__table__, NeutralCheckRun.__table__, AuditEntry.__table__
 
 
-def _on_sha(column: Any) -> Any:
+def _on_sha(column: Any, *also: Any) -> Any:
     """``column`` of the row kept for the patch's SHA (the table's key: project, SHA), as
     a lookup of its own for the patch's row. As a join, PostgreSQL planned it, on tables
     without statistics yet, as a scan of every row of the project (149 of them read for
@@ -51,7 +51,7 @@ def _on_sha(column: Any) -> Any:
     table = column.table
     return (
         select(column)
-        .where(table.c.project_id == bindparam("project"), table.c.head_sha == _p.c.patch_id)
+        .where(table.c.project_id == bindparam("project"), table.c.head_sha == _p.c.patch_id, *also)
         .scalar_subquery()
     )
 
@@ -65,8 +65,8 @@ _SHOWN = (
         _p.c.pr_number,
         _s.c.metadata.label("session_meta"),
         _on_sha(_ref.c.check_run_id).label("known"),
-        _on_sha(_stray.c.check_run_id).label("stray_id"),
-        _on_sha(_stray.c.withdrawn).label("stray_withdrawn"),
+        # our neutral success on the SHA, while it is not withdrawn: one lookup
+        _on_sha(_stray.c.check_run_id, _stray.c.withdrawn.is_(false())).label("stray_id"),
     )
     .select_from(_p.outerjoin(_s, _s.c.session_id == _p.c.session_id))
     .where(_p.c.ledger_id == bindparam("ledger_id"))
@@ -96,7 +96,7 @@ def check_run(ectx: EffectContext, spec: dict[str, Any]) -> None:
     patch = shown[0]
     recent = [row for row in shown if row.id is not None]
     known = patch.known
-    stray_id = patch.stray_id if patch.stray_id is not None and not patch.stray_withdrawn else None
+    stray_id = patch.stray_id
     view = checkrun.View.of(
         patch,
         patch.session_meta,
