@@ -1,5 +1,7 @@
 """The worker's hot path: a poke wakes one idle loop, and a loop that finishes a delivery
-leases the next in the same transaction, without giving up what a finish must save."""
+leases the next in the same transaction when its finish made one due, its claim saw
+more, or a stored delivery is not claimed yet, without giving up what a finish must
+save."""
 
 from __future__ import annotations
 
@@ -84,10 +86,33 @@ def test_a_loop_that_finishes_a_delivery_leases_the_next_in_the_same_transaction
     write_commits.clear()  # the deliveries' own storing
     assert [o.status for o in worker.run_once(limit=1)] == ["done", "done"]
     assert SENT == ["pre-1", "pre-2"]
-    # the first: claim, handler phase, finish (+ the second's lease); the second: handler
-    # phase, finish. Claimed on its own, the second would have cost one more.
+    # the first: claim, handler phase, finish (+ the second's lease, in the finish's
+    # transaction: the claim saw it due); the second: handler phase, finish (which said
+    # none waits behind it: no lease). Claimed on its own, the second would have cost
+    # one more commit (on SQLite, a turn of the write lock).
     assert len(write_commits) == 5
     assert _statuses(rt) == {"pre-1": ("done", None), "pre-2": ("done", None)}
+
+
+def test_the_next_delivery_of_a_pull_request_is_taken_as_the_one_before_it_finishes(
+    rt: Any, deliver: Any, heads_looked_for: list[str]
+) -> None:
+    """One pull request's second delivery is due only once its first is done: the loop
+    that finishes the first goes on to it (no poke announces it)."""
+    SENT.clear()
+    for n in range(2):
+        body = _opened(15)
+        body["pull_request"]["title"] = f"chain {n}"  # two events, not one sent twice
+        deliver("pull_request", body, delivery_id=f"chain-{n}")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+    looked = heads_looked_for
+    looked.clear()
+    assert [o.status for o in worker.run_once(limit=1)] == ["done", "done"]
+    assert SENT == ["chain-0", "chain-1"]
+    # the claim, then the lease of the next in the first's finish, which said one waits
+    # behind it; the second's finish said none waits, and looked for nothing
+    assert len(looked) == 2
+    assert _statuses(rt) == {"chain-0": ("done", None), "chain-1": ("done", None)}
 
 
 def test_a_lease_that_fails_as_a_delivery_finishes_does_not_lose_the_finish(
@@ -102,7 +127,7 @@ def test_a_lease_that_fails_as_a_delivery_finishes_does_not_lose_the_finish(
 
     def failing_lease(tx: Any, limit: int, holder: str) -> Any:
         calls["n"] += 1
-        if calls["n"] == 2:  # the lease inside the first delivery's finish
+        if calls["n"] == 2:  # the lease as the first delivery finishes
             raise OperationalError("UPDATE deliveries", None, Exception("disk I/O error"))
         return real_lease(tx, limit, holder)
 
@@ -120,10 +145,10 @@ def test_a_delivery_leased_at_a_finish_is_handed_only_to_the_loop_that_leased_it
     for n, ident in ((31, "own-1"), (32, "own-2")):
         deliver("pull_request", _opened(n), delivery_id=ident)
     a = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="A")
+    b = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="B")
     [first] = a.claim(limit=1)
     assert a.process(first, then_claim=1).status == "done"
     assert _statuses(rt)["own-2"] == ("queued", "A")  # leased by A as it finished
-    b = Worker(rt.database, _router(), None, executors=EXECUTORS, worker_id="B")
     assert b.claim() == []  # B cannot take what A holds
     [second] = a.claim()  # A's next claim hands it over without a query
     assert a.process(second).status == "done"
@@ -154,18 +179,20 @@ def test_a_loop_whose_finish_found_no_more_work_stops_without_another_claim(
     looked.clear()
     assert [o.status for o in worker.run_once(limit=1)] == ["done"]
     assert SENT == ["lone-1"]
-    # the claim, and the finish's look for the next: a third look would find nothing
-    assert len(looked) == 2
+    # the claim only: the finish said none waits behind it, and the claim saw none more
+    # due than it took, so a look for the next would find nothing
+    assert len(looked) == 1
     assert worker.run_once(limit=1) == []  # the next run looks again, and finds none
-    assert len(looked) == 3
+    assert len(looked) == 2
     assert worker.wakeup.wait(0) is False  # one delivery woke no other loop
 
 
 def test_a_loop_whose_finish_found_no_more_work_waits_for_a_wake_to_look_again(
     rt: Any, deliver: Any, heads_looked_for: list[str]
 ) -> None:
-    """The finish's lease just looked and found nothing: looking again at once would find
-    nothing too. The loop waits; a delivery stored since then pokes it awake."""
+    """The finish said no delivery waits behind it, and the claim saw none more due than
+    it took: looking again at once would find nothing. The loop waits; a delivery stored
+    since then pokes it awake."""
     SENT.clear()
     deliver("pull_request", _opened(43), delivery_id="wait-1")
     worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
@@ -179,7 +206,7 @@ def test_a_loop_whose_finish_found_no_more_work_waits_for_a_wake_to_look_again(
     time.sleep(0.3)
     assert SENT == ["wait-1"]
     assert loop.is_alive()  # waiting, not claiming again
-    assert len(looked) == 2  # the claim, and the finish's look for the next
+    assert len(looked) == 1  # the claim: the finish looked for nothing more
     deliver("pull_request", _opened(44), delivery_id="wait-2")
     worker.wakeup.set()  # as the inbox's poke does
     loop.join(5)
@@ -369,3 +396,53 @@ def test_a_deliverys_moves_never_write_its_body_again(rt: Any, deliver: Any) -> 
     with rt.database.unit() as s:
         d = s.scalars(select(Delivery).where(Delivery.delivery_id == "once-1")).one()
         assert d.status == "done" and orjson.loads(d.payload)["number"] == 71
+
+
+def test_a_loop_woken_for_a_wake_another_took_first_waits_on() -> None:
+    """A loop coming to wait just as a poke arrives takes the wake first: the loop that
+    was woken for it would claim for nothing, so it goes back to waiting."""
+    wake = Wakeup()
+    woke: list[bool] = []
+    loop = threading.Thread(target=lambda: woke.append(wake.wait(5.0)))
+    loop.start()
+    time.sleep(0.2)  # waiting
+    with wake._cond:  # a wake, taken by another loop before this one runs
+        wake._pending = True
+        wake._cond.notify()
+        wake._pending = False
+    time.sleep(0.3)
+    assert loop.is_alive() and woke == []  # still waiting, not off to claim
+    wake.set()
+    loop.join(2)
+    assert woke == [True]
+    stopping = threading.Thread(target=lambda: woke.append(wake.wait(5.0)))
+    stopping.start()
+    time.sleep(0.2)
+    wake.set_all()  # stopping: every loop goes, none waits out its poll
+    stopping.join(2)
+    assert woke == [True, True]
+
+
+def test_a_loop_finishing_as_a_delivery_is_stored_and_unclaimed_takes_it_itself(
+    rt: Any, deliver: Any
+) -> None:
+    """A delivery stored while no loop was free to claim it (its wake kept), or while
+    the loop woken for it still waits for a CPU: the loop finishing a delivery then,
+    already running, looks for it itself."""
+    SENT.clear()
+    deliver("pull_request", _opened(61), delivery_id="busy-1")
+    worker = Worker(rt.database, _router(), None, executors=EXECUTORS)
+
+    def store_then_poke(ectx: effects.EffectContext, spec: dict[str, Any]) -> None:
+        SENT.append(ectx.delivery_id)
+        if ectx.delivery_id == "busy-1":  # stored while this loop writes; nobody waits
+            deliver("pull_request", _opened(62), delivery_id="busy-2")
+            worker.wakeup.set()
+        if ectx.delivery_id == "busy-2":  # stored, and a loop woken for it: not at its claim
+            deliver("pull_request", _opened(63), delivery_id="busy-3")
+            worker._woken.add("another loop")
+
+    worker.executors = effects.Executors(gate={"test.write": store_then_poke}, best_effort={})
+    assert [o.status for o in worker.run_once(limit=1)] == ["done", "done", "done"]
+    assert SENT == ["busy-1", "busy-2", "busy-3"]
+    assert worker.wakeup.take() is False  # the kept wake was this loop's to answer

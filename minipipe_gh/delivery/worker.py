@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from github import BadCredentialsException, GithubException, RateLimitExceededException
 from sqlalchemy import (
+    Boolean,
     Integer,
     Text,
     bindparam,
@@ -65,7 +66,7 @@ from minipipe_gh.review.context import Context
 from minipipe_gh.store import audit
 from minipipe_gh.store.db import Database, Driver, GroupCommit, checkpoint_wal
 from minipipe_gh.store.inbox import wake_folder
-from minipipe_gh.store.models import PENDING, Delivery, DeliveryPayload, utcnow
+from minipipe_gh.store.models import PENDING, PENDING_LIST, Delivery, DeliveryPayload, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,24 @@ def _move(keys: tuple[str, ...]) -> Any:
     )
 
 
+# Whether a delivery of the same order key waits behind the one a move finishes (it is
+# due once that one is done): what a finish returns, so that its loop looks for due work
+# again only when its finish made some due (or its claim saw more than it took). Written
+# out, as ``_BODY`` is: in SQLite's RETURNING SQLAlchemy leaves every name unqualified.
+_BEHIND = literal_column(
+    f"EXISTS (SELECT 1 FROM {_T.name} AS later WHERE later.order_key = {_T.name}.order_key"
+    f" AND later.status IN ({PENDING_LIST})"
+    f" AND later.seq > {_T.name}.seq)",
+    Boolean(),
+).label("behind")
+
+
+@functools.lru_cache(maxsize=8)
+def _ending(keys: tuple[str, ...]) -> Any:
+    """The finish: the move, returning whether a delivery waits behind it."""
+    return _move(keys).returning(_BEHIND)
+
+
 class Wakeup:
     """Wakes one idle loop per ``set`` (a pending wake is kept for the next to wait),
     not all of them: a claim that sees more due work than it leases wakes the next
@@ -195,23 +214,39 @@ class Wakeup:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._pending = False
+        self._everyone = 0  # how many times ``set_all`` woke every loop
 
     def set(self) -> None:
         with self._cond:
             self._pending = True
             self._cond.notify()
 
+    def take(self) -> bool:
+        """Take a kept wake that no loop has taken yet (whether there was one), without
+        waiting: for a loop that is about to look for work anyway."""
+        with self._cond:
+            woke, self._pending = self._pending, False
+            return woke
+
     def set_all(self) -> None:
         with self._cond:
             self._pending = True
+            self._everyone += 1
             self._cond.notify_all()
 
     def wait(self, timeout: float) -> bool:
-        """Until woken or ``timeout``; whether a wake was taken."""
+        """Until woken or ``timeout``; whether a wake was taken. A loop woken for a wake
+        that another took first (one coming to wait just then) waits on: its claim
+        would find nothing."""
         with self._cond:
-            if not self._pending:
-                self._cond.wait(timeout)
-            woke, self._pending = self._pending, False
+            everyone, deadline = self._everyone, time.monotonic() + timeout
+            while not self._pending and self._everyone == everyone:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+            woke = self._pending or self._everyone != everyone
+            self._pending = False
             return woke
 
 
@@ -289,9 +324,14 @@ class Worker:
         self._claimed: dict[tuple[int, str], tuple[Any, ...]] = {}
         # holder -> deliveries it leased as it finished its last one, for its next claim
         self._ready: dict[str, list[int]] = {}
-        # holders whose last finish looked for more due work and found none: their
-        # ``run_once`` ends there, without a claim of its own that would find none too
+        # holders whose last look for due work (a claim, or a finish's) found none: their
+        # loop waits for a wake instead of looking again at once
         self._drained: set[str] = set()
+        # holders whose last lease saw more due than it took (and woke another loop)
+        self._saw_more: set[str] = set()
+        # holders woken by a wake and not yet at their claim (on a busy machine, waiting
+        # for a CPU): a loop finishing a delivery meanwhile looks for the new one itself
+        self._woken: set[str] = set()
 
     @property
     def worker_id(self) -> str:
@@ -307,6 +347,7 @@ class Worker:
     def claim(self, limit: int = 10) -> list[int]:
         """Lease up to ``limit`` due deliveries, each the head of its order key (or hand
         over those this holder leased when it finished its last one)."""
+        self._woken.discard(self.worker_id)
         ready = self._ready.pop(self.worker_id, None)
         if ready:
             return ready
@@ -350,22 +391,28 @@ class Worker:
         for row in rows:
             self._claimed[(row[0], holder)] = row[1:]
         if more:
+            self._saw_more.add(holder)
             self.wakeup.set()
+        else:
+            self._saw_more.discard(holder)
         return sorted(row[0] for row in rows)
 
     # -- running ----------------------------------------------------------------
 
     def run_once(self, limit: int = 10) -> list[Outcome]:
         """Handle every delivery that is due now, then return (``worker --once``). The
-        last of each batch leases the next batch in the transaction that finishes it:
-        under load a delivery costs one write to the database fewer."""
+        last of each batch leases the next batch in the transaction that finishes it,
+        when its finish says there can be one (``_finish``): under load a delivery costs
+        one write to the database fewer."""
         outcomes: list[Outcome] = []
-        self._drained.discard(self.worker_id)
-        while batch := self.claim(limit):
+        me = self.worker_id
+        self._drained.discard(me)
+        while me not in self._drained:
+            batch = self.claim(limit)
+            if not batch:
+                self._drained.add(me)
             for i, seq in enumerate(batch):
                 outcomes.append(self.process(seq, then_claim=limit if i == len(batch) - 1 else 0))
-            if self.worker_id in self._drained:
-                break
         return outcomes
 
     def run_forever(
@@ -454,12 +501,13 @@ class Worker:
         except Exception:
             log.exception("worker loop failed; carrying on")
             done = []
-        # Nothing was due, or the lease in the last finish found nothing more: wait for a
-        # wake instead of asking again at once (a delivery stored since then poked, and
-        # its wake is kept for the next loop to wait). A claim that saw more than it took
-        # woke the next loop.
-        if not done or self.worker_id in self._drained:
-            self.wakeup.wait(poll_s)  # woken at once by a poke or an in-process inbox
+        # Nothing more was due (the last claim, or the lease in the last finish, found
+        # none): wait for a wake instead of asking again at once (a delivery stored since
+        # then poked, and its wake is kept for the next loop to wait). A claim that saw
+        # more than it took woke the next loop.
+        waits = not done or self.worker_id in self._drained
+        if waits and self.wakeup.wait(poll_s):  # woken at once by a poke or an inbox
+            self._woken.add(self.worker_id)
 
     def upkeep(self) -> None:
         """Scheduled work between deliveries: pause stale sessions."""
@@ -630,11 +678,18 @@ class Worker:
         """Move the delivery on, if ``holder`` (this thread) still holds it in ``phase``;
         else LeaseLost, before it changed anything. ``s`` is an ORM session or a driver
         transaction: the statement is the driver's."""
+        keys, params = self._move_params(seq, phase, holder, values)
+        if _driver(s).execute(_move(keys), params).rowcount != 1:
+            raise LeaseLost
+
+    def _move_params(
+        self, seq: int, phase: str, holder: str | None, values: dict[str, Any]
+    ) -> tuple[tuple[str, ...], dict[str, Any]]:
+        """The keys a move sets, and its parameters (``_move``)."""
         keys = tuple(sorted(values))
         params = {f"set_{k}": values[k] for k in keys}
         params.update(at=seq, phase=phase, holder=holder or self.worker_id)
-        if _driver(s).execute(_move(keys), params).rowcount != 1:
-            raise LeaseLost
+        return keys, params
 
     def _effects_of(self, seq: int) -> list[dict[str, Any]] | None:
         try:
@@ -646,19 +701,22 @@ class Worker:
             return None
 
     def _finish(self, seq: int, results: list[dict[str, Any]], then_claim: int = 0) -> bool:
-        """Save the last results with ``done`` (and lease this thread's next deliveries),
-        in the transaction the moves of the other threads share (``GroupCommit``)."""
+        """Save the last results with ``done`` and, when the finish made a delivery due or
+        ``_look_on`` says so, lease this thread's next deliveries, in the transaction the
+        moves of the other threads share (``GroupCommit``)."""
         holder = self.worker_id
         done = {"effects": results, **self._done()}
         try:
             if then_claim:
 
-                def finish_and_lease(tx: Driver) -> tuple[list[tuple[Any, ...]], bool]:
-                    self._settle(tx, seq, "effects", holder, **done)
-                    return self._lease_rows(tx, then_claim, holder)
+                def finish_and_lease(tx: Driver) -> tuple[list[tuple[Any, ...]], bool] | None:
+                    if self._end(tx, seq, holder, done) or self._look_on(holder):
+                        return self._lease_rows(tx, then_claim, holder)
+                    return None
 
                 try:
-                    leased = self._took(holder, *self.moves.run(finish_and_lease))
+                    got = self.moves.run(finish_and_lease)
+                    leased = self._took(holder, *got) if got is not None else []
                     if leased:
                         self._ready[holder] = leased
                     else:
@@ -672,6 +730,26 @@ class Worker:
         except LeaseLost:
             return False
         return True
+
+    def _end(self, tx: Driver, seq: int, holder: str, done: dict[str, Any]) -> bool:
+        """The finish: ``holder``'s move to ``done``, and whether a delivery of the same
+        order key waits behind it (LeaseLost if ``holder`` no longer holds it)."""
+        keys, params = self._move_params(seq, "effects", holder, done)
+        rows = tx.rows(_ending(keys), params)
+        if not rows:
+            raise LeaseLost
+        return bool(rows[0][0])
+
+    def _look_on(self, holder: str) -> bool:
+        """Whether a loop that finished a delivery should look for more due work (besides
+        a delivery its finish made due): its last claim saw more due than it took, or a
+        delivery was stored and no loop is at its claim yet (a wake pending, or a woken
+        loop still waiting for a CPU: this one, running, is there first). Else anything
+        stored since poked, and a wake no loop took is kept for this one's wait. A look
+        at every finish found nothing but at the busiest times: it was one of a lone
+        delivery's three claims."""
+        kept = self.wakeup.take()  # a kept wake this loop answers itself: no other looks
+        return kept or holder in self._saw_more or bool(self._woken)
 
     def _progress(self, seq: int, state: list[dict[str, Any]]) -> None:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if

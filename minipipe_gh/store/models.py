@@ -194,7 +194,8 @@ class AuditEntry(Base):
 
 # A delivery not finished yet: the worker claims these, and only these are indexed for it.
 PENDING = ("queued", "effects")
-PENDING_SQL = text("status IN (" + ", ".join(f"'{p}'" for p in PENDING) + ")")
+PENDING_LIST = ", ".join(f"'{p}'" for p in PENDING)  # as SQL literals, for raw SQL
+PENDING_SQL = text(f"status IN ({PENDING_LIST})")
 
 
 class Delivery(Base):
