@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import event
 
 from minipipe_gh.core import events
-from minipipe_gh.store.db import Database
+from minipipe_gh.store.db import Database, Driver
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SECRET = "it's a secret to everybody"
@@ -79,6 +79,17 @@ class Deliver:
 # and leases them in the same statement).
 WRITES = re.compile(r"\s*(WITH\b.*\)\s*)?(INSERT|UPDATE|DELETE)\b", re.I | re.S)
 MOVES = re.compile(r"\s*(WITH\b.*\)\s*)?UPDATE\s+deliveries\b", re.I | re.S)
+
+
+def in_transaction(tx: Driver, backend: str) -> bool:
+    """Whether ``tx``'s connection is inside a transaction now (not in autocommit, or
+    not between statements)."""
+    conn = tx.conn.dbapi_connection
+    if backend == "postgres":
+        import psycopg
+
+        return conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE  # type: ignore[union-attr]
+    return bool(conn.in_transaction)  # type: ignore[union-attr]
 
 
 @contextmanager

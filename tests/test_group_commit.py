@@ -13,6 +13,7 @@ from sqlalchemy import bindparam, insert, select
 
 from minipipe_gh.store.db import Database, Driver, GroupCommit
 from minipipe_gh.store.models import Installation, utcnow
+from tests.support import in_transaction
 
 _T = Installation.__table__
 _ADD = insert(_T).values(
@@ -54,10 +55,10 @@ def commits(database: Database) -> Any:
 
 
 def _run_behind_a_slow_leader(
-    group: GroupCommit, jobs: dict[int, Any], *, leader_wait_s: float = 0.3
+    group: GroupCommit, jobs: dict[int, Any], *, leader_wait_s: float = 0.3, single: bool = False
 ) -> dict[int, Any]:
-    """Job 0 leads and holds its commit open until every other job is queued behind it;
-    returns each job's result or error."""
+    """Job 0 leads and holds its commit open until every other job is queued behind it
+    (each ``single`` as given); returns each job's result or error."""
     out: dict[int, Any] = {}
     queued = threading.Event()
 
@@ -68,7 +69,7 @@ def _run_behind_a_slow_leader(
 
     def call(n: int, fn: Any) -> None:
         try:
-            out[n] = group.run(fn)
+            out[n] = group.run(fn, single=single and n > 0)
         except Exception as err:  # noqa: BLE001 - the test reads each job's outcome
             out[n] = err
 
@@ -129,3 +130,46 @@ def test_any_other_error_is_its_jobs_alone_the_others_still_commit(database: Dat
     errors = [n for n in (1, 3) if isinstance(out[n], Exception)]
     assert len(errors) == 1  # one of the two inserts of key 1 is refused, the other stored
     assert _stored(database) == {0, 1}  # nothing of the failed job; the rest committed
+
+
+def test_a_lone_single_statement_job_commits_alone_on_postgresql(
+    database: Database, backend: str
+) -> None:
+    """Alone in its batch, a job of one statement runs in autocommit on PostgreSQL: its
+    statement is its one round trip (BEGIN and COMMIT would be two more). A job not
+    marked ``single`` keeps its transaction; SQLite's are transactions still."""
+    group = GroupCommit(database, isolated=(Lost,))
+    seen: list[tuple[bool, bool]] = []
+
+    def job(n: int) -> Any:
+        def run(tx: Driver) -> int:
+            _add(n)(tx)
+            seen.append((tx.alone, in_transaction(tx, backend)))
+            return n
+
+        return run
+
+    assert group.run(job(40), single=True) == 40
+    assert group.run(job(41)) == 41
+    postgres = backend == "postgres"
+    assert seen == [(postgres, not postgres), (False, True)]
+    assert _stored(database) == {40, 41}  # both committed
+
+
+def test_single_jobs_queued_together_still_share_one_transaction(
+    database: Database, commits: list[str]
+) -> None:
+    group = GroupCommit(database, isolated=(Lost,))
+    alone: list[bool] = []
+
+    def single(n: int) -> Any:
+        def run(tx: Driver) -> int:
+            alone.append(tx.alone)
+            return _add(n)(tx)
+
+        return run
+
+    out = _run_behind_a_slow_leader(group, {n: single(n) for n in range(1, 5)}, single=True)
+    assert out == {n: n for n in range(5)}
+    assert alone == [False] * 4  # four of them in one batch: one transaction, not four
+    assert len(commits) == 2

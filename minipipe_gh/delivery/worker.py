@@ -199,6 +199,11 @@ _BEHIND = literal_column(
 ).label("behind")
 
 
+# What a finish that ran alone in autocommit returns when it would have leased: the
+# loop's claim leases next, in a statement of its own (GroupCommit ``single``).
+_CLAIM: Any = ((), False)
+
+
 @functools.lru_cache(maxsize=8)
 def _ending(keys: tuple[str, ...]) -> Any:
     """The finish: the move, returning whether a delivery waits behind it."""
@@ -710,12 +715,16 @@ class Worker:
             if then_claim:
 
                 def finish_and_lease(tx: Driver) -> tuple[list[tuple[Any, ...]], bool] | None:
-                    if self._end(tx, seq, holder, done) or self._look_on(holder):
-                        return self._lease_rows(tx, then_claim, holder)
-                    return None
+                    if not (self._end(tx, seq, holder, done) or self._look_on(holder)):
+                        return None
+                    if tx.alone:  # the finish committed alone: the loop's claim looks next
+                        return _CLAIM
+                    return self._lease_rows(tx, then_claim, holder)
 
                 try:
-                    got = self.moves.run(finish_and_lease)
+                    got = self.moves.run(finish_and_lease, single=True)
+                    if got is _CLAIM:
+                        return True
                     leased = self._took(holder, *got) if got is not None else []
                     if leased:
                         self._ready[holder] = leased
@@ -726,7 +735,7 @@ class Worker:
                     raise
                 except Exception:  # the finish must not be lost to the claim: alone, then
                     log.warning("leasing more deliveries failed; finishing alone", exc_info=True)
-            self.moves.run(lambda tx: self._settle(tx, seq, "effects", holder, **done))
+            self.moves.run(lambda tx: self._settle(tx, seq, "effects", holder, **done), single=True)
         except LeaseLost:
             return False
         return True
@@ -755,7 +764,9 @@ class Worker:
         """Keep which writes succeeded, so a retry performs only the rest (LeaseLost if
         another worker holds the delivery now: this one must write no more)."""
         holder = self.worker_id
-        self.moves.run(lambda tx: self._settle(tx, seq, "effects", holder, effects=state))
+        self.moves.run(
+            lambda tx: self._settle(tx, seq, "effects", holder, effects=state), single=True
+        )
 
     def _refused(self, ident: str, spec: dict[str, Any], err: GithubException) -> None:
         """A write GitHub refused for good: in the audit trail, the log and a metric."""

@@ -368,6 +368,11 @@ class Driver:
         self._sqlite = database.is_sqlite
         self._alone = alone  # autocommit: each statement is a transaction of its own
 
+    @property
+    def alone(self) -> bool:
+        """Whether each statement commits on its own (no transaction around them)."""
+        return self._alone
+
     def execute(self, statement: Executable, values: dict[str, Any]) -> Any:
         """Run ``statement`` with ``values``; the driver's cursor, for ``rows``/rowcount."""
         prepared = self.database.prepared(statement)
@@ -484,11 +489,12 @@ class Leader:
 class _Job(Part):
     """A thread's statements in a ``GroupCommit`` transaction, and their outcome."""
 
-    __slots__ = ("fn", "result")
+    __slots__ = ("fn", "single", "result")
 
-    def __init__(self, fn: Callable[[Driver], Any]) -> None:
+    def __init__(self, fn: Callable[[Driver], Any], single: bool) -> None:
         super().__init__()
         self.fn = fn
+        self.single = single
         self.result: Any = None
 
 
@@ -501,16 +507,22 @@ class GroupCommit:
     each turn costs a hand-over of SQLite's lock; here one turn carries what queued
     during the last. A job that raises one of ``isolated`` (raised before it wrote:
     a lost lease) fails alone; any other error rolls the shared transaction back, and
-    every job of it runs again in a transaction of its own."""
+    every job of it runs again in a transaction of its own.
+
+    On PostgreSQL a batch of one ``single`` job runs in autocommit: its statement is one
+    round trip, where BEGIN and COMMIT would be two more (most batches, but at the
+    busiest times, hold one job)."""
 
     def __init__(self, database: Database, isolated: tuple[type[BaseException], ...]) -> None:
         self.database = database
         self.isolated = isolated
         self._leader = Leader(self._commit)
 
-    def run(self, fn: Callable[[Driver], Any]) -> Any:
-        """``fn(driver)``'s result, once committed; or its error."""
-        job = _Job(fn)
+    def run(self, fn: Callable[[Driver], Any], *, single: bool = False) -> Any:
+        """``fn(driver)``'s result, once committed; or its error. ``single``: ``fn`` writes
+        one statement, or asks ``driver.alone`` before it writes another (alone, each
+        commits on its own)."""
+        job = _Job(fn, single)
         self._leader.join(job)
         if job.error is not None:
             raise job.error
@@ -518,7 +530,7 @@ class GroupCommit:
 
     def _commit(self, batch: list[_Job]) -> None:
         try:
-            with self.database.driver() as tx:
+            with self.database.driver(alone=len(batch) == 1 and batch[0].single) as tx:
                 for job in batch:
                     try:
                         job.result = job.fn(tx)
