@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from minipipe_gh.conf.config import Settings
 from minipipe_gh.delivery.runtime import Runtime
 from minipipe_gh.store import migrate
 from minipipe_gh.store.db import Database
+from minipipe_gh.store.inbox import wake_folder
 from minipipe_gh.web import create_app
 from tests.github_fake import API, APP_ID, FakeGitHub
 from tests.pg import Cluster
@@ -104,13 +106,17 @@ def pg_work_db(template_db: str, pg_cluster: Cluster | None) -> str | None:
 @pytest.fixture
 def db_url(
     template_db: str, tmp_path: Path, pg_cluster: Cluster | None, pg_work_db: str | None
-) -> str:
+) -> Iterator[str]:
     if pg_cluster is not None and pg_work_db is not None:
         pg_cluster.reset(pg_work_db)
-        return pg_cluster.url(pg_work_db)
-    path = tmp_path / "minipipe.db"
-    shutil.copyfile(template_db, path)
-    return f"sqlite:///{path}"
+        url = pg_cluster.url(pg_work_db)
+    else:
+        path = tmp_path / "minipipe.db"
+        shutil.copyfile(template_db, path)
+        url = f"sqlite:///{path}"
+    yield url
+    with contextlib.suppress(OSError):  # the workers' poke folder, once they left it empty
+        wake_folder(url).rmdir()
 
 
 @pytest.fixture
