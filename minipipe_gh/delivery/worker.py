@@ -708,7 +708,8 @@ class Worker:
     def _finish(self, seq: int, results: list[dict[str, Any]], then_claim: int = 0) -> bool:
         """Save the last results with ``done`` and, when the finish made a delivery due or
         ``_look_on`` says so, lease this thread's next deliveries, in the transaction the
-        moves of the other threads share (``GroupCommit``)."""
+        moves of the other threads share (``GroupCommit``). A finish alone there commits
+        by itself on PostgreSQL, and leaves the lease to the loop's next claim."""
         holder = self.worker_id
         done = {"effects": results, **self._done()}
         try:
