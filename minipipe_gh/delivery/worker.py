@@ -200,8 +200,9 @@ _BEHIND = literal_column(
 
 
 # What a finish that ran alone in autocommit returns when it would have leased: the
-# loop's claim leases next, in a statement of its own (GroupCommit ``single``).
-_CLAIM: Any = ((), False)
+# loop's claim leases next, in a statement of its own (GroupCommit ``single``). Not a
+# lease's shape, so that a reader that forgot it fails instead of draining the loop.
+_CLAIM: Any = object()
 
 
 @functools.lru_cache(maxsize=8)
